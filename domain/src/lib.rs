@@ -1,0 +1,14 @@
+//! Kabinet's domain: aggregates, commands, events, value types, and the journal.
+
+pub mod canonical;
+pub mod clock;
+pub mod command;
+pub mod db;
+pub mod directory;
+pub mod journal;
+pub mod metadata;
+pub mod user_error;
+
+pub use db::{Backend, Db};
+pub use journal::{Journal, JournalOrder, RecordedEvent};
+pub use metadata::{Actor, EventMetadata, Role};
