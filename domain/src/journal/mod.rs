@@ -145,7 +145,8 @@ impl Journal {
         self.shared.commits.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    pub(crate) async fn lock_sqlite_writer(&self) -> tokio::sync::MutexGuard<'_, ()> {
+    /// Takes this process's SQLite write turn (a no-op wait on PostgreSQL).
+    pub async fn lock_sqlite_writer(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.shared.sqlite_writer.lock().await
     }
 

@@ -1,0 +1,42 @@
+//! What a projection is: a named read model fed by journal events in order.
+
+use async_trait::async_trait;
+use kabinet_domain::{Backend, RecordedEvent};
+
+/// An open transaction of the projector, on either backend.
+pub enum ProjectionTx<'a> {
+    Postgres(&'a mut sqlx::PgConnection),
+    Sqlite(&'a mut sqlx::SqliteConnection),
+}
+
+/// A read-model write failed; the batch is rolled back and retried later.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("journal error: {0}")]
+    Journal(#[from] kabinet_domain::journal::JournalError),
+    #[error("event at position {position} cannot be projected: {reason}")]
+    BadEvent { position: i64, reason: String },
+}
+
+/// A read model built from the journal.
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// Stable name: the checkpoint key and the base name of its table.
+    fn name(&self) -> &'static str;
+
+    /// Statements creating the read-model table named `table`, without indexes.
+    fn create_table(&self, backend: Backend, table: &str) -> Vec<String>;
+
+    /// Statements creating the indexes of the live table `table`.
+    fn create_indexes(&self, backend: Backend, table: &str) -> Vec<String>;
+
+    /// Applies a batch of events, in global order, to `table` inside `tx`.
+    async fn apply(
+        &self,
+        tx: &mut ProjectionTx<'_>,
+        table: &str,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError>;
+}

@@ -1,0 +1,96 @@
+//! Wake-ups of projectors: local commits, other processes' commits through
+//! PostgreSQL LISTEN/NOTIFY, and slow polling as the fallback.
+
+use std::time::Duration;
+
+use kabinet_domain::{Db, Journal};
+use sqlx::postgres::PgListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// The NOTIFY channel that carries "the journal grew" between processes.
+pub const CHANNEL: &str = "kabinet_events";
+
+/// A merged stream of "something may have been committed" signals.
+#[derive(Clone)]
+pub struct Wakeups {
+    local: watch::Receiver<u64>,
+    remote: watch::Receiver<u64>,
+}
+
+impl Wakeups {
+    /// Starts the cross-process relay (PostgreSQL only) and returns the wake-ups.
+    ///
+    /// Local commits are announced to other processes by one NOTIFY per burst, sent
+    /// from a background task, so writers never pay for NOTIFY in their commit.
+    pub fn start(journal: &Journal, shutdown: CancellationToken) -> Wakeups {
+        let (remote_tx, remote) = watch::channel(0u64);
+        if let Db::Postgres(pool) = journal.db() {
+            tokio::spawn(announce(pool.clone(), journal.subscribe_commits(), shutdown.clone()));
+            tokio::spawn(listen(pool.clone(), remote_tx, shutdown));
+        }
+        Wakeups {
+            local: journal.subscribe_commits(),
+            remote,
+        }
+    }
+
+    /// Waits until a commit is signalled or `timeout` passes.
+    pub async fn wait(&mut self, timeout: Duration) {
+        tokio::select! {
+            _ = self.local.changed() => {}
+            _ = self.remote.changed() => {}
+            _ = tokio::time::sleep(timeout) => {}
+        }
+    }
+}
+
+async fn announce(pool: sqlx::PgPool, mut commits: watch::Receiver<u64>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = commits.changed() => if changed.is_err() { return },
+        }
+        commits.mark_unchanged();
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot announce commits to other processes");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+async fn listen(pool: sqlx::PgPool, remote: watch::Sender<u64>, shutdown: CancellationToken) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for other processes' commits; polling");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        if let Err(e) = listener.listen(CHANNEL).await {
+            tracing::warn!(error = %e, "LISTEN failed; polling");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                note = listener.recv() => match note {
+                    Ok(_) => remote.send_modify(|n| *n = n.wrapping_add(1)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lost the LISTEN connection; reconnecting");
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}
