@@ -1,1 +1,11 @@
+//! Kabinet's GraphQL server: schema, authentication, HTTP, and the `kabinet` command.
 
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod schema;
+pub mod startup;
+
+pub use startup::Application;

@@ -1,6 +1,7 @@
 //! Kabinet's read models and the catch-up projector that keeps them.
 
 pub mod activity_log;
+pub mod organisations;
 pub mod page;
 mod projection;
 mod projector;
@@ -16,5 +17,8 @@ use std::sync::Arc;
 
 /// Every projection of the product, in the order they are run.
 pub fn all_projections() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(activity_log::ActivityLog)]
+    vec![
+        Arc::new(activity_log::ActivityLog),
+        Arc::new(organisations::Organisations),
+    ]
 }

@@ -373,6 +373,11 @@ impl Projector {
         Ok(())
     }
 
+    /// Watches how far `name` has got, as this process sees it.
+    pub fn subscribe_progress(&self, name: &str) -> Option<watch::Receiver<JournalOrder>> {
+        self.inner.progress.get(name).map(|p| p.subscribe())
+    }
+
     /// Where each projection has got to, as this process last saw it.
     pub fn progress(&self) -> Vec<(&'static str, JournalOrder)> {
         self.inner

@@ -1,1 +1,121 @@
+//! Test support shared by the conformance suites, the end-to-end tests and the
+//! `kabinet-bench` binary: a fresh database per test on either backend, a macro
+//! that runs one test body on both, a tiny aggregate and a recording projection.
 
+mod seen;
+mod tally;
+mod test_db;
+
+pub use seen::{assert_seen_matches_journal, journal_events, seen_events, SeenEvents, SeenRow};
+pub use tally::{Tally, TallyCommand, TallyError, TallyEvent, TallyServices};
+pub use test_db::{TestBackend, TestDb, PG_URL_ENV};
+
+use std::future::Future;
+use std::time::Duration;
+
+use kabinet_domain::command::{CommandError, CommandOutcome, CommandService, Retry};
+use kabinet_domain::{Actor, EventMetadata, Journal, Role};
+use uuid::Uuid;
+
+/// The longest any single conformance test may run before it is failed.
+pub const TEST_DEADLINE: Duration = Duration::from_secs(240);
+
+/// Runs `body` on a fresh, migrated database of `backend`, failing it after
+/// [`TEST_DEADLINE`]. Returns without running when PostgreSQL is unreachable
+/// outside CI (see [`TestDb::fresh`]).
+pub async fn run_conformance<F, Fut>(backend: TestBackend, body: F)
+where
+    F: FnOnce(TestDb) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(test_db) = TestDb::fresh(backend).await else {
+        return;
+    };
+    if tokio::time::timeout(TEST_DEADLINE, body(test_db)).await.is_err() {
+        panic!("{backend:?}: the test did not finish within {TEST_DEADLINE:?}");
+    }
+}
+
+/// Defines a test once and runs it on both backends:
+/// `conformance!(name, |test_db| async move { ... })` expands to a module `name`
+/// with the tests `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! conformance {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                $crate::run_conformance($crate::TestBackend::Sqlite, $body).await
+            }
+
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                $crate::run_conformance($crate::TestBackend::Postgres, $body).await
+            }
+        }
+    };
+}
+
+/// Metadata of a command sent by `account` as a patient.
+pub fn metadata_of(account: Uuid) -> EventMetadata {
+    let actor = Actor {
+        account_id: account,
+        role: Role::Patient,
+        organisation_id: None,
+    };
+    EventMetadata::new(actor, format!("test-{}", Uuid::new_v4().simple()))
+}
+
+/// Adds `amount` to the tally `aggregate_id` as `account`, with no idempotency key.
+pub async fn add(
+    commands: &CommandService,
+    aggregate_id: &str,
+    amount: i64,
+    account: Uuid,
+    retry: Retry,
+) -> Result<CommandOutcome, CommandError<TallyError>> {
+    let input = serde_json::json!({ "aggregate_id": aggregate_id, "amount": amount });
+    commands
+        .execute::<Tally>(
+            aggregate_id,
+            TallyCommand::Add { amount },
+            &TallyServices::default(),
+            &metadata_of(account),
+            &input,
+            retry,
+        )
+        .await
+        .map(|(outcome, _)| outcome)
+}
+
+/// Seals until every committed event is covered by a seal, and returns the
+/// number of seals written. On PostgreSQL a seal stops at the snapshot horizon,
+/// which any open transaction in the cluster may hold back for a moment.
+pub async fn seal_all(journal: &Journal) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut written = 0;
+    loop {
+        let total = journal.count().await.expect("count events");
+        let sealed: i64 = kabinet_domain::on_db!(journal.db(), pool => {
+            sqlx::query_scalar("SELECT CAST(COALESCE(SUM(event_count), 0) AS BIGINT) FROM seals")
+                .fetch_one(pool)
+                .await
+                .expect("sum sealed events")
+        });
+        if sealed == total {
+            return written;
+        }
+        if journal.seal(10_000).await.expect("seal").is_some() {
+            written += 1;
+        } else {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the journal could not be sealed up to its end within a minute"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}

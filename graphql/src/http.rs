@@ -1,0 +1,222 @@
+//! HTTP routes: GraphQL over POST and WebSocket, GraphiQL, health and metrics.
+
+use std::sync::Arc;
+
+use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::Data;
+use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use kabinet_domain::Actor;
+use uuid::Uuid;
+
+use crate::auth::TokenKeys;
+use crate::metrics::Metrics;
+use crate::schema::context::{RequestContext, Services};
+use crate::schema::KabinetSchema;
+
+/// State shared by the HTTP handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub schema: KabinetSchema,
+    pub services: Services,
+    pub keys: TokenKeys,
+    pub metrics: Arc<Metrics>,
+    pub graphiql: bool,
+}
+
+/// The router of the server.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/", get(graphiql))
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/graphql/ws", get(graphql_ws))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// A GraphQL-shaped error response outside normal execution.
+fn error_response(status: StatusCode, code: &str, message: &str, request_id: &str) -> Response {
+    let body = serde_json::json!({
+        "data": null,
+        "errors": [{ "message": message, "extensions": { "code": code, "requestId": request_id } }],
+    });
+    let mut response = (status, Json(body)).into_response();
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// The request id: the caller's `x-request-id` when it is sane, else a new one.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .map(str::to_string)
+        .unwrap_or_else(|| Uuid::now_v7().simple().to_string())
+}
+
+/// The caller of an `Authorization: Bearer` header; `Ok(None)` when there is none.
+fn caller(keys: &TokenKeys, headers: &HeaderMap) -> Result<Option<Actor>, &'static str> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| "the Authorization header is not valid text")?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .ok_or("the Authorization header must be 'Bearer <token>'")?;
+    keys.verify(token.trim())
+        .map(Some)
+        .map_err(|_| "the bearer token is malformed, expired or not signed by this server")
+}
+
+async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    Metrics::inc(&state.metrics.http_requests);
+    let request_id = request_id(&headers);
+    let actor = match caller(&state.keys, &headers) {
+        Ok(actor) => actor,
+        Err(message) => {
+            Metrics::inc(&state.metrics.unauthenticated);
+            let mut response = error_response(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message, &request_id);
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    };
+    let parsed: Result<serde_json::Value, _> = serde_json::from_slice(&body);
+    let request = match parsed {
+        Ok(value @ serde_json::Value::Object(_)) => serde_json::from_value::<async_graphql::Request>(value)
+            .map_err(|e| format!("the request body is not a GraphQL request: {e}")),
+        Ok(serde_json::Value::Array(_)) => Err("batched requests are not accepted: send one operation per request".to_string()),
+        Ok(_) => Err("the request body must be a JSON object with a 'query'".to_string()),
+        Err(e) => Err(format!("the request body is not valid JSON: {e}")),
+    };
+    let request = match request {
+        Ok(request) => request,
+        Err(message) => {
+            Metrics::inc(&state.metrics.rejected_requests);
+            return error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", &message, &request_id);
+        }
+    };
+    let operation = request.operation_name.clone().unwrap_or_default();
+    let span = tracing::info_span!("graphql", request_id = %request_id, operation = %operation);
+    let _guard = span.enter();
+    let request = request.data(RequestContext {
+        actor,
+        request_id: request_id.clone(),
+    });
+    drop(_guard);
+    Metrics::inc(&state.metrics.graphql_requests);
+    let response = tracing::Instrument::instrument(state.schema.execute(request), span).await;
+    if response.is_err() {
+        Metrics::inc(&state.metrics.graphql_errors);
+    }
+    let mut response = GraphQLResponse::from(response).into_response();
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+async fn graphql_get(headers: HeaderMap) -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "send GraphQL requests as POST with a JSON body",
+        &request_id(&headers),
+    )
+}
+
+async fn graphql_ws(
+    State(state): State<AppState>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    Metrics::inc(&state.metrics.http_requests);
+    let keys = state.keys.clone();
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |stream| {
+            GraphQLWebSocket::new(stream, state.schema.clone(), protocol)
+                .on_connection_init(move |payload| async move {
+                    // The token comes in the connection_init payload:
+                    // {"authorization": "Bearer <token>"} (or "Authorization").
+                    let token = payload
+                        .get("authorization")
+                        .or_else(|| payload.get("Authorization"))
+                        .and_then(|v| v.as_str())
+                        .and_then(|v| v.strip_prefix("Bearer "));
+                    let actor = match token {
+                        None => None,
+                        Some(token) => Some(keys.verify(token.trim()).map_err(|_| {
+                            async_graphql::Error::new("the bearer token is malformed, expired or not signed by this server")
+                        })?),
+                    };
+                    let mut data = Data::default();
+                    data.insert(RequestContext {
+                        actor,
+                        request_id: Uuid::now_v7().simple().to_string(),
+                    });
+                    Ok(data)
+                })
+                .serve()
+        })
+}
+
+async fn graphiql(State(state): State<AppState>) -> Response {
+    if !state.graphiql {
+        return (StatusCode::NOT_FOUND, "not found").into_response();
+    }
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .finish(),
+    )
+    .into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.services.db.ping().await {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let progress: Vec<(&str, i64)> = state
+        .services
+        .projector
+        .progress()
+        .into_iter()
+        .map(|(name, at)| (name, at.position))
+        .collect();
+    let journal = kabinet_domain::on_db!(&state.services.db, pool => {
+        sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(position) FROM events")
+            .fetch_one(pool)
+            .await
+            .ok()
+            .flatten()
+    });
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&progress, journal),
+    )
+        .into_response()
+}
+

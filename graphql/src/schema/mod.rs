@@ -1,0 +1,137 @@
+//! The GraphQL schema: queries, mutations and subscriptions with their limits.
+
+pub mod activity;
+pub mod context;
+pub mod directory;
+pub mod errors;
+pub mod ids;
+pub mod pagination;
+
+use async_graphql::{
+    Context, Interface, MergedObject, MergedSubscription, Object, Schema, SimpleObject, ID,
+};
+use kabinet_domain::Role;
+
+use self::context::{actor, actor_in, internal, services};
+
+/// Anything with a global id.
+#[derive(Interface)]
+#[graphql(field(name = "id", ty = "ID"))]
+pub enum Node {
+    Organisation(directory::Organisation),
+}
+
+/// The signed-in caller.
+#[derive(Debug, SimpleObject)]
+pub struct Viewer {
+    /// Global id of the caller's account.
+    pub account_id: ID,
+    pub role: String,
+    /// Global id of the staff member's organisation.
+    pub organisation_id: Option<ID>,
+}
+
+/// The journal's digest for auditors to keep.
+#[derive(Debug, SimpleObject)]
+pub struct JournalDigest {
+    /// `HASH@POSITION` of the newest seal.
+    pub digest: String,
+    pub seal_number: i64,
+    pub sealed_events: i64,
+    pub sealed_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Queries that do not belong to one feature.
+#[derive(Default)]
+pub struct CoreQuery;
+
+#[Object]
+impl CoreQuery {
+    /// Any object by its global id; `null` when it does not exist or is not the caller's to see.
+    async fn node(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Node>> {
+        match ids::decode(&id) {
+            Some((type_name, uuid)) if type_name == "Organisation" => {
+                Ok(directory::node(ctx, uuid).await?.map(Node::Organisation))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Who the bearer token speaks for.
+    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Viewer> {
+        let actor = actor(ctx)?;
+        Ok(Viewer {
+            account_id: ids::encode("Account", actor.account_id),
+            role: actor.role.as_str().to_string(),
+            organisation_id: actor.organisation_id.map(|o| ids::encode("Organisation", o)),
+        })
+    }
+
+    /// The newest seal of the journal (auditors); `null` before the first seal.
+    async fn journal_digest(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<JournalDigest>> {
+        actor_in(ctx, &[Role::Auditor, Role::Admin])?;
+        let seal = services(ctx)
+            .journal
+            .latest_seal()
+            .await
+            .map_err(|e| internal(ctx, e))?;
+        Ok(seal.map(|seal| JournalDigest {
+            digest: seal.digest(),
+            seal_number: seal.seal_no,
+            sealed_events: seal.event_count,
+            sealed_at: seal.sealed_at,
+        }))
+    }
+}
+
+/// Every query.
+#[derive(MergedObject, Default)]
+pub struct Query(CoreQuery, directory::DirectoryQuery, activity::ActivityQuery);
+
+/// Every mutation.
+#[derive(MergedObject, Default)]
+pub struct Mutation(directory::DirectoryMutation);
+
+/// Every subscription.
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(activity::ActivitySubscription);
+
+/// The Kabinet schema type.
+pub type KabinetSchema = Schema<Query, Mutation, Subscription>;
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    pub introspection: bool,
+}
+
+/// Builds the schema with its limits; `services` may be absent when only the SDL is needed.
+pub fn build(limits: Limits, services: Option<context::Services>) -> KabinetSchema {
+    let mut builder = Schema::build(Query::default(), Mutation::default(), Subscription::default())
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity)
+        .limit_recursive_depth(32)
+        .limit_directives(8);
+    if !limits.introspection {
+        builder = builder.disable_introspection();
+    }
+    if let Some(services) = services {
+        builder = builder.data(services);
+    }
+    builder.finish()
+}
+
+/// The schema's SDL, as exported to `graphql/schema.graphql`.
+pub fn sdl() -> String {
+    build(
+        Limits {
+            max_depth: 64,
+            max_complexity: usize::MAX,
+            introspection: true,
+        },
+        None,
+    )
+    .sdl()
+}

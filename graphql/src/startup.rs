@@ -1,0 +1,198 @@
+//! Building and running the application: database, projector, sealer, HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use kabinet_domain::clock::SystemClock;
+use kabinet_domain::command::CommandService;
+use kabinet_domain::db::PoolOptions;
+use kabinet_domain::{Actor, Db, Journal, Role};
+use kabinet_projections::{all_projections, Projector, ProjectorConfig, Wakeups};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::auth::TokenKeys;
+use crate::config::{Mode, ServeConfig, MIN_SECRET_BYTES};
+use crate::http::{router, AppState};
+use crate::metrics::Metrics;
+use crate::schema::context::Services;
+use crate::schema::{self, Limits};
+
+/// Events sealed per seal record at most.
+const SEAL_BATCH: i64 = 10_000;
+
+/// A built server, bound to its port, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+    background: Vec<JoinHandle<()>>,
+    db: Db,
+    keys: TokenKeys,
+}
+
+/// The signing secret to use, or why the server must not start.
+pub fn signing_secret(config: &ServeConfig) -> anyhow::Result<Vec<u8>> {
+    match (config.secret.bytes(), config.mode) {
+        (Some(secret), _) if secret.len() >= MIN_SECRET_BYTES => Ok(secret),
+        (Some(_), Mode::Production) => anyhow::bail!(
+            "KABINET_JWT_SECRET is too weak: production needs at least {MIN_SECRET_BYTES} bytes"
+        ),
+        (None, Mode::Production) => {
+            anyhow::bail!("KABINET_JWT_SECRET is required in production mode")
+        }
+        (Some(_), Mode::Development) => anyhow::bail!(
+            "KABINET_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes (unset it in development to use a random one)"
+        ),
+        (None, Mode::Development) => {
+            tracing::warn!("no KABINET_JWT_SECRET: using a random signing secret for this run; tokens minted elsewhere will not work");
+            Ok(format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()).into_bytes())
+        }
+    }
+}
+
+impl Application {
+    /// Connects, migrates, starts the projector and the sealer, and binds the listener.
+    pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
+        let secret = signing_secret(&config)?;
+        let keys = TokenKeys::new(&secret);
+        let db = Db::connect(
+            &config.database.database_url,
+            &PoolOptions {
+                max_connections: config.database.db_max_connections,
+                ..PoolOptions::default()
+            },
+        )
+        .await?;
+        db.migrate().await?;
+        let journal = Journal::new(db.clone());
+        let shutdown = CancellationToken::new();
+        let projector = Projector::new(
+            journal.clone(),
+            all_projections(),
+            ProjectorConfig {
+                poll_interval: Duration::from_millis(config.poll_interval_ms),
+                ..ProjectorConfig::default()
+            },
+        );
+        let wakeups = Wakeups::start(&journal, shutdown.clone());
+        let mut background = projector
+            .start(wakeups, shutdown.clone())
+            .await
+            .context("cannot start the projector")?;
+        background.push(tokio::spawn(run_sealer(
+            journal.clone(),
+            Duration::from_millis(config.seal_interval_ms),
+            shutdown.clone(),
+        )));
+        let services = Services {
+            db: db.clone(),
+            journal: journal.clone(),
+            commands: CommandService::new(journal),
+            projector,
+            clock: Arc::new(SystemClock),
+            read_your_writes: Duration::from_millis(config.read_your_writes_ms),
+        };
+        let limits = Limits {
+            max_depth: config.max_depth,
+            max_complexity: config.max_complexity,
+            introspection: config.introspection_enabled(),
+        };
+        let state = AppState {
+            schema: schema::build(limits, Some(services.clone())),
+            services,
+            keys: keys.clone(),
+            metrics: Arc::new(Metrics::default()),
+            graphiql: config.mode == Mode::Development,
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        Ok(Application {
+            listener,
+            router: router(state, config.max_body_bytes),
+            shutdown,
+            background,
+            db,
+            keys,
+        })
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// A token for a demonstration account of `role`, signed with this server's key.
+    pub fn demo_token(&self, role: Role, organisation_id: Option<Uuid>) -> anyhow::Result<String> {
+        let actor = Actor {
+            account_id: Uuid::now_v7(),
+            role,
+            organisation_id,
+        };
+        Ok(self.keys.mint(&actor, chrono::Duration::hours(12))?)
+    }
+
+    /// Serves until `stop` completes, then drains requests and stops background work.
+    pub async fn run_until_stopped(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let shutdown = self.shutdown.clone();
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+            stop.await;
+            tracing::info!("shutting down");
+        });
+        let result = serve.await;
+        shutdown.cancel();
+        for task in self.background {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        self.db.close().await;
+        result.context("server failed")
+    }
+}
+
+async fn run_sealer(journal: Journal, interval: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        loop {
+            match journal.seal(SEAL_BATCH).await {
+                Ok(Some(seal)) if seal.event_count == SEAL_BATCH => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sealing failed; will retry");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
