@@ -106,11 +106,14 @@ impl CommandService {
         A: Aggregate + Clone,
         A::Command: Clone,
     {
-        let claim = metadata.idempotency_key.as_ref().map(|key| IdempotencyClaim {
-            scope: metadata.actor.account_id.to_string(),
-            key: key.clone(),
-            fingerprint: fingerprint(A::TYPE, input),
-        });
+        let claim = metadata
+            .idempotency_key
+            .as_ref()
+            .map(|key| IdempotencyClaim {
+                scope: metadata.actor.account_id.to_string(),
+                key: key.clone(),
+                fingerprint: fingerprint(A::TYPE, input),
+            });
         if let Some(claim) = &claim {
             if let Some(outcome) = self.replay_idempotent::<A>(claim).await? {
                 return Ok(outcome);
@@ -120,7 +123,10 @@ impl CommandService {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let repo = self.journal.repository().with_idempotency_claim(claim.clone());
+            let repo = self
+                .journal
+                .repository()
+                .with_idempotency_claim(claim.clone());
             let receipt = repo.receipt();
             let store = PersistedEventStore::<_, A>::new_event_store(repo);
             let mut context = store.load_aggregate(aggregate_id).await.map_err(internal)?;
@@ -173,7 +179,8 @@ impl CommandService {
     where
         A: Aggregate,
     {
-        const SQL: &str = "SELECT fingerprint, aggregate_type, aggregate_id, first_sequence, event_count \
+        const SQL: &str =
+            "SELECT fingerprint, aggregate_type, aggregate_id, first_sequence, event_count \
              FROM idempotency_keys WHERE scope = $1 AND key = $2";
         let found: Option<(Vec<u8>, String, String, i64, i64)> = crate::on_db!(self.journal.db(), pool => {
             let row = sqlx::query(SQL)
@@ -199,7 +206,10 @@ impl CommandService {
             .await
             .map_err(|e| CommandError::Internal(e.to_string()))?;
         let store = PersistedEventStore::<_, A>::new_event_store(self.journal.repository());
-        let context = store.load_aggregate(&aggregate_id).await.map_err(internal)?;
+        let context = store
+            .load_aggregate(&aggregate_id)
+            .await
+            .map_err(internal)?;
         Ok(Some((
             CommandOutcome {
                 aggregate_type,

@@ -105,7 +105,8 @@ pub fn actor_from_args(role: &str, subject: &str, org: Option<&str>) -> Result<A
         .map_err(|_| TokenError::BadInput(format!("--subject '{subject}' is not a UUID")))?;
     let organisation_id = org
         .map(|o| {
-            Uuid::parse_str(o).map_err(|_| TokenError::BadInput(format!("--org '{o}' is not a UUID")))
+            Uuid::parse_str(o)
+                .map_err(|_| TokenError::BadInput(format!("--org '{o}' is not a UUID")))
         })
         .transpose()?;
     if role.is_clinic_staff() && organisation_id.is_none() {

@@ -11,9 +11,11 @@ use crate::config::{Cli, Command, LogFormat, ServeConfig, TokenArgs, MIN_SECRET_
 use crate::startup::{shutdown_signal, Application};
 
 fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("KABINET_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_env("KABINET_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -29,7 +31,10 @@ pub async fn main() -> anyhow::Result<()> {
             init_tracing(LogFormat::Text);
             let db = Db::connect(&database.database_url, &PoolOptions::default()).await?;
             db.migrate().await?;
-            println!("migrations applied to {}", kabinet_domain::db::redact_url(&database.database_url));
+            println!(
+                "migrations applied to {}",
+                kabinet_domain::db::redact_url(&database.database_url)
+            );
             Ok(())
         }
         Command::Token(args) => {

@@ -8,7 +8,11 @@ use secrecy::{ExposeSecret, SecretString};
 
 /// The Kabinet server.
 #[derive(Debug, Parser)]
-#[command(name = "kabinet", version, about = "Kabinet: personal health account backend")]
+#[command(
+    name = "kabinet",
+    version,
+    about = "Kabinet: personal health account backend"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -62,14 +66,24 @@ pub enum LogFormat {
 #[derive(Clone, Args)]
 pub struct SecretArgs {
     /// HS256 signing secret of bearer tokens, at least 32 bytes.
-    #[arg(long = "jwt-secret", env = "KABINET_JWT_SECRET", hide_env_values = true)]
+    #[arg(
+        long = "jwt-secret",
+        env = "KABINET_JWT_SECRET",
+        hide_env_values = true
+    )]
     pub jwt_secret: Option<SecretString>,
 }
 
 impl std::fmt::Debug for SecretArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let shown = if self.jwt_secret.is_some() { "[redacted]" } else { "none" };
-        f.debug_struct("SecretArgs").field("jwt_secret", &shown).finish()
+        let shown = if self.jwt_secret.is_some() {
+            "[redacted]"
+        } else {
+            "none"
+        };
+        f.debug_struct("SecretArgs")
+            .field("jwt_secret", &shown)
+            .finish()
     }
 }
 
@@ -128,8 +142,7 @@ pub struct ServeConfig {
 impl ServeConfig {
     /// Whether introspection is served.
     pub fn introspection_enabled(&self) -> bool {
-        self.introspection
-            .unwrap_or(self.mode == Mode::Development)
+        self.introspection.unwrap_or(self.mode == Mode::Development)
     }
 
     /// Settings for tests: a fresh database URL, port 0, a fixed secret.

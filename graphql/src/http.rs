@@ -60,7 +60,11 @@ fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
         .map(str::to_string)
         .unwrap_or_else(|| Uuid::now_v7().simple().to_string())
 }
@@ -70,7 +74,9 @@ fn caller(keys: &TokenKeys, headers: &HeaderMap) -> Result<Option<Actor>, &'stat
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let value = value.to_str().map_err(|_| "the Authorization header is not valid text")?;
+    let value = value
+        .to_str()
+        .map_err(|_| "the Authorization header is not valid text")?;
     let token = value
         .strip_prefix("Bearer ")
         .ok_or("the Authorization header must be 'Bearer <token>'")?;
@@ -86,7 +92,12 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         Ok(actor) => actor,
         Err(message) => {
             Metrics::inc(&state.metrics.unauthenticated);
-            let mut response = error_response(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message, &request_id);
+            let mut response = error_response(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                message,
+                &request_id,
+            );
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -95,9 +106,13 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     };
     let parsed: Result<serde_json::Value, _> = serde_json::from_slice(&body);
     let request = match parsed {
-        Ok(value @ serde_json::Value::Object(_)) => serde_json::from_value::<async_graphql::Request>(value)
-            .map_err(|e| format!("the request body is not a GraphQL request: {e}")),
-        Ok(serde_json::Value::Array(_)) => Err("batched requests are not accepted: send one operation per request".to_string()),
+        Ok(value @ serde_json::Value::Object(_)) => {
+            serde_json::from_value::<async_graphql::Request>(value)
+                .map_err(|e| format!("the request body is not a GraphQL request: {e}"))
+        }
+        Ok(serde_json::Value::Array(_)) => {
+            Err("batched requests are not accepted: send one operation per request".to_string())
+        }
         Ok(_) => Err("the request body must be a JSON object with a 'query'".to_string()),
         Err(e) => Err(format!("the request body is not valid JSON: {e}")),
     };
@@ -105,7 +120,12 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         Ok(request) => request,
         Err(message) => {
             Metrics::inc(&state.metrics.rejected_requests);
-            return error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", &message, &request_id);
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                &message,
+                &request_id,
+            );
         }
     };
     let operation = request.operation_name.clone().unwrap_or_default();
@@ -219,4 +239,3 @@ async fn metrics(State(state): State<AppState>) -> Response {
     )
         .into_response()
 }
-

@@ -23,17 +23,43 @@ impl Metrics {
     pub fn render(&self, projections: &[(&str, i64)], journal_events: Option<i64>) -> String {
         let mut out = String::with_capacity(1024);
         let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
         };
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        counter("kabinet_http_requests_total", "HTTP requests received.", get(&self.http_requests));
-        counter("kabinet_graphql_requests_total", "GraphQL operations executed.", get(&self.graphql_requests));
-        counter("kabinet_graphql_errors_total", "GraphQL responses carrying errors.", get(&self.graphql_errors));
-        counter("kabinet_rejected_requests_total", "Requests refused before execution (malformed, batched).", get(&self.rejected_requests));
-        counter("kabinet_unauthenticated_requests_total", "Requests with an invalid bearer token.", get(&self.unauthenticated));
+        counter(
+            "kabinet_http_requests_total",
+            "HTTP requests received.",
+            get(&self.http_requests),
+        );
+        counter(
+            "kabinet_graphql_requests_total",
+            "GraphQL operations executed.",
+            get(&self.graphql_requests),
+        );
+        counter(
+            "kabinet_graphql_errors_total",
+            "GraphQL responses carrying errors.",
+            get(&self.graphql_errors),
+        );
+        counter(
+            "kabinet_rejected_requests_total",
+            "Requests refused before execution (malformed, batched).",
+            get(&self.rejected_requests),
+        );
+        counter(
+            "kabinet_unauthenticated_requests_total",
+            "Requests with an invalid bearer token.",
+            get(&self.unauthenticated),
+        );
         let _ = writeln!(out, "# HELP kabinet_projection_position Global position each projection has applied.\n# TYPE kabinet_projection_position gauge");
         for (name, position) in projections {
-            let _ = writeln!(out, "kabinet_projection_position{{projection=\"{name}\"}} {position}");
+            let _ = writeln!(
+                out,
+                "kabinet_projection_position{{projection=\"{name}\"}} {position}"
+            );
         }
         if let Some(n) = journal_events {
             let _ = writeln!(out, "# HELP kabinet_journal_position Highest global position in the journal.\n# TYPE kabinet_journal_position gauge\nkabinet_journal_position {n}");

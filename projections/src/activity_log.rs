@@ -62,7 +62,11 @@ fn accounts_of(event: &RecordedEvent) -> Vec<Uuid> {
     let patient = event
         .payload
         .as_object()
-        .and_then(|o| o.values().find_map(|v| v.get("patient_id")).or(o.get("patient_id")))
+        .and_then(|o| {
+            o.values()
+                .find_map(|v| v.get("patient_id"))
+                .or(o.get("patient_id"))
+        })
         .and_then(Value::as_str)
         .and_then(|s| Uuid::parse_str(s).ok());
     if let Some(patient) = patient {

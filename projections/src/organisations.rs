@@ -45,7 +45,9 @@ fn joined(items: &[String]) -> String {
 }
 
 fn escape_like(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 #[async_trait]
@@ -72,7 +74,9 @@ impl Projection for Organisations {
     fn create_indexes(&self, _backend: Backend, table: &str) -> Vec<String> {
         vec![
             format!("CREATE UNIQUE INDEX IF NOT EXISTS {table}_key ON {table} (id)"),
-            format!("CREATE INDEX IF NOT EXISTS {table}_by_region ON {table} (region_key, position)"),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {table}_by_region ON {table} (region_key, position)"
+            ),
             format!("CREATE INDEX IF NOT EXISTS {table}_by_position ON {table} (position)"),
         ]
     }
@@ -121,15 +125,27 @@ impl Projection for Organisations {
             match tx {
                 ProjectionTx::Postgres(conn) => {
                     sqlx::query(&sql)
-                        .bind(values.0).bind(values.1).bind(values.2).bind(&values.3)
-                        .bind(values.4).bind(&values.5).bind(&values.6).bind(&values.7)
+                        .bind(values.0)
+                        .bind(values.1)
+                        .bind(values.2)
+                        .bind(&values.3)
+                        .bind(values.4)
+                        .bind(&values.5)
+                        .bind(&values.6)
+                        .bind(&values.7)
                         .execute(&mut **conn)
                         .await?;
                 }
                 ProjectionTx::Sqlite(conn) => {
                     sqlx::query(&sql)
-                        .bind(values.0).bind(values.1).bind(values.2).bind(&values.3)
-                        .bind(values.4).bind(&values.5).bind(&values.6).bind(&values.7)
+                        .bind(values.0)
+                        .bind(values.1)
+                        .bind(values.2)
+                        .bind(&values.3)
+                        .bind(values.4)
+                        .bind(&values.5)
+                        .bind(&values.6)
+                        .bind(&values.7)
                         .execute(&mut **conn)
                         .await?;
                 }

@@ -28,7 +28,9 @@ impl Cursor {
 
     /// Parses an opaque cursor.
     pub fn decode(raw: &str) -> Result<Cursor, BadCursor> {
-        let bytes = URL_SAFE_NO_PAD.decode(raw.as_bytes()).map_err(|_| BadCursor)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(raw.as_bytes())
+            .map_err(|_| BadCursor)?;
         let text = String::from_utf8(bytes).map_err(|_| BadCursor)?;
         let mut parts = text.split(':');
         match (parts.next(), parts.next(), parts.next(), parts.next()) {
@@ -64,9 +66,15 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
-        let c = Cursor { at_micros: 1_700_000_000_000_000, position: 42 };
+        let c = Cursor {
+            at_micros: 1_700_000_000_000_000,
+            position: 42,
+        };
         assert_eq!(Cursor::decode(&c.encode()), Ok(c));
         assert_eq!(Cursor::decode("not a cursor"), Err(BadCursor));
-        assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode("k1:1")), Err(BadCursor));
+        assert_eq!(
+            Cursor::decode(&URL_SAFE_NO_PAD.encode("k1:1")),
+            Err(BadCursor)
+        );
     }
 }

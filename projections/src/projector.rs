@@ -89,7 +89,12 @@ pub async fn checkpoint_of(db: &Db, checkpoint: &str) -> Result<JournalOrder, sq
     let row: Option<(i64, i64)> = kabinet_domain::on_db!(db, pool => {
         sqlx::query_as(SQL).bind(checkpoint).fetch_optional(pool).await?
     });
-    Ok(row.map_or(JournalOrder::START, |(tx, position)| JournalOrder { tx, position }))
+    Ok(
+        row.map_or(JournalOrder::START, |(tx, position)| JournalOrder {
+            tx,
+            position,
+        }),
+    )
 }
 
 const READ_CHECKPOINT: &str = "SELECT tx_id, position FROM projection_checkpoints WHERE name = $1";
@@ -114,7 +119,10 @@ pub(crate) async fn run_batch(
             if !leader {
                 return Ok((Batch::Busy, JournalOrder::START));
             }
-            let row = sqlx::query(READ_CHECKPOINT).bind(checkpoint).fetch_one(&mut *tx).await?;
+            let row = sqlx::query(READ_CHECKPOINT)
+                .bind(checkpoint)
+                .fetch_one(&mut *tx)
+                .await?;
             let from = JournalOrder {
                 tx: row.try_get(0)?,
                 position: row.try_get(1)?,
@@ -150,7 +158,10 @@ pub(crate) async fn run_batch(
             }
             let _writer = journal.lock_sqlite_writer().await;
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let row = sqlx::query(READ_CHECKPOINT).bind(checkpoint).fetch_one(&mut *tx).await?;
+            let row = sqlx::query(READ_CHECKPOINT)
+                .bind(checkpoint)
+                .fetch_one(&mut *tx)
+                .await?;
             let from = JournalOrder {
                 tx: row.try_get(0)?,
                 position: row.try_get(1)?,

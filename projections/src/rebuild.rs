@@ -58,13 +58,29 @@ pub async fn rebuild(
     ensure_checkpoint(db, &shadow_checkpoint).await?;
     let mut applied = 0u64;
     loop {
-        match run_batch(journal, projection.as_ref(), &shadow_checkpoint, &shadow, batch_size).await? {
+        match run_batch(
+            journal,
+            projection.as_ref(),
+            &shadow_checkpoint,
+            &shadow,
+            batch_size,
+        )
+        .await?
+        {
             (Batch::Applied(n), _) => applied += n as u64,
             (Batch::Idle { .. }, _) | (Batch::Busy, _) => break,
         }
     }
     let from = checkpoint_of(db, &shadow_checkpoint).await?;
-    let (tail, at) = swap(journal, projection.as_ref(), &shadow, &shadow_checkpoint, from, batch_size).await?;
+    let (tail, at) = swap(
+        journal,
+        projection.as_ref(),
+        &shadow,
+        &shadow_checkpoint,
+        from,
+        batch_size,
+    )
+    .await?;
     Ok(RebuildReport {
         projection: live,
         events_applied: applied + tail,
@@ -103,16 +119,28 @@ async fn swap(
                 let events = read_after_pg(&mut tx, at, batch_size)
                     .await
                     .map_err(ProjectionError::from)?;
-                let Some(last) = events.last().map(|e| e.order) else { break };
-                projection.apply(&mut ProjectionTx::Postgres(&mut tx), shadow, &events).await?;
+                let Some(last) = events.last().map(|e| e.order) else {
+                    break;
+                };
+                projection
+                    .apply(&mut ProjectionTx::Postgres(&mut tx), shadow, &events)
+                    .await?;
                 applied += events.len() as u64;
                 at = last;
             }
             for statement in &statements {
                 sqlx::query(statement).execute(&mut *tx).await?;
             }
-            sqlx::query(MOVE_CHECKPOINT).bind(live).bind(at.tx).bind(at.position).execute(&mut *tx).await?;
-            sqlx::query(DROP_CHECKPOINT).bind(shadow_checkpoint).execute(&mut *tx).await?;
+            sqlx::query(MOVE_CHECKPOINT)
+                .bind(live)
+                .bind(at.tx)
+                .bind(at.position)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(DROP_CHECKPOINT)
+                .bind(shadow_checkpoint)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
         }
         Db::Sqlite(pool) => {
@@ -122,16 +150,28 @@ async fn swap(
                 let events = read_after_sqlite(&mut tx, at, batch_size)
                     .await
                     .map_err(ProjectionError::from)?;
-                let Some(last) = events.last().map(|e| e.order) else { break };
-                projection.apply(&mut ProjectionTx::Sqlite(&mut tx), shadow, &events).await?;
+                let Some(last) = events.last().map(|e| e.order) else {
+                    break;
+                };
+                projection
+                    .apply(&mut ProjectionTx::Sqlite(&mut tx), shadow, &events)
+                    .await?;
                 applied += events.len() as u64;
                 at = last;
             }
             for statement in &statements {
                 sqlx::query(statement).execute(&mut *tx).await?;
             }
-            sqlx::query(MOVE_CHECKPOINT).bind(live).bind(at.tx).bind(at.position).execute(&mut *tx).await?;
-            sqlx::query(DROP_CHECKPOINT).bind(shadow_checkpoint).execute(&mut *tx).await?;
+            sqlx::query(MOVE_CHECKPOINT)
+                .bind(live)
+                .bind(at.tx)
+                .bind(at.position)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(DROP_CHECKPOINT)
+                .bind(shadow_checkpoint)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
         }
     }

@@ -26,7 +26,11 @@ impl Wakeups {
     pub fn start(journal: &Journal, shutdown: CancellationToken) -> Wakeups {
         let (remote_tx, remote) = watch::channel(0u64);
         if let Db::Postgres(pool) = journal.db() {
-            tokio::spawn(announce(pool.clone(), journal.subscribe_commits(), shutdown.clone()));
+            tokio::spawn(announce(
+                pool.clone(),
+                journal.subscribe_commits(),
+                shutdown.clone(),
+            ));
             tokio::spawn(listen(pool.clone(), remote_tx, shutdown));
         }
         Wakeups {
@@ -45,7 +49,11 @@ impl Wakeups {
     }
 }
 
-async fn announce(pool: sqlx::PgPool, mut commits: watch::Receiver<u64>, shutdown: CancellationToken) {
+async fn announce(
+    pool: sqlx::PgPool,
+    mut commits: watch::Receiver<u64>,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -27,27 +27,27 @@ impl OrganisationDetails {
                 .map(|t| t.as_str().to_string())
                 .map_err(|e| OrganisationError::invalid(field, e))
         };
-        let list = |field: &'static str, raw: &[String]| -> Result<Vec<String>, OrganisationError> {
-            if raw.len() > 50 {
-                return Err(OrganisationError::Invalid {
-                    field,
-                    message: format!("at most 50 entries, got {}", raw.len()),
-                });
-            }
-            let mut items: Vec<String> = raw
-                .iter()
-                .map(|item| text(field, item, 100))
-                .collect::<Result<_, _>>()?;
-            items.sort();
-            items.dedup();
-            Ok(items)
-        };
-        let time_zone = parse_time_zone(&self.time_zone).map_err(|message| {
-            OrganisationError::Invalid {
+        let list =
+            |field: &'static str, raw: &[String]| -> Result<Vec<String>, OrganisationError> {
+                if raw.len() > 50 {
+                    return Err(OrganisationError::Invalid {
+                        field,
+                        message: format!("at most 50 entries, got {}", raw.len()),
+                    });
+                }
+                let mut items: Vec<String> = raw
+                    .iter()
+                    .map(|item| text(field, item, 100))
+                    .collect::<Result<_, _>>()?;
+                items.sort();
+                items.dedup();
+                Ok(items)
+            };
+        let time_zone =
+            parse_time_zone(&self.time_zone).map_err(|message| OrganisationError::Invalid {
                 field: "timeZone",
                 message,
-            }
-        })?;
+            })?;
         Ok(OrganisationDetails {
             name: text("name", &self.name, 200)?,
             region: text("region", &self.region, 100)?,
@@ -206,13 +206,17 @@ mod tests {
         TestFramework::<Organisation>::with(())
             .given_no_previous_events()
             .when(OrganisationCommand::Register(details()))
-            .then_expect_events(vec![OrganisationEvent::OrganisationRegistered(registered())]);
+            .then_expect_events(vec![
+                OrganisationEvent::OrganisationRegistered(registered()),
+            ]);
     }
 
     #[test]
     fn cannot_register_twice() {
         TestFramework::<Organisation>::with(())
-            .given(vec![OrganisationEvent::OrganisationRegistered(registered())])
+            .given(vec![
+                OrganisationEvent::OrganisationRegistered(registered()),
+            ])
             .when(OrganisationCommand::Register(details()))
             .then_expect_error(OrganisationError::AlreadyRegistered);
     }
@@ -227,13 +231,21 @@ mod tests {
             .given_no_previous_events()
             .when(OrganisationCommand::Register(bad))
             .inspect_result();
-        assert!(matches!(result, Err(OrganisationError::Invalid { field: "timeZone", .. })));
+        assert!(matches!(
+            result,
+            Err(OrganisationError::Invalid {
+                field: "timeZone",
+                ..
+            })
+        ));
     }
 
     #[test]
     fn unchanged_details_write_nothing() {
         TestFramework::<Organisation>::with(())
-            .given(vec![OrganisationEvent::OrganisationRegistered(registered())])
+            .given(vec![
+                OrganisationEvent::OrganisationRegistered(registered()),
+            ])
             .when(OrganisationCommand::UpdateDetails(details()))
             .then_expect_events(vec![]);
     }

@@ -21,8 +21,8 @@ use tokio::sync::{watch, Mutex};
 use crate::db::Db;
 pub use chain::{Hash, GENESIS};
 pub use reader::{pending_after_pg, read_after_pg, read_after_sqlite, JournalReader};
-pub use repository::{CommitReceipt, IdempotencyClaim, IdempotencyKeyTaken, JournalRepository};
 pub use repository::violated_unique;
+pub use repository::{CommitReceipt, IdempotencyClaim, IdempotencyKeyTaken, JournalRepository};
 pub use sealer::Seal;
 
 /// A place in the global read order: (writing transaction, position).

@@ -11,7 +11,8 @@ use crate::db::Db;
 /// Events after `$1/$2` whose writing transaction is below the snapshot horizon:
 /// every transaction below it has finished, so nothing can later appear before
 /// the last event returned.
-const PG_READ_AFTER: &str = "SELECT position, tx_id::text::bigint, recorded_at, aggregate_type, aggregate_id, \
+const PG_READ_AFTER: &str =
+    "SELECT position, tx_id::text::bigint, recorded_at, aggregate_type, aggregate_id, \
      sequence, event_type, event_version, payload, metadata, hash FROM events \
      WHERE (tx_id, position) > ($1::bigint::text::xid8, $2) \
        AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
@@ -21,7 +22,8 @@ const PG_READ_AFTER: &str = "SELECT position, tx_id::text::bigint, recorded_at, 
 const PG_PENDING_AFTER: &str = "SELECT EXISTS (SELECT 1 FROM events \
      WHERE (tx_id, position) > ($1::bigint::text::xid8, $2))";
 
-const SQLITE_READ_AFTER: &str = "SELECT position, position, recorded_at, aggregate_type, aggregate_id, \
+const SQLITE_READ_AFTER: &str =
+    "SELECT position, position, recorded_at, aggregate_type, aggregate_id, \
      sequence, event_type, event_version, payload, metadata, hash FROM events \
      WHERE position > $2 AND $1 = $1 ORDER BY position LIMIT $3";
 
@@ -109,7 +111,11 @@ pub async fn read_after_sqlite(
         .collect()
 }
 
-fn parse_json(row: &sqlx::sqlite::SqliteRow, index: usize, what: &str) -> Result<Value, JournalError> {
+fn parse_json(
+    row: &sqlx::sqlite::SqliteRow,
+    index: usize,
+    what: &str,
+) -> Result<Value, JournalError> {
     let text: &str = row.try_get(index)?;
     serde_json::from_str(text).map_err(|e| JournalError::Malformed {
         aggregate_type: row.try_get(3).unwrap_or_default(),

@@ -206,13 +206,14 @@ impl JournalRepository {
                 .map_err(unknown)?
         });
         match found {
-            Some(bytes) => hash_from_slice(&bytes)
-                .ok_or_else(|| unknown(JournalError::Malformed {
+            Some(bytes) => hash_from_slice(&bytes).ok_or_else(|| {
+                unknown(JournalError::Malformed {
                     aggregate_type: first.aggregate_type.clone(),
                     aggregate_id: first.aggregate_id.clone(),
                     sequence: seq - 1,
                     reason: "hash is not 32 bytes".into(),
-                })),
+                })
+            }),
             // The stream is not where the command thought it was.
             None => Err(PersistenceError::OptimisticLockError),
         }
@@ -428,8 +429,8 @@ async fn insert_sqlite(
     }
     let mut committed = Vec::with_capacity(rows.len());
     for (event, hash) in rows {
-        let payload = crate::canonical::to_canonical_bytes(&event.payload)
-            .map_err(InsertError::Canonical)?;
+        let payload =
+            crate::canonical::to_canonical_bytes(&event.payload).map_err(InsertError::Canonical)?;
         let metadata = crate::canonical::to_canonical_bytes(&event.metadata)
             .map_err(InsertError::Canonical)?;
         let row = sqlx::query(SQL)

@@ -173,7 +173,11 @@ impl Journal {
                 content
             }
         };
-        tracing::debug!(seal_no = content.seal_no, events = content.event_count, "sealed");
+        tracing::debug!(
+            seal_no = content.seal_no,
+            events = content.event_count,
+            "sealed"
+        );
         self.latest_seal().await
     }
 }

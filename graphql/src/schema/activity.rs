@@ -74,7 +74,9 @@ fn filter_of(filter: Option<ActivityLogFilter>) -> async_graphql::Result<Activit
     }
     let actions = filter.actions.unwrap_or_default();
     if actions.len() > MAX_ACTIONS {
-        return Err(bad_input(format!("filter.actions may name at most {MAX_ACTIONS} actions")));
+        return Err(bad_input(format!(
+            "filter.actions may name at most {MAX_ACTIONS} actions"
+        )));
     }
     Ok(ActivityFilter {
         from: filter.from,
@@ -153,45 +155,60 @@ impl ActivitySubscription {
             &s.db,
             account,
             &ActivityFilter::default(),
-            PageRequest::Forward { first: 1, after: None },
+            PageRequest::Forward {
+                first: 1,
+                after: None,
+            },
         )
         .await
         .map_err(|e| internal(ctx, e))?;
         let start = newest.items.first().map(|(c, _)| *c);
         let progress = s.projector.subscribe_progress(activity_log::NAME);
-        let state = (s, start, progress, std::collections::VecDeque::<ActivityEntry>::new());
-        Ok(futures::stream::unfold(state, move |(s, mut seen, mut progress, mut queue)| async move {
-            loop {
-                if let Some(next) = queue.pop_front() {
-                    return Some((next, (s, seen, progress, queue)));
-                }
-                // Entries newer than the last one sent, oldest first.
-                let page = PageRequest::Backward { last: 100, before: seen };
-                match activity_log::list(&s.db, account, &ActivityFilter::default(), page).await {
-                    Ok(page) => {
-                        for (cursor, entry) in page.items.into_iter().rev() {
-                            seen = Some(cursor);
-                            queue.push_back(entry.into());
-                        }
-                        if !queue.is_empty() {
-                            continue;
-                        }
+        let state = (
+            s,
+            start,
+            progress,
+            std::collections::VecDeque::<ActivityEntry>::new(),
+        );
+        Ok(futures::stream::unfold(
+            state,
+            move |(s, mut seen, mut progress, mut queue)| async move {
+                loop {
+                    if let Some(next) = queue.pop_front() {
+                        return Some((next, (s, seen, progress, queue)));
                     }
-                    Err(e) => tracing::warn!(error = %e, "activity feed read failed"),
-                }
-                let wait = async {
-                    match progress.as_mut() {
-                        Some(rx) => {
-                            let _ = rx.changed().await;
+                    // Entries newer than the last one sent, oldest first.
+                    let page = PageRequest::Backward {
+                        last: 100,
+                        before: seen,
+                    };
+                    match activity_log::list(&s.db, account, &ActivityFilter::default(), page).await
+                    {
+                        Ok(page) => {
+                            for (cursor, entry) in page.items.into_iter().rev() {
+                                seen = Some(cursor);
+                                queue.push_back(entry.into());
+                            }
+                            if !queue.is_empty() {
+                                continue;
+                            }
                         }
-                        None => std::future::pending::<()>().await,
+                        Err(e) => tracing::warn!(error = %e, "activity feed read failed"),
                     }
-                };
-                tokio::select! {
-                    _ = wait => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    let wait = async {
+                        match progress.as_mut() {
+                            Some(rx) => {
+                                let _ = rx.changed().await;
+                            }
+                            None => std::future::pending::<()>().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = wait => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
                 }
-            }
-        }))
+            },
+        ))
     }
 }

@@ -76,7 +76,11 @@ pub fn internal(ctx: &Context<'_>, cause: impl std::fmt::Display) -> Error {
 }
 
 /// Event metadata for a command by the caller.
-pub fn metadata(ctx: &Context<'_>, actor: &Actor, idempotency_key: Option<String>) -> EventMetadata {
+pub fn metadata(
+    ctx: &Context<'_>,
+    actor: &Actor,
+    idempotency_key: Option<String>,
+) -> EventMetadata {
     EventMetadata::new(actor.clone(), request(ctx).request_id.clone())
         .with_idempotency_key(idempotency_key)
 }

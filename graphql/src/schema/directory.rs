@@ -3,7 +3,9 @@
 use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
 use kabinet_domain::command::Retry;
-use kabinet_domain::directory::{Organisation as OrganisationAggregate, OrganisationCommand, OrganisationDetails};
+use kabinet_domain::directory::{
+    Organisation as OrganisationAggregate, OrganisationCommand, OrganisationDetails,
+};
 use kabinet_domain::Role;
 use kabinet_projections::organisations::{self, OrganisationFilter as Filter, OrganisationView};
 use kabinet_projections::page::PageRequest;
@@ -84,8 +86,13 @@ impl DirectoryQuery {
             ("filter.region", &filter.region),
             ("filter.specialisation", &filter.specialisation),
         ] {
-            if value.as_ref().is_some_and(|v| v.chars().count() > MAX_FILTER_LEN) {
-                return Err(bad_input(format!("{name} must be at most {MAX_FILTER_LEN} characters")));
+            if value
+                .as_ref()
+                .is_some_and(|v| v.chars().count() > MAX_FILTER_LEN)
+            {
+                return Err(bad_input(format!(
+                    "{name} must be at most {MAX_FILTER_LEN} characters"
+                )));
             }
         }
         let PageRequest::Forward { first, after } = page_request(first, after, None, None)? else {
@@ -232,8 +239,14 @@ impl DirectoryMutation {
         let command = OrganisationCommand::Register(input.details.clone().into());
         // The new id is not part of the request: a retry with the same key reports
         // the organisation the first request created.
-        Self::execute(ctx, Uuid::now_v7(), command, &input.details, input.idempotency_key)
-            .await
+        Self::execute(
+            ctx,
+            Uuid::now_v7(),
+            command,
+            &input.details,
+            input.idempotency_key,
+        )
+        .await
     }
 
     /// Changes an organisation's details (administrators, or its own registrars).
@@ -260,7 +273,14 @@ impl DirectoryMutation {
             return Err(super::context::forbidden());
         };
         let command = OrganisationCommand::UpdateDetails(input.details.clone().into());
-        Self::execute(ctx, id, command, &(id, &input.details), input.idempotency_key).await
+        Self::execute(
+            ctx,
+            id,
+            command,
+            &(id, &input.details),
+            input.idempotency_key,
+        )
+        .await
     }
 }
 

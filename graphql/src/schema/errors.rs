@@ -43,7 +43,11 @@ const MAX_KEY_LEN: usize = 128;
 pub fn idempotency_key(raw: Option<String>) -> Result<Option<String>, UserError> {
     match raw {
         None => Ok(None),
-        Some(key) if !key.is_empty() && key.len() <= MAX_KEY_LEN && key.bytes().all(|b| b.is_ascii_graphic()) => {
+        Some(key)
+            if !key.is_empty()
+                && key.len() <= MAX_KEY_LEN
+                && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
             Ok(Some(key))
         }
         Some(_) => Err(UserError::on_field(
@@ -75,7 +79,14 @@ where
     let meta = metadata(ctx, actor, key);
     let result = services(ctx)
         .commands
-        .execute::<A>(aggregate_id, command, services_of_aggregate, &meta, &input, retry)
+        .execute::<A>(
+            aggregate_id,
+            command,
+            services_of_aggregate,
+            &meta,
+            &input,
+            retry,
+        )
         .await;
     match result {
         Ok(done) => Ok(Ok(done)),

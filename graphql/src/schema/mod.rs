@@ -63,12 +63,17 @@ impl CoreQuery {
         Ok(Viewer {
             account_id: ids::encode("Account", actor.account_id),
             role: actor.role.as_str().to_string(),
-            organisation_id: actor.organisation_id.map(|o| ids::encode("Organisation", o)),
+            organisation_id: actor
+                .organisation_id
+                .map(|o| ids::encode("Organisation", o)),
         })
     }
 
     /// The newest seal of the journal (auditors); `null` before the first seal.
-    async fn journal_digest(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<JournalDigest>> {
+    async fn journal_digest(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<JournalDigest>> {
         actor_in(ctx, &[Role::Auditor, Role::Admin])?;
         let seal = services(ctx)
             .journal
@@ -86,7 +91,11 @@ impl CoreQuery {
 
 /// Every query.
 #[derive(MergedObject, Default)]
-pub struct Query(CoreQuery, directory::DirectoryQuery, activity::ActivityQuery);
+pub struct Query(
+    CoreQuery,
+    directory::DirectoryQuery,
+    activity::ActivityQuery,
+);
 
 /// Every mutation.
 #[derive(MergedObject, Default)]
@@ -109,11 +118,15 @@ pub struct Limits {
 
 /// Builds the schema with its limits; `services` may be absent when only the SDL is needed.
 pub fn build(limits: Limits, services: Option<context::Services>) -> KabinetSchema {
-    let mut builder = Schema::build(Query::default(), Mutation::default(), Subscription::default())
-        .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity)
-        .limit_recursive_depth(32)
-        .limit_directives(8);
+    let mut builder = Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .limit_depth(limits.max_depth)
+    .limit_complexity(limits.max_complexity)
+    .limit_recursive_depth(32)
+    .limit_directives(8);
     if !limits.introspection {
         builder = builder.disable_introspection();
     }

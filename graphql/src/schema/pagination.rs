@@ -14,7 +14,9 @@ pub fn page_request(
 ) -> async_graphql::Result<PageRequest> {
     let size = |name: &str, n: i32| -> async_graphql::Result<usize> {
         if n < 0 || n as usize > MAX_PAGE_SIZE {
-            return Err(bad_input(format!("{name} must be between 0 and {MAX_PAGE_SIZE}, got {n}")));
+            return Err(bad_input(format!(
+                "{name} must be between 0 and {MAX_PAGE_SIZE}, got {n}"
+            )));
         }
         Ok(n as usize)
     };
@@ -26,7 +28,9 @@ pub fn page_request(
         (Some(_), Some(_)) => Err(bad_input("give either first or last, not both")),
         (None, Some(last)) => {
             if after.is_some() {
-                return Err(bad_input("last pages backwards: use it with before, not after"));
+                return Err(bad_input(
+                    "last pages backwards: use it with before, not after",
+                ));
             }
             Ok(PageRequest::Backward {
                 last: size("last", last)?,
@@ -35,10 +39,15 @@ pub fn page_request(
         }
         (first, None) => {
             if before.is_some() {
-                return Err(bad_input("before pages backwards: use it with last, not first"));
+                return Err(bad_input(
+                    "before pages backwards: use it with last, not first",
+                ));
             }
             Ok(PageRequest::Forward {
-                first: first.map(|n| size("first", n)).transpose()?.unwrap_or(DEFAULT_PAGE_SIZE),
+                first: first
+                    .map(|n| size("first", n))
+                    .transpose()?
+                    .unwrap_or(DEFAULT_PAGE_SIZE),
                 after: cursor("after", after)?,
             })
         }
@@ -57,6 +66,9 @@ pub fn page_info<T>(page: &Page<T>) -> PageInfo {
 
 /// Complexity of a connection: its child complexity times the page size asked for.
 pub fn connection_complexity(child: usize, first: Option<i32>, last: Option<i32>) -> usize {
-    let size = first.or(last).unwrap_or(DEFAULT_PAGE_SIZE as i32).clamp(0, MAX_PAGE_SIZE as i32) as usize;
+    let size = first
+        .or(last)
+        .unwrap_or(DEFAULT_PAGE_SIZE as i32)
+        .clamp(0, MAX_PAGE_SIZE as i32) as usize;
     child.saturating_mul(size.max(1)).saturating_add(2)
 }
