@@ -75,6 +75,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
     tracing::info!(port = app.port(), "listening");
     if demo {
+        if app.seed_demo().await? {
+            tracing::info!("seeded demonstration data");
+        }
         let admin = app.demo_token(kabinet_domain::Role::Admin, None)?;
         eprintln!(
             "\nKabinet is running on http://127.0.0.1:{port}/ (GraphiQL) — GraphQL at /graphql\n\

@@ -32,6 +32,7 @@ pub struct Application {
     background: Vec<JoinHandle<()>>,
     db: Db,
     keys: TokenKeys,
+    commands: CommandService,
 }
 
 /// The signing secret to use, or why the server must not start.
@@ -101,6 +102,7 @@ impl Application {
             max_complexity: config.max_complexity,
             introspection: config.introspection_enabled(),
         };
+        let state_commands = services.commands.clone();
         let state = AppState {
             schema: schema::build(limits, Some(services.clone())),
             services,
@@ -118,12 +120,18 @@ impl Application {
             background,
             db,
             keys,
+            commands: state_commands,
         })
     }
 
     /// The port the server listens on.
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Seeds demonstration data into an empty journal; returns whether it did.
+    pub async fn seed_demo(&self) -> anyhow::Result<bool> {
+        crate::demo::seed_if_empty(&self.commands).await
     }
 
     /// A token for a demonstration account of `role`, signed with this server's key.
