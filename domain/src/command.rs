@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use crate::canonical::to_canonical_bytes;
+use crate::journal::reservations::{ReservationTaken, Reserving};
 use crate::journal::{
     chain::Hash, CommittedEvent, IdempotencyClaim, IdempotencyKeyTaken, Journal, JournalError,
     JournalOrder,
@@ -48,6 +49,9 @@ pub enum CommandError<E: std::error::Error> {
     /// The idempotency key was used before for a different request.
     #[error("this idempotency key was already used for a different request")]
     IdempotencyKeyReused,
+    /// A reservation the command needs is held by someone else; nothing was written.
+    #[error("{0}")]
+    Reserved(ReservationTaken),
     /// A fault of the store; logged, never shown to callers.
     #[error("internal error: {0}")]
     Internal(String),
@@ -88,6 +92,16 @@ impl CommandService {
         &self.journal
     }
 
+    /// The current state of aggregate `aggregate_id`, folded from its events.
+    pub async fn load<A: Aggregate>(&self, aggregate_id: &str) -> Result<A, String> {
+        let store = PersistedEventStore::<_, A>::new_event_store(self.journal.repository());
+        store
+            .load_aggregate(aggregate_id)
+            .await
+            .map(|context| context.aggregate)
+            .map_err(|e| e.to_string())
+    }
+
     /// Runs `command` on aggregate `aggregate_id` and commits its events with `metadata`.
     ///
     /// With an idempotency key in `metadata`, `input` identifies the request: a
@@ -103,7 +117,7 @@ impl CommandService {
         retry: Retry,
     ) -> Result<(CommandOutcome, A), CommandError<A::Error>>
     where
-        A: Aggregate + Clone,
+        A: Reserving + Clone,
         A::Command: Clone,
     {
         let claim = metadata
@@ -138,6 +152,7 @@ impl CommandService {
                 .map_err(CommandError::Rejected)?;
             let state = context.aggregate.clone();
             let events = sink.collect().await;
+            receipt.stage_reservations(A::reservations(aggregate_id, &events));
             match store.commit(events, context, map.clone()).await {
                 Ok(_) => {
                     let outcome = CommandOutcome {
@@ -155,6 +170,12 @@ impl CommandService {
                     continue;
                 }
                 Err(AggregateError::AggregateConflict) => return Err(CommandError::Conflict),
+                Err(AggregateError::UnexpectedError(e)) if e.is::<ReservationTaken>() => {
+                    return match e.downcast::<ReservationTaken>() {
+                        Ok(taken) => Err(CommandError::Reserved(*taken)),
+                        Err(e) => Err(CommandError::Internal(e.to_string())),
+                    };
+                }
                 Err(AggregateError::UnexpectedError(e)) if e.is::<IdempotencyKeyTaken>() => {
                     // A concurrent request with the same key committed first.
                     if let Some(claim) = &claim {

@@ -1,5 +1,6 @@
 //! Kabinet's domain: aggregates, commands, events, value types, and the journal.
 
+pub mod appointments;
 pub mod canonical;
 pub mod clock;
 pub mod command;
@@ -7,6 +8,7 @@ pub mod db;
 pub mod directory;
 pub mod journal;
 pub mod metadata;
+pub mod patients;
 pub mod user_error;
 
 pub use db::{Backend, Db};

@@ -1,9 +1,25 @@
-//! The directory of medical organisations (B1).
+//! The directory: medical organisations (B1), doctors (B2), services (B3) and
+//! doctors' schedules (C1).
 
+mod doctor;
 mod organisation;
+mod schedule;
+/// The slot grid and slot keys shared with bookings.
+pub mod schedule_grid {
+    pub use super::schedule::{closed_period_owner, slot_key, GRID_MINUTES};
+}
+mod service;
 mod values;
 
+pub use doctor::{Doctor, DoctorCommand, DoctorDetails, DoctorError, DoctorEvent};
 pub use organisation::{
     Organisation, OrganisationCommand, OrganisationDetails, OrganisationError, OrganisationEvent,
+};
+pub use schedule::{
+    Period, PeriodDraft, Schedule, ScheduleCommand, ScheduleError, ScheduleEvent, SlotInfo,
+};
+pub use service::{
+    parse_code, parse_cost, MedicalService, ServiceCommand, ServiceDetails, ServiceError,
+    ServiceEvent, ServiceForm, ServiceKind,
 };
 pub use values::{parse_time_zone, BoundedText, TextError};

@@ -176,6 +176,8 @@ impl Aggregate for Organisation {
     }
 }
 
+impl crate::journal::reservations::Reserving for Organisation {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@
 pub mod chain;
 mod reader;
 mod repository;
+pub mod reservations;
 mod sealer;
 pub mod verify;
 

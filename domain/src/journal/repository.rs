@@ -12,6 +12,9 @@ use serde_json::Value;
 use sqlx::Row;
 
 use super::chain::{hash_from_slice, EventContent, Hash, GENESIS};
+use super::reservations::{
+    ReservationOp, ReservationTaken, DELETE_OWNER, INSERT_KEY, INSERT_KEY_IF_FREE,
+};
 use super::{CommittedEvent, Journal, JournalError, JournalOrder};
 use crate::db::Db;
 
@@ -43,6 +46,7 @@ struct StreamHead {
 struct CommandState {
     head: Option<StreamHead>,
     claim: Option<IdempotencyClaim>,
+    reservations: Vec<ReservationOp>,
     committed: Vec<CommittedEvent>,
 }
 
@@ -59,6 +63,11 @@ pub struct JournalRepository {
 pub struct CommitReceipt(Arc<StdMutex<CommandState>>);
 
 impl CommitReceipt {
+    /// Stages reservation changes to make in the transaction of the next commit.
+    pub fn stage_reservations(&self, ops: Vec<ReservationOp>) {
+        lock(&self.0).reservations = ops;
+    }
+
     /// The events the commit wrote, with their global order.
     pub fn take_committed(&self) -> Vec<CommittedEvent> {
         std::mem::take(&mut lock(&self.0).committed)
@@ -239,12 +248,19 @@ impl JournalRepository {
             rows.push((event, hash));
             prev = hash;
         }
-        let claim = self.state().claim.clone();
+        let (claim, reservations) = {
+            let state = self.state();
+            (state.claim.clone(), state.reservations.clone())
+        };
+        let extras = Extras {
+            claim: claim.as_ref(),
+            reservations: &reservations,
+        };
         let committed = match self.journal.db() {
-            Db::Postgres(pool) => insert_postgres(pool, &rows, claim.as_ref()).await,
+            Db::Postgres(pool) => insert_postgres(pool, &rows, extras).await,
             Db::Sqlite(pool) => {
                 let _writer = self.journal.lock_sqlite_writer().await;
-                insert_sqlite(pool, &rows, claim.as_ref()).await
+                insert_sqlite(pool, &rows, extras).await
             }
         }
         .map_err(map_insert_error)?;
@@ -289,6 +305,67 @@ fn unknown(e: impl std::error::Error + Send + Sync + 'static) -> PersistenceErro
 enum InsertError {
     Db(sqlx::Error),
     Canonical(crate::canonical::CanonicalError),
+    Reserved(ReservationTaken),
+}
+
+/// What a commit writes besides its events, in the same transaction.
+#[derive(Clone, Copy)]
+struct Extras<'a> {
+    claim: Option<&'a IdempotencyClaim>,
+    reservations: &'a [ReservationOp],
+}
+
+impl Extras<'_> {
+    fn is_empty(&self) -> bool {
+        self.claim.is_none() && self.reservations.is_empty()
+    }
+}
+
+/// Runs the idempotency claim and the reservation changes inside `tx`.
+macro_rules! write_extras {
+    ($tx:expr, $extras:expr, $first:expr, $count:expr) => {{
+        if let Some(claim) = $extras.claim {
+            claim_query(claim, $first, $count)
+                .execute(&mut *$tx)
+                .await?;
+        }
+        for op in $extras.reservations {
+            match op {
+                ReservationOp::TakeIfFree { scope, key, owner } => {
+                    sqlx::query(INSERT_KEY_IF_FREE)
+                        .bind(*scope)
+                        .bind(key)
+                        .bind(owner)
+                        .execute(&mut *$tx)
+                        .await?;
+                }
+                ReservationOp::ReleaseAll { owner } => {
+                    sqlx::query(DELETE_OWNER)
+                        .bind(owner)
+                        .execute(&mut *$tx)
+                        .await?;
+                }
+                ReservationOp::Take { scope, key, owner } => {
+                    let taken = sqlx::query(INSERT_KEY)
+                        .bind(*scope)
+                        .bind(key)
+                        .bind(owner)
+                        .execute(&mut *$tx)
+                        .await;
+                    match taken {
+                        Ok(_) => {}
+                        Err(e) if violated_unique(&e) == Some("reservations_pkey") => {
+                            return Err(InsertError::Reserved(ReservationTaken {
+                                scope: scope.to_string(),
+                                key: key.clone(),
+                            }));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+    }};
 }
 
 impl From<sqlx::Error> for InsertError {
@@ -310,6 +387,8 @@ pub fn violated_unique(err: &sqlx::Error) -> Option<&'static str> {
     let message = db.message();
     if name == "idempotency_keys_pkey" || message.contains("idempotency_keys.") {
         Some("idempotency_keys_pkey")
+    } else if name == "reservations_pkey" || message.contains("reservations.") {
+        Some("reservations_pkey")
     } else if name == "events_pkey" || message.contains("events.aggregate_type") {
         Some("events_pkey")
     } else {
@@ -320,6 +399,7 @@ pub fn violated_unique(err: &sqlx::Error) -> Option<&'static str> {
 fn map_insert_error(err: InsertError) -> PersistenceError {
     match err {
         InsertError::Canonical(e) => unknown(e),
+        InsertError::Reserved(e) => unknown(e),
         InsertError::Db(e) => match violated_unique(&e) {
             Some("events_pkey") => PersistenceError::OptimisticLockError,
             Some("idempotency_keys_pkey") => unknown(IdempotencyKeyTaken),
@@ -361,7 +441,7 @@ where
 async fn insert_postgres(
     pool: &sqlx::PgPool,
     rows: &[(&SerializedEvent, Hash)],
-    claim: Option<&IdempotencyClaim>,
+    extras: Extras<'_>,
 ) -> Result<Vec<CommittedEvent>, InsertError> {
     const SQL: &str = "INSERT INTO events \
          (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, hash) \
@@ -389,16 +469,14 @@ async fn insert_postgres(
             event_type: event.event_type.clone(),
         })
     };
-    // The common case, one event and no key, is a single autocommit statement.
-    if let ([(event, hash)], None) = (rows, claim) {
+    // The common case, one event and nothing else, is a single autocommit statement.
+    if let ([(event, hash)], true) = (rows, extras.is_empty()) {
         let row = insert(event, hash).fetch_one(pool).await?;
         return Ok(vec![committed_of(event, row)?]);
     }
     let mut tx = pool.begin().await?;
-    if let (Some(claim), Some((first, _))) = (claim, rows.first()) {
-        claim_query(claim, first, rows.len())
-            .execute(&mut *tx)
-            .await?;
+    if let Some((first, _)) = rows.first() {
+        write_extras!(tx, extras, first, rows.len());
     }
     let mut committed = Vec::with_capacity(rows.len());
     for (event, hash) in rows {
@@ -412,7 +490,7 @@ async fn insert_postgres(
 async fn insert_sqlite(
     pool: &sqlx::SqlitePool,
     rows: &[(&SerializedEvent, Hash)],
-    claim: Option<&IdempotencyClaim>,
+    extras: Extras<'_>,
 ) -> Result<Vec<CommittedEvent>, InsertError> {
     // Positions are taken under SQLite's write lock, so they follow commit order.
     const SQL: &str = "INSERT INTO events \
@@ -422,10 +500,8 @@ async fn insert_sqlite(
     // Every statement below writes, so the transaction takes the write lock at its
     // first statement and never has to upgrade a read snapshot.
     let mut tx = pool.begin().await?;
-    if let (Some(claim), Some((first, _))) = (claim, rows.first()) {
-        claim_query(claim, first, rows.len())
-            .execute(&mut *tx)
-            .await?;
+    if let Some((first, _)) = rows.first() {
+        write_extras!(tx, extras, first, rows.len());
     }
     let mut committed = Vec::with_capacity(rows.len());
     for (event, hash) in rows {

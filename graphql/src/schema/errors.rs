@@ -1,7 +1,6 @@
 //! Business errors in mutation payloads, and the command runner that makes them.
 
 use async_graphql::{Context, SimpleObject};
-use cqrs_es::Aggregate;
 use kabinet_domain::command::{CommandError, CommandOutcome, Retry};
 use kabinet_domain::user_error::{AsUserError, UserError as DomainUserError};
 use kabinet_domain::Actor;
@@ -71,7 +70,7 @@ pub async fn run_command<A>(
     retry: Retry,
 ) -> async_graphql::Result<Result<(CommandOutcome, A), Vec<UserError>>>
 where
-    A: Aggregate + Clone,
+    A: kabinet_domain::journal::reservations::Reserving + Clone,
     A::Command: Clone,
     A::Error: AsUserError,
 {
@@ -101,6 +100,9 @@ where
             "IDEMPOTENCY_KEY_REUSED",
             CommandError::<A::Error>::IdempotencyKeyReused.to_string(),
         )])),
+        Err(CommandError::Reserved(taken)) => {
+            Ok(Err(vec![kabinet_domain::appointments::reservation_error(&taken).into()]))
+        }
         Err(CommandError::Internal(e)) => Err(internal(ctx, e)),
     }
 }
