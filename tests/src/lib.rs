@@ -31,7 +31,10 @@ where
     let Some(test_db) = TestDb::fresh(backend).await else {
         return;
     };
-    if tokio::time::timeout(TEST_DEADLINE, body(test_db)).await.is_err() {
+    if tokio::time::timeout(TEST_DEADLINE, body(test_db))
+        .await
+        .is_err()
+    {
         panic!("{backend:?}: the test did not finish within {TEST_DEADLINE:?}");
     }
 }
@@ -82,6 +85,28 @@ pub async fn add(
         .execute::<Tally>(
             aggregate_id,
             TallyCommand::Add { amount },
+            &TallyServices::default(),
+            &metadata_of(account),
+            &input,
+            retry,
+        )
+        .await
+        .map(|(outcome, _)| outcome)
+}
+
+/// Adds each of `amounts` to the tally `aggregate_id` in one commit (one event each).
+pub async fn add_each(
+    commands: &CommandService,
+    aggregate_id: &str,
+    amounts: Vec<i64>,
+    account: Uuid,
+    retry: Retry,
+) -> Result<CommandOutcome, CommandError<TallyError>> {
+    let input = serde_json::json!({ "aggregate_id": aggregate_id, "amounts": amounts });
+    commands
+        .execute::<Tally>(
+            aggregate_id,
+            TallyCommand::AddEach { amounts },
             &TallyServices::default(),
             &metadata_of(account),
             &input,

@@ -85,7 +85,9 @@ impl TestDb {
         let db = Db::connect(&url, &pool)
             .await
             .expect("open the SQLite test database");
-        db.migrate().await.expect("migrate the SQLite test database");
+        db.migrate()
+            .await
+            .expect("migrate the SQLite test database");
         TestDb {
             url,
             journal: Journal::new(db.clone()),
@@ -279,6 +281,9 @@ mod tests {
             with_database("postgres://u:p@h/db?sslmode=disable", "t2"),
             "postgres://u:p@h/t2?sslmode=disable"
         );
-        assert_eq!(with_database("postgres://h:5432", "t3"), "postgres://h:5432/t3");
+        assert_eq!(
+            with_database("postgres://h:5432", "t3"),
+            "postgres://h:5432/t3"
+        );
     }
 }
