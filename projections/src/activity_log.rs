@@ -45,8 +45,12 @@ pub struct ActivityFilter {
 /// The status an event leaves its object in, for events that do not carry one.
 fn status_after(event_type: &str) -> Option<&'static str> {
     match event_type {
-        "OrganisationRegistered" => Some("registered"),
-        "OrganisationDetailsChanged" => Some("updated"),
+        "OrganisationRegistered" | "DoctorRegistered" | "ServiceRegistered" => Some("registered"),
+        "OrganisationDetailsChanged" | "DoctorDetailsChanged" => Some("updated"),
+        "PeriodPublished" => Some("published"),
+        "PeriodClosed" => Some("closed"),
+        "PatientProfileRecorded" => Some("recorded"),
+        "ReviewLeft" => Some("reviewed"),
         _ => None,
     }
 }
@@ -59,16 +63,20 @@ fn accounts_of(event: &RecordedEvent) -> Vec<Uuid> {
             accounts.push(actor);
         }
     }
-    let patient = event
-        .payload
-        .as_object()
-        .and_then(|o| {
-            o.values()
-                .find_map(|v| v.get("patient_id"))
-                .or(o.get("patient_id"))
-        })
-        .and_then(Value::as_str)
-        .and_then(|s| Uuid::parse_str(s).ok());
+    let patient = if event.aggregate_type == "patient" {
+        Uuid::parse_str(&event.aggregate_id).ok()
+    } else {
+        event
+            .payload
+            .as_object()
+            .and_then(|o| {
+                o.values()
+                    .find_map(|v| v.get("patient_id"))
+                    .or(o.get("patient_id"))
+            })
+            .and_then(Value::as_str)
+            .and_then(|s| Uuid::parse_str(s).ok())
+    };
     if let Some(patient) = patient {
         if !accounts.contains(&patient) {
             accounts.push(patient);

@@ -1,14 +1,21 @@
 //! Kabinet's read models and the catch-up projector that keeps them.
 
 pub mod activity_log;
+pub mod appointments;
+pub mod doctors;
 pub mod organisations;
 pub mod page;
 mod projection;
 mod projector;
 mod rebuild;
+pub mod referrals;
+pub mod services;
+pub mod slots;
 mod wakeup;
 
-pub use projection::{Projection, ProjectionError, ProjectionTx};
+pub use projection::{
+    decode, from_micros, micros, variant_body, Projection, ProjectionError, ProjectionTx,
+};
 pub use projector::{Projector, ProjectorConfig, WaitTimeout};
 pub use rebuild::{rebuild, RebuildError, RebuildReport};
 pub use wakeup::Wakeups;
@@ -20,5 +27,10 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(activity_log::ActivityLog),
         Arc::new(organisations::Organisations),
+        Arc::new(doctors::Doctors),
+        Arc::new(services::Services),
+        Arc::new(slots::Slots),
+        Arc::new(appointments::Appointments),
+        Arc::new(referrals::Referrals),
     ]
 }

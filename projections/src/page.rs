@@ -78,3 +78,54 @@ mod tests {
         );
     }
 }
+
+/// A position in a list sorted by something other than time: the number of
+/// items before it. Used by short per-account lists with several sort orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetCursor(pub usize);
+
+impl OffsetCursor {
+    /// The opaque form handed to clients.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("o1:{}", self.0))
+    }
+
+    /// Parses an opaque cursor.
+    pub fn decode(raw: &str) -> Result<OffsetCursor, BadCursor> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(raw.as_bytes())
+            .map_err(|_| BadCursor)?;
+        let text = String::from_utf8(bytes).map_err(|_| BadCursor)?;
+        text.strip_prefix("o1:")
+            .and_then(|n| n.parse().ok())
+            .filter(|n| *n <= 1_000_000)
+            .map(OffsetCursor)
+            .ok_or(BadCursor)
+    }
+}
+
+/// A forward page of a list with offset cursors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetPage<T> {
+    /// Items with the cursor of each (its offset + 1).
+    pub items: Vec<(OffsetCursor, T)>,
+    pub has_previous: bool,
+    pub has_next: bool,
+}
+
+impl<T> OffsetPage<T> {
+    /// Builds a page from up to `first + 1` rows fetched at `offset`.
+    pub fn from_rows(mut rows: Vec<T>, offset: usize, first: usize) -> Self {
+        let has_next = rows.len() > first;
+        rows.truncate(first);
+        OffsetPage {
+            items: rows
+                .into_iter()
+                .enumerate()
+                .map(|(i, row)| (OffsetCursor(offset + i + 1), row))
+                .collect(),
+            has_previous: offset > 0,
+            has_next,
+        }
+    }
+}

@@ -40,3 +40,37 @@ pub trait Projection: Send + Sync + 'static {
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError>;
 }
+
+/// Runs the same sqlx code on whichever connection a [`ProjectionTx`] holds.
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            $crate::ProjectionTx::Postgres($conn) => $body,
+            $crate::ProjectionTx::Sqlite($conn) => $body,
+        }
+    };
+}
+
+/// The payload of an externally tagged event: `{"Variant": {...}}` → `{...}`.
+pub fn variant_body<'a>(event: &'a RecordedEvent) -> Option<&'a serde_json::Value> {
+    event.payload.get(&event.event_type)
+}
+
+/// Decodes the payload of `event` into `T`, naming the event on failure.
+pub fn decode<T: serde::de::DeserializeOwned>(event: &RecordedEvent) -> Result<T, ProjectionError> {
+    serde_json::from_value(event.payload.clone()).map_err(|e| ProjectionError::BadEvent {
+        position: event.position(),
+        reason: format!("{} {}: {e}", event.aggregate_type, event.event_type),
+    })
+}
+
+/// Microseconds since the epoch, the time format of every read-model column.
+pub fn micros(at: chrono::DateTime<chrono::Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+/// The instant of a read-model time column.
+pub fn from_micros(us: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
