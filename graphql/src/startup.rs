@@ -89,12 +89,18 @@ impl Application {
             Duration::from_millis(config.seal_interval_ms),
             shutdown.clone(),
         )));
+        let clock: Arc<dyn kabinet_domain::clock::Clock> = Arc::new(SystemClock);
+        let commands = CommandService::new(journal.clone());
         let services = Services {
             db: db.clone(),
-            journal: journal.clone(),
-            commands: CommandService::new(journal),
+            journal,
+            booking: kabinet_domain::appointments::BookingService::new(
+                commands.clone(),
+                clock.clone(),
+            ),
+            commands,
             projector,
-            clock: Arc::new(SystemClock),
+            clock,
             read_your_writes: Duration::from_millis(config.read_your_writes_ms),
         };
         let limits = Limits {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::{Context, Error, ErrorExtensions};
+use kabinet_domain::appointments::BookingService;
 use kabinet_domain::clock::Clock;
 use kabinet_domain::command::CommandService;
 use kabinet_domain::{Actor, Db, EventMetadata, Journal, JournalOrder, Role};
@@ -15,6 +16,7 @@ pub struct Services {
     pub db: Db,
     pub journal: Journal,
     pub commands: CommandService,
+    pub booking: BookingService,
     pub projector: Projector,
     pub clock: Arc<dyn Clock>,
     /// How long a mutation waits for the read models to show its effect.

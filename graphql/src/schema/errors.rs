@@ -101,7 +101,10 @@ where
             CommandError::<A::Error>::IdempotencyKeyReused.to_string(),
         )])),
         Err(CommandError::Reserved(taken)) => {
-            Ok(Err(vec![kabinet_domain::appointments::reservation_error(&taken).into()]))
+            Ok(Err(vec![kabinet_domain::appointments::reservation_error(
+                &taken,
+            )
+            .into()]))
         }
         Err(CommandError::Internal(e)) => Err(internal(ctx, e)),
     }

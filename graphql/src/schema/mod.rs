@@ -1,11 +1,14 @@
 //! The GraphQL schema: queries, mutations and subscriptions with their limits.
 
 pub mod activity;
+pub mod appointments;
 pub mod context;
 pub mod directory;
+pub mod doctors;
 pub mod errors;
 pub mod ids;
 pub mod pagination;
+pub mod slots_ids;
 
 use async_graphql::{
     Context, Interface, MergedObject, MergedSubscription, Object, Schema, SimpleObject, ID,
@@ -19,6 +22,9 @@ use self::context::{actor, actor_in, internal, services};
 #[graphql(field(name = "id", ty = "ID"))]
 pub enum Node {
     Organisation(directory::Organisation),
+    Doctor(doctors::Doctor),
+    Appointment(appointments::Appointment),
+    ReferralRequest(appointments::ReferralRequest),
 }
 
 /// The signed-in caller.
@@ -50,10 +56,16 @@ impl CoreQuery {
     /// Any object by its global id; `null` when it does not exist or is not the caller's to see.
     async fn node(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Node>> {
         match ids::decode(&id) {
-            Some((type_name, uuid)) if type_name == "Organisation" => {
-                Ok(directory::node(ctx, uuid).await?.map(Node::Organisation))
-            }
-            _ => Ok(None),
+            Some((type_name, uuid)) => match type_name.as_str() {
+                "Organisation" => Ok(directory::node(ctx, uuid).await?.map(Node::Organisation)),
+                "Doctor" => Ok(doctors::node(ctx, uuid).await?.map(Node::Doctor)),
+                "Appointment" => Ok(appointments::node(ctx, uuid).await?.map(Node::Appointment)),
+                "ReferralRequest" => Ok(appointments::referral_node(ctx, uuid)
+                    .await?
+                    .map(Node::ReferralRequest)),
+                _ => Ok(None),
+            },
+            None => Ok(None),
         }
     }
 
@@ -99,7 +111,11 @@ pub struct Query(
 
 /// Every mutation.
 #[derive(MergedObject, Default)]
-pub struct Mutation(directory::DirectoryMutation);
+pub struct Mutation(
+    directory::DirectoryMutation,
+    doctors::DoctorsMutation,
+    appointments::AppointmentsMutation,
+);
 
 /// Every subscription.
 #[derive(MergedSubscription, Default)]

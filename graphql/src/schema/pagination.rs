@@ -72,3 +72,28 @@ pub fn connection_complexity(child: usize, first: Option<i32>, last: Option<i32>
         .clamp(0, MAX_PAGE_SIZE as i32) as usize;
     child.saturating_mul(size.max(1)).saturating_add(2)
 }
+
+/// Page size and offset of a forward-only list with offset cursors.
+pub fn forward_page(
+    first: Option<i32>,
+    after: Option<String>,
+) -> async_graphql::Result<(usize, usize)> {
+    let first = match first {
+        None => DEFAULT_PAGE_SIZE,
+        Some(n) if n < 0 || n as usize > MAX_PAGE_SIZE => {
+            return Err(bad_input(format!(
+                "first must be between 0 and {MAX_PAGE_SIZE}, got {n}"
+            )))
+        }
+        Some(n) => n as usize,
+    };
+    let offset = match after {
+        None => 0,
+        Some(c) => {
+            kabinet_projections::page::OffsetCursor::decode(&c)
+                .map_err(|e| bad_input(format!("after: {e}")))?
+                .0
+        }
+    };
+    Ok((first, offset))
+}
