@@ -3,6 +3,7 @@
 //! that runs one test body on both, a tiny aggregate and a recording projection.
 
 mod seen;
+pub mod server;
 mod tally;
 mod test_db;
 

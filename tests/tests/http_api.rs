@@ -5,85 +5,10 @@ use kabinet_domain::Role;
 use kabinet_graphql::auth::TokenKeys;
 use kabinet_graphql::config::{Mode, ServeConfig};
 use kabinet_graphql::Application;
-use kabinet_tests::{conformance, TestDb};
+use kabinet_tests::conformance;
+use kabinet_tests::server::{Server, SECRET};
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 use uuid::Uuid;
-
-const SECRET: &str = "end-to-end-test-secret-0123456789abcdef";
-
-/// A running server and a client for it.
-struct Server {
-    base: String,
-    http: reqwest::Client,
-    keys: TokenKeys,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Server {
-    async fn start(test_db: &TestDb, adjust: impl FnOnce(&mut ServeConfig)) -> Server {
-        let mut config = ServeConfig::for_tests(&test_db.url, SECRET);
-        adjust(&mut config);
-        let app = Application::build(config).await.expect("server builds");
-        let base = format!("http://127.0.0.1:{}", app.port());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until_stopped(async move {
-            let _ = stopped.await;
-        }));
-        Server {
-            base,
-            http: reqwest::Client::new(),
-            keys: TokenKeys::new(SECRET.as_bytes()),
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    fn token(&self, role: Role, organisation_id: Option<Uuid>) -> String {
-        let actor = kabinet_domain::Actor {
-            account_id: Uuid::now_v7(),
-            role,
-            organisation_id,
-        };
-        self.keys
-            .mint(&actor, chrono::Duration::minutes(10))
-            .expect("token")
-    }
-
-    async fn post_raw(&self, token: Option<&str>, body: Vec<u8>) -> (u16, Value) {
-        let mut request = self
-            .http
-            .post(format!("{}/graphql", self.base))
-            .header("content-type", "application/json")
-            .body(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    async fn graphql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
-        let body = json!({ "query": query, "variables": variables });
-        let (status, value) = self
-            .post_raw(token, serde_json::to_vec(&body).expect("json"))
-            .await;
-        assert_eq!(status, 200, "unexpected status, body: {value}");
-        value
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("join").expect("server stopped cleanly");
-        }
-    }
-}
 
 const REGISTER: &str = "mutation Register($input: RegisterOrganisationInput!) {
   registerOrganisation(input: $input) {
@@ -112,7 +37,11 @@ conformance!(registration_is_read_back_at_once, |test_db| async move {
     let server = Server::start(&test_db, |_| {}).await;
     let admin = server.token(Role::Admin, None);
     let response = server
-        .graphql(Some(&admin), REGISTER, json!({ "input": { "details": details("Поликлиника №7") } }))
+        .graphql(
+            Some(&admin),
+            REGISTER,
+            json!({ "input": { "details": details("Поликлиника №7") } }),
+        )
         .await;
     let payload = &response["data"]["registerOrganisation"];
     assert_eq!(payload["userErrors"], json!([]), "{response}");
@@ -134,7 +63,10 @@ conformance!(registration_is_read_back_at_once, |test_db| async move {
     );
 
     // The directory finds it by any-case part of its name, and through `node`.
-    let id = payload["organisation"]["id"].as_str().expect("id").to_string();
+    let id = payload["organisation"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     let found = server
         .graphql(
             None,
@@ -143,33 +75,47 @@ conformance!(registration_is_read_back_at_once, |test_db| async move {
             json!({ "id": id }),
         )
         .await;
-    assert_eq!(found["data"]["organisations"]["edges"][0]["node"]["id"], json!(id));
+    assert_eq!(
+        found["data"]["organisations"]["edges"][0]["node"]["id"],
+        json!(id)
+    );
     assert_eq!(found["data"]["node"]["name"], "Поликлиника №7");
     server.stop().await;
 });
 
-conformance!(idempotency_keys_return_the_first_result, |test_db| async move {
-    let server = Server::start(&test_db, |_| {}).await;
-    let admin = server.token(Role::Admin, None);
-    let input = json!({ "input": { "details": details("Поликлиника №8"), "idempotencyKey": "register-8" } });
-    let first = server.graphql(Some(&admin), REGISTER, input.clone()).await;
-    let again = server.graphql(Some(&admin), REGISTER, input).await;
-    assert_eq!(first["data"], again["data"], "a retry reports the first result");
-    assert_eq!(test_db.journal.count().await.expect("count"), 1);
+conformance!(
+    idempotency_keys_return_the_first_result,
+    |test_db| async move {
+        let server = Server::start(&test_db, |_| {}).await;
+        let admin = server.token(Role::Admin, None);
+        let input = json!({ "input": { "details": details("Поликлиника №8"), "idempotencyKey": "register-8" } });
+        let first = server.graphql(Some(&admin), REGISTER, input.clone()).await;
+        let again = server.graphql(Some(&admin), REGISTER, input).await;
+        assert_eq!(
+            first["data"], again["data"],
+            "a retry reports the first result"
+        );
+        assert_eq!(test_db.journal.count().await.expect("count"), 1);
 
-    let other = json!({ "input": { "details": details("Другая"), "idempotencyKey": "register-8" } });
-    let reused = server.graphql(Some(&admin), REGISTER, other).await;
-    assert_eq!(
-        reused["data"]["registerOrganisation"]["userErrors"][0]["code"],
-        "IDEMPOTENCY_KEY_REUSED"
-    );
-    assert_eq!(
-        reused["data"]["registerOrganisation"]["userErrors"][0]["field"],
-        json!(["input", "idempotencyKey"])
-    );
-    assert_eq!(test_db.journal.count().await.expect("count"), 1, "nothing written");
-    server.stop().await;
-});
+        let other =
+            json!({ "input": { "details": details("Другая"), "idempotencyKey": "register-8" } });
+        let reused = server.graphql(Some(&admin), REGISTER, other).await;
+        assert_eq!(
+            reused["data"]["registerOrganisation"]["userErrors"][0]["code"],
+            "IDEMPOTENCY_KEY_REUSED"
+        );
+        assert_eq!(
+            reused["data"]["registerOrganisation"]["userErrors"][0]["field"],
+            json!(["input", "idempotencyKey"])
+        );
+        assert_eq!(
+            test_db.journal.count().await.expect("count"),
+            1,
+            "nothing written"
+        );
+        server.stop().await;
+    }
+);
 
 conformance!(callers_are_checked, |test_db| async move {
     let server = Server::start(&test_db, |_| {}).await;
@@ -179,7 +125,9 @@ conformance!(callers_are_checked, |test_db| async move {
     assert_eq!(code_of(&anonymous), Some("UNAUTHENTICATED"));
 
     let patient = server.token(Role::Patient, None);
-    let refused = server.graphql(Some(&patient), REGISTER, input.clone()).await;
+    let refused = server
+        .graphql(Some(&patient), REGISTER, input.clone())
+        .await;
     assert_eq!(code_of(&refused), Some("FORBIDDEN"));
 
     // A token signed with another key is refused at the HTTP level.
@@ -201,7 +149,11 @@ conformance!(callers_are_checked, |test_db| async move {
     // A registrar of another organisation learns nothing about this one.
     let admin = server.token(Role::Admin, None);
     let created = server
-        .graphql(Some(&admin), REGISTER, json!({ "input": { "details": details("Своя") } }))
+        .graphql(
+            Some(&admin),
+            REGISTER,
+            json!({ "input": { "details": details("Своя") } }),
+        )
         .await;
     let id = created["data"]["registerOrganisation"]["organisation"]["id"].clone();
     let stranger = server.token(Role::Registrar, Some(Uuid::now_v7()));
@@ -213,25 +165,34 @@ conformance!(callers_are_checked, |test_db| async move {
             json!({ "input": { "id": id, "details": details("Чужая") } }),
         )
         .await;
-    assert_eq!(update["data"]["updateOrganisation"]["userErrors"][0]["code"], "NOT_FOUND");
+    assert_eq!(
+        update["data"]["updateOrganisation"]["userErrors"][0]["code"],
+        "NOT_FOUND"
+    );
 
     // Only auditors read someone else's activity log.
     let someone = kabinet_graphql::schema::ids::encode("Account", Uuid::now_v7());
     let query = "query($id: ID) { activityLog(accountId: $id) { edges { cursor } } }";
-    let denied = server.graphql(Some(&patient), query, json!({ "id": someone })).await;
+    let denied = server
+        .graphql(Some(&patient), query, json!({ "id": someone }))
+        .await;
     assert_eq!(code_of(&denied), Some("FORBIDDEN"));
     let auditor = server.token(Role::Auditor, None);
-    let allowed = server.graphql(Some(&auditor), query, json!({ "id": someone })).await;
+    let allowed = server
+        .graphql(Some(&auditor), query, json!({ "id": someone }))
+        .await;
     assert_eq!(allowed["data"]["activityLog"]["edges"], json!([]));
     assert_eq!(test_db.journal.count().await.expect("count"), 1);
     server.stop().await;
 });
 
-conformance!(bad_input_is_refused_clearly_and_changes_nothing, |test_db| async move {
-    let server = Server::start(&test_db, |c| c.max_body_bytes = 16 * 1024).await;
-    let admin = server.token(Role::Admin, None);
+conformance!(
+    bad_input_is_refused_clearly_and_changes_nothing,
+    |test_db| async move {
+        let server = Server::start(&test_db, |c| c.max_body_bytes = 16 * 1024).await;
+        let admin = server.token(Role::Admin, None);
 
-    let bad_zone = server
+        let bad_zone = server
         .graphql(
             Some(&admin),
             REGISTER,
@@ -239,84 +200,154 @@ conformance!(bad_input_is_refused_clearly_and_changes_nothing, |test_db| async m
                 "timeZone": "Mars/Olympus", "workingHours": "8-20", "departments": [], "specialisations": [] } } }),
         )
         .await;
-    let error = &bad_zone["data"]["registerOrganisation"]["userErrors"][0];
-    assert_eq!(error["field"], json!(["input", "timeZone"]));
-    assert_eq!(error["code"], "INVALID_INPUT");
+        let error = &bad_zone["data"]["registerOrganisation"]["userErrors"][0];
+        assert_eq!(error["field"], json!(["input", "timeZone"]));
+        assert_eq!(error["code"], "INVALID_INPUT");
 
-    let empty_name = server
-        .graphql(Some(&admin), REGISTER, json!({ "input": { "details": details("   ") } }))
-        .await;
-    assert_eq!(
-        empty_name["data"]["registerOrganisation"]["userErrors"][0]["field"],
-        json!(["input", "name"])
-    );
+        let empty_name = server
+            .graphql(
+                Some(&admin),
+                REGISTER,
+                json!({ "input": { "details": details("   ") } }),
+            )
+            .await;
+        assert_eq!(
+            empty_name["data"]["registerOrganisation"]["userErrors"][0]["field"],
+            json!(["input", "name"])
+        );
 
-    // Malformed JSON, batches and non-objects: 400 with a GraphQL-shaped error.
-    for body in [&b"{not json"[..], b"[{\"query\":\"{ me { role } }\"}]", b"42"] {
-        let (status, value) = server.post_raw(Some(&admin), body.to_vec()).await;
-        assert_eq!(status, 400, "{value}");
-        assert_eq!(code_of(&value), Some("BAD_REQUEST"));
-    }
+        // Malformed JSON, batches and non-objects: 400 with a GraphQL-shaped error.
+        for body in [
+            &b"{not json"[..],
+            b"[{\"query\":\"{ me { role } }\"}]",
+            b"42",
+        ] {
+            let (status, value) = server.post_raw(Some(&admin), body.to_vec()).await;
+            assert_eq!(status, 400, "{value}");
+            assert_eq!(code_of(&value), Some("BAD_REQUEST"));
+        }
 
-    // Oversized bodies are refused before parsing.
-    let huge = json!({ "query": "{ me { role } }", "variables": { "x": "y".repeat(32 * 1024) } });
-    let (status, _) = server.post_raw(Some(&admin), serde_json::to_vec(&huge).expect("json")).await;
-    assert_eq!(status, 413);
+        // Oversized bodies are refused before parsing.
+        let huge =
+            json!({ "query": "{ me { role } }", "variables": { "x": "y".repeat(32 * 1024) } });
+        let (status, _) = server
+            .post_raw(Some(&admin), serde_json::to_vec(&huge).expect("json"))
+            .await;
+        assert_eq!(status, 413);
 
-    // Syntax errors, wrong variables, huge pages, bad cursors: GraphQL errors.
-    let syntax = server.graphql(Some(&admin), "{ me { role ", json!({})).await;
-    assert!(syntax["errors"][0]["message"].is_string());
-    let wrong_vars = server.graphql(Some(&admin), REGISTER, json!({ "input": 5 })).await;
-    assert!(wrong_vars["errors"][0]["message"].is_string());
-    let huge_page = server
-        .graphql(Some(&admin), "{ activityLog(first: 100000) { edges { cursor } } }", json!({}))
-        .await;
-    assert_eq!(code_of(&huge_page), Some("BAD_USER_INPUT"));
-    let negative = server
-        .graphql(Some(&admin), "{ activityLog(first: -1) { edges { cursor } } }", json!({}))
-        .await;
-    assert_eq!(code_of(&negative), Some("BAD_USER_INPUT"));
-    let cursor = server
-        .graphql(Some(&admin), "{ activityLog(after: \"garbage\") { edges { cursor } } }", json!({}))
-        .await;
-    assert_eq!(code_of(&cursor), Some("BAD_USER_INPUT"));
+        // Syntax errors, wrong variables, huge pages, bad cursors: GraphQL errors.
+        let syntax = server
+            .graphql(Some(&admin), "{ me { role ", json!({}))
+            .await;
+        assert!(syntax["errors"][0]["message"].is_string());
+        let wrong_vars = server
+            .graphql(Some(&admin), REGISTER, json!({ "input": 5 }))
+            .await;
+        assert!(wrong_vars["errors"][0]["message"].is_string());
+        let huge_page = server
+            .graphql(
+                Some(&admin),
+                "{ activityLog(first: 100000) { edges { cursor } } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(code_of(&huge_page), Some("BAD_USER_INPUT"));
+        let negative = server
+            .graphql(
+                Some(&admin),
+                "{ activityLog(first: -1) { edges { cursor } } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(code_of(&negative), Some("BAD_USER_INPUT"));
+        let cursor = server
+            .graphql(
+                Some(&admin),
+                "{ activityLog(after: \"garbage\") { edges { cursor } } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(code_of(&cursor), Some("BAD_USER_INPUT"));
 
-    // Too deep and too complex queries are refused before execution.
-    let deep = format!("{{ {}__typename{} }}", "me { ".repeat(20), " }".repeat(20));
-    let too_deep = server.graphql(Some(&admin), &deep, json!({})).await;
-    assert!(too_deep["errors"][0]["message"].as_str().is_some_and(|m| m.contains("deep") || m.contains("depth") || m.contains("Unknown field")));
-    let aliases: String = (0..200)
+        // Too deep and too complex queries are refused before execution.
+        let deep = format!("{{ {}__typename{} }}", "me { ".repeat(20), " }".repeat(20));
+        let too_deep = server.graphql(Some(&admin), &deep, json!({})).await;
+        assert!(too_deep["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("deep")
+                || m.contains("depth")
+                || m.contains("Unknown field")));
+        let aliases: String = (0..200)
         .map(|i| format!("a{i}: organisations(first: 100) {{ edges {{ node {{ name region address }} }} }} "))
         .collect();
-    let complex = server.graphql(Some(&admin), &format!("{{ {aliases} }}"), json!({})).await;
-    assert!(complex["errors"][0]["message"].as_str().is_some_and(|m| m.contains("complex")), "{complex}");
+        let complex = server
+            .graphql(Some(&admin), &format!("{{ {aliases} }}"), json!({}))
+            .await;
+        assert!(
+            complex["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("complex")),
+            "{complex}"
+        );
 
-    assert_eq!(test_db.journal.count().await.expect("count"), 0, "nothing was written");
-    server.stop().await;
-});
+        assert_eq!(
+            test_db.journal.count().await.expect("count"),
+            0,
+            "nothing was written"
+        );
+        server.stop().await;
+    }
+);
 
-conformance!(production_mode_hides_introspection_and_graphiql, |test_db| async move {
-    let server = Server::start(&test_db, |c| c.mode = Mode::Production).await;
-    let introspection = server.graphql(None, "{ __schema { queryType { name } } }", json!({})).await;
-    assert!(introspection["data"]["__schema"].is_null(), "{introspection}");
-    let page = server.http.get(format!("{}/", server.base)).send().await.expect("get");
-    assert_eq!(page.status().as_u16(), 404);
-    let health = server.http.get(format!("{}/healthz", server.base)).send().await.expect("get");
-    assert_eq!(health.status().as_u16(), 200);
-    let ready = server.http.get(format!("{}/readyz", server.base)).send().await.expect("get");
-    assert_eq!(ready.status().as_u16(), 200);
-    let metrics = server
-        .http
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .expect("get")
-        .text()
-        .await
-        .expect("text");
-    assert!(metrics.contains("kabinet_projection_position{projection=\"activity_log\"}"));
-    server.stop().await;
-});
+conformance!(
+    production_mode_hides_introspection_and_graphiql,
+    |test_db| async move {
+        let server = Server::start(&test_db, |c| c.mode = Mode::Production).await;
+        let introspection = server
+            .graphql(None, "{ __schema { queryType { name } } }", json!({}))
+            .await;
+        assert!(
+            introspection["data"]["__schema"].is_null(),
+            "{introspection}"
+        );
+        let page = server
+            .client
+            .http
+            .get(format!("{}/", server.base))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(page.status().as_u16(), 404);
+        let health = server
+            .client
+            .http
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(health.status().as_u16(), 200);
+        let ready = server
+            .client
+            .http
+            .get(format!("{}/readyz", server.base))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(ready.status().as_u16(), 200);
+        let metrics = server
+            .client
+            .http
+            .get(format!("{}/metrics", server.base))
+            .send()
+            .await
+            .expect("get")
+            .text()
+            .await
+            .expect("text");
+        assert!(metrics.contains("kabinet_projection_position{projection=\"activity_log\"}"));
+        server.stop().await;
+    }
+);
 
 #[tokio::test]
 async fn production_refuses_to_start_without_a_strong_secret() {

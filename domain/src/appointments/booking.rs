@@ -15,6 +15,7 @@ use crate::command::{CommandError, CommandOutcome, CommandService, Retry};
 use crate::directory::schedule_grid::{closed_period_owner, slot_key};
 use crate::directory::{Schedule, ScheduleCommand, ScheduleError};
 use crate::journal::reservations::{ReservationTaken, Reserving};
+use crate::journal::JournalOrder;
 use crate::metadata::EventMetadata;
 use crate::patients::Patient;
 use crate::user_error::{AsUserError, UserError};
@@ -36,6 +37,8 @@ pub struct ClosePeriodReport {
     pub outcome: CommandOutcome,
     /// Appointments cancelled on the clinic's side.
     pub cancelled: Vec<Uuid>,
+    /// The last event written, the close or a cancellation, for read-your-writes.
+    pub last_order: Option<JournalOrder>,
 }
 
 /// Books, moves and cancels appointments.
@@ -304,6 +307,7 @@ impl BookingService {
             .map_err(|e| BookingError::Internal(e.to_string()))?;
         let closed_owner = closed_period_owner(period_id);
         let mut cancelled = Vec::new();
+        let mut last_order = outcome.last_order();
         for (_, owner) in held.into_iter().filter(|(_, owner)| *owner != closed_owner) {
             let Ok(appointment_id) = Uuid::parse_str(&owner) else {
                 continue;
@@ -322,12 +326,19 @@ impl BookingService {
                 .act(&cause, appointment_id, command, &Value::Null)
                 .await
             {
-                Ok(_) => cancelled.push(appointment_id),
+                Ok((done, _)) => {
+                    cancelled.push(appointment_id);
+                    last_order = last_order.max(done.last_order());
+                }
                 // Already fulfilled or cancelled meanwhile: nothing to do.
                 Err(BookingError::User(_)) => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(ClosePeriodReport { outcome, cancelled })
+        Ok(ClosePeriodReport {
+            outcome,
+            cancelled,
+            last_order,
+        })
     }
 }

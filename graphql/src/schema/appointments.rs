@@ -412,8 +412,9 @@ impl AppointmentsQuery {
             AppointmentSort::DateDesc => Sort::StartDesc,
             AppointmentSort::Status => Sort::Status,
         };
+        // A fulfilled visit or a no-show has happened, whatever the clock says.
         let query = AppointmentFilter {
-            when: When::Past,
+            when: When::All,
             from,
             to,
             statuses: vec!["fulfilled".into(), "no_show".into()],

@@ -860,7 +860,7 @@ impl DoctorsMutation {
             .await
         {
             Ok(report) => {
-                let last = report.outcome.last_order();
+                let last = report.last_order;
                 read_your_writes(
                     ctx,
                     &[

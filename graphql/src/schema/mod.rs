@@ -106,6 +106,8 @@ impl CoreQuery {
 pub struct Query(
     CoreQuery,
     directory::DirectoryQuery,
+    doctors::DoctorsQuery,
+    appointments::AppointmentsQuery,
     activity::ActivityQuery,
 );
 

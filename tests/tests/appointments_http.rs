@@ -1,0 +1,935 @@
+//! Appointments end to end over HTTP: the directory, schedules, booking races,
+//! moves and cancellations, the visit and its history — on both backends, and
+//! across two server processes.
+
+use chrono::{DateTime, Duration, Timelike, Utc};
+use futures::future::join_all;
+use kabinet_domain::Role;
+use kabinet_tests::conformance;
+use kabinet_tests::server::{Client, Server, ServerProcess};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// A clinic with one organisation, two doctors and a published day.
+struct Clinic {
+    admin: String,
+    registrar: String,
+    organisation_id: String,
+    organisation_uuid: Uuid,
+    doctor_id: String,
+    other_doctor_id: String,
+    period_id: String,
+    /// Free slot ids of the first doctor, in time order.
+    slots: Vec<String>,
+    other_slots: Vec<String>,
+}
+
+const PUBLISH: &str = "mutation($input: PublishScheduleInput!) { publishSchedule(input: $input) {
+    periodId slots { id start date time room status } userErrors { field message code } } }";
+
+const BOOK: &str = "mutation($input: BookAppointmentInput!) { bookAppointment(input: $input) {
+    appointment { id status start date time room specialty doctor { fullName } organisation { name } }
+    userErrors { field message code } } }";
+
+const RESCHEDULE: &str =
+    "mutation($input: RescheduleAppointmentInput!) { rescheduleAppointment(input: $input) {
+    appointment { id status start } userErrors { field message code } } }";
+
+const CANCEL: &str =
+    "mutation($input: CancelAppointmentInput!) { cancelAppointment(input: $input) {
+    appointment { id status cancelReason cancelledBy } userErrors { field message code } } }";
+
+/// A time zone where it is now between 01:00 and 20:00, so a period starting
+/// shortly stays within the local day.
+fn daytime_zone() -> &'static str {
+    let now = Utc::now();
+    [
+        "Europe/Moscow",
+        "Asia/Vladivostok",
+        "America/New_York",
+        "Asia/Kolkata",
+    ]
+    .into_iter()
+    .find(|zone| {
+        let tz: chrono_tz::Tz = zone.parse().expect("zone");
+        (1..20).contains(&now.with_timezone(&tz).hour())
+    })
+    .unwrap_or("Europe/Moscow")
+}
+
+fn local_date_time(at: DateTime<Utc>, zone: &str) -> (String, String) {
+    let tz: chrono_tz::Tz = zone.parse().expect("zone");
+    let local = at.with_timezone(&tz);
+    (
+        local.format("%Y-%m-%d").to_string(),
+        local.format("%H:%M").to_string(),
+    )
+}
+
+async fn publish(
+    client: &Client,
+    token: &str,
+    doctor_id: &str,
+    date: &str,
+    start: &str,
+    end: &str,
+    extra: Value,
+) -> Value {
+    let mut input = json!({
+        "doctorId": doctor_id, "date": date, "start": start, "end": end, "slotMinutes": 20,
+        "room": "214", "serviceCodes": ["B01.047.001"], "bookingHorizonDays": 14, "changeCutoffHours": 2,
+    });
+    if let (Some(input), Some(extra)) = (input.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            input.insert(k.clone(), v.clone());
+        }
+    }
+    client
+        .data(Some(token), PUBLISH, json!({ "input": input }))
+        .await["publishSchedule"]
+        .clone()
+}
+
+impl Clinic {
+    /// Sets up the clinic; the first doctor's period is tomorrow 09:00–12:00 local time.
+    async fn open(client: &Client, zone: &str) -> Clinic {
+        let admin = client.token(Role::Admin, None);
+        let org = client
+            .data(
+                Some(&admin),
+                "mutation($input: RegisterOrganisationInput!) { registerOrganisation(input: $input) {
+                    organisation { id } userErrors { code message } } }",
+                json!({ "input": { "details": {
+                    "name": "Городская поликлиника №2", "region": "Москва", "address": "ул. Тверская, 5",
+                    "timeZone": zone, "workingHours": "08:00–20:00",
+                    "departments": ["Терапия", "Кардиология"], "specialisations": ["therapist", "cardiologist"] } } }),
+            )
+            .await;
+        let organisation_id = org["registerOrganisation"]["organisation"]["id"]
+            .as_str()
+            .expect("org id")
+            .to_string();
+        let organisation_uuid =
+            kabinet_graphql::schema::ids::decode_as(&organisation_id, "Organisation")
+                .expect("uuid");
+        let service = client
+            .data(
+                Some(&admin),
+                "mutation($input: RegisterMedicalServiceInput!) { registerMedicalService(input: $input) {
+                    service { code } userErrors { code message } } }",
+                json!({ "input": { "code": "B01.047.001", "name": "Приём врача-терапевта", "serviceType": "CONSULTATION",
+                    "form": "IN_PERSON", "cost": "0", "requiredDocuments": ["Полис ОМС"] } }),
+            )
+            .await;
+        assert_eq!(
+            service["registerMedicalService"]["service"]["code"], "B01.047.001",
+            "{service}"
+        );
+        let registrar = client.token(Role::Registrar, Some(organisation_uuid));
+        let mut doctors = Vec::new();
+        for (surname, specialty) in [("Иванова", "therapist"), ("Петров", "cardiologist")]
+        {
+            let doctor = client
+                .data(
+                    Some(&registrar),
+                    "mutation($input: RegisterDoctorInput!) { registerDoctor(input: $input) {
+                        doctor { id fullName } userErrors { field code message } } }",
+                    json!({ "input": { "doctor": { "surname": surname, "firstName": "Анна", "patronymic": "Сергеевна",
+                        "specialty": specialty, "qualification": "высшая категория", "organisationId": organisation_id,
+                        "department": "Терапия", "serviceCodes": ["B01.047.001"] } } }),
+                )
+                .await;
+            doctors.push(
+                doctor["registerDoctor"]["doctor"]["id"]
+                    .as_str()
+                    .expect("doctor id")
+                    .to_string(),
+            );
+        }
+        let tomorrow = local_date_time(Utc::now() + Duration::days(1), zone).0;
+        let first = publish(
+            client,
+            &registrar,
+            &doctors[0],
+            &tomorrow,
+            "09:00",
+            "12:00",
+            json!({}),
+        )
+        .await;
+        assert_eq!(first["userErrors"], json!([]), "{first}");
+        let second = publish(
+            client,
+            &registrar,
+            &doctors[1],
+            &tomorrow,
+            "09:00",
+            "12:00",
+            json!({}),
+        )
+        .await;
+        let ids = |p: &Value| -> Vec<String> {
+            p["slots"]
+                .as_array()
+                .expect("slots")
+                .iter()
+                .map(|s| s["id"].as_str().expect("slot id").to_string())
+                .collect()
+        };
+        Clinic {
+            admin,
+            registrar,
+            organisation_id,
+            organisation_uuid,
+            doctor_id: doctors[0].clone(),
+            other_doctor_id: doctors[1].clone(),
+            period_id: first["periodId"].as_str().expect("period").to_string(),
+            slots: ids(&first),
+            other_slots: ids(&second),
+        }
+    }
+}
+
+/// A patient with a recorded profile (born 1990).
+async fn patient(client: &Client) -> (Uuid, String) {
+    let id = Uuid::now_v7();
+    let token = client.token_for(id, Role::Patient, None);
+    let recorded = client
+        .data(
+            Some(&token),
+            "mutation($input: RecordPatientProfileInput!) { recordPatientProfile(input: $input) { recorded userErrors { code } } }",
+            json!({ "input": { "surname": "Смирнов", "firstName": "Олег", "birthDate": "1990-04-12", "sex": "MALE" } }),
+        )
+        .await;
+    assert_eq!(recorded["recordPatientProfile"]["recorded"], true);
+    (id, token)
+}
+
+async fn book(client: &Client, token: &str, slot: &str) -> Value {
+    client
+        .graphql(Some(token), BOOK, json!({ "input": { "slotId": slot } }))
+        .await["data"]["bookAppointment"]
+        .clone()
+}
+
+fn error_code(payload: &Value) -> Option<&str> {
+    payload["userErrors"][0]["code"].as_str()
+}
+
+async fn journal_count(db: &kabinet_domain::Db, event_type: &str) -> i64 {
+    kabinet_domain::on_db!(db, pool => {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events WHERE event_type = $1")
+            .bind(event_type)
+            .fetch_one(pool)
+            .await
+            .expect("count")
+    })
+}
+
+conformance!(
+    a_patient_finds_books_moves_and_cancels,
+    |test_db| async move {
+        let server = Server::start(&test_db, |_| {}).await;
+        let zone = "Europe/Moscow";
+        let clinic = Clinic::open(&server, zone).await;
+        let (_, token) = patient(&server).await;
+
+        // Search: by specialty, surname and service; with rating and next free slot.
+        let found = server
+        .data(
+            None,
+            "{ doctors(filter: { specialty: \"therapist\", surname: \"иван\", serviceCode: \"b01.047.001\" }) {
+                edges { node { id fullName rating nextFreeSlot { id } organisation { name } } } } }",
+            json!({}),
+        )
+        .await;
+        let doctor = &found["doctors"]["edges"][0]["node"];
+        assert_eq!(doctor["fullName"], "Иванова Анна Сергеевна");
+        assert_eq!(doctor["nextFreeSlot"]["id"], json!(clinic.slots[0]));
+
+        let tomorrow = local_date_time(Utc::now() + Duration::days(1), zone).0;
+        let free = server
+        .data(None, "query($d: ID!, $f: String!) { freeSlots(doctorId: $d, from: $f, to: $f) { id time date room } }",
+            json!({ "d": clinic.doctor_id, "f": tomorrow }))
+        .await;
+        assert_eq!(free["freeSlots"].as_array().map(Vec::len), Some(9));
+        assert_eq!(free["freeSlots"][0]["time"], "09:00");
+
+        let booked = book(&server, &token, &clinic.slots[0]).await;
+        assert_eq!(booked["userErrors"], json!([]), "{booked}");
+        let appointment = &booked["appointment"];
+        assert_eq!(appointment["status"], "BOOKED");
+        assert_eq!(appointment["time"], "09:00");
+        assert_eq!(appointment["room"], "214");
+        assert_eq!(appointment["specialty"], "therapist");
+        assert_eq!(appointment["doctor"]["fullName"], "Иванова Анна Сергеевна");
+        let id = appointment["id"].as_str().expect("id").to_string();
+
+        let moved = server
+            .graphql(
+                Some(&token),
+                RESCHEDULE,
+                json!({ "input": { "appointmentId": id, "slotId": clinic.slots[3] } }),
+            )
+            .await;
+        assert_eq!(
+            moved["data"]["rescheduleAppointment"]["userErrors"],
+            json!([]),
+            "{moved}"
+        );
+        let free = server
+            .data(
+                None,
+                "query($d: ID!, $f: String!) { freeSlots(doctorId: $d, from: $f, to: $f) { id } }",
+                json!({ "d": clinic.doctor_id, "f": tomorrow }),
+            )
+            .await;
+        let free: Vec<&str> = free["freeSlots"]
+            .as_array()
+            .expect("slots")
+            .iter()
+            .filter_map(|s| s["id"].as_str())
+            .collect();
+        assert!(
+            free.contains(&clinic.slots[0].as_str()),
+            "the old slot is free again"
+        );
+        assert!(
+            !free.contains(&clinic.slots[3].as_str()),
+            "the new slot is held"
+        );
+
+        let upcoming = server
+        .data(Some(&token), "{ myAppointments(filter: { when: UPCOMING }) { edges { node { id time status } } } }", json!({}))
+        .await;
+        assert_eq!(
+            upcoming["myAppointments"]["edges"][0]["node"]["time"],
+            "10:00"
+        );
+
+        let cancelled = server
+            .graphql(
+                Some(&token),
+                CANCEL,
+                json!({ "input": { "appointmentId": id, "reason": "Планы изменились" } }),
+            )
+            .await;
+        let cancelled = &cancelled["data"]["cancelAppointment"]["appointment"];
+        assert_eq!(cancelled["status"], "CANCELLED");
+        assert_eq!(cancelled["cancelledBy"], "PATIENT");
+        let lists = server
+        .data(Some(&token), "{ up: myAppointments(filter: { when: UPCOMING }) { edges { node { id } } }
+                               gone: myAppointments(filter: { when: CANCELLED }) { edges { node { id cancelReason } } } }", json!({}))
+        .await;
+        assert_eq!(lists["up"]["edges"], json!([]));
+        assert_eq!(
+            lists["gone"]["edges"][0]["node"]["cancelReason"],
+            "Планы изменились"
+        );
+
+        let log = server
+            .data(
+                Some(&token),
+                "{ activityLog(first: 10) { edges { node { action status } } } }",
+                json!({}),
+            )
+            .await;
+        let actions: Vec<&str> = log["activityLog"]["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .filter_map(|e| e["node"]["action"].as_str())
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "AppointmentCancelled",
+                "AppointmentRescheduled",
+                "AppointmentBooked",
+                "PatientProfileRecorded"
+            ]
+        );
+        server.stop().await;
+    }
+);
+
+conformance!(
+    fifty_patients_racing_for_one_slot_get_one_booking,
+    |test_db| async move {
+        let server = Server::start(&test_db, |_| {}).await;
+        let clinic = Clinic::open(&server, "Europe/Moscow").await;
+        let mut tokens = Vec::new();
+        for _ in 0..50 {
+            tokens.push(patient(&server).await.1);
+        }
+        let slot = clinic.slots[2].clone();
+        let attempts = tokens.iter().map(|token| {
+            let client = server.client.clone();
+            let slot = slot.clone();
+            let token = token.clone();
+            tokio::spawn(async move { book(&client, &token, &slot).await })
+        });
+        let results: Vec<Value> = join_all(attempts)
+            .await
+            .into_iter()
+            .map(|r| r.expect("task"))
+            .collect();
+        let won = results
+            .iter()
+            .filter(|r| r["appointment"]["id"].is_string())
+            .count();
+        let taken = results
+            .iter()
+            .filter(|r| error_code(r) == Some("SLOT_TAKEN"))
+            .count();
+        assert_eq!((won, taken), (1, 49), "{results:?}");
+        assert_eq!(journal_count(&test_db.db, "AppointmentBooked").await, 1);
+        server.stop().await;
+    }
+);
+
+conformance!(
+    a_patient_gets_no_overlapping_or_duplicate_bookings,
+    |test_db| async move {
+        let server = Server::start(&test_db, |_| {}).await;
+        let clinic = Clinic::open(&server, "Europe/Moscow").await;
+        let (_, token) = patient(&server).await;
+        assert_eq!(
+            book(&server, &token, &clinic.slots[0]).await["userErrors"],
+            json!([])
+        );
+        // Same time with another doctor.
+        assert_eq!(
+            error_code(&book(&server, &token, &clinic.other_slots[0]).await),
+            Some("OVERLAPPING_BOOKING")
+        );
+        // Same doctor, same day, another time.
+        assert_eq!(
+            error_code(&book(&server, &token, &clinic.slots[5]).await),
+            Some("DUPLICATE_BOOKING")
+        );
+        // Racing for both at once still yields one overlapping pair at most.
+        let (_, racer) = patient(&server).await;
+        let a = book(&server, &racer, &clinic.slots[1]);
+        let b = book(&server, &racer, &clinic.other_slots[1]);
+        let (a, b) = tokio::join!(a, b);
+        let wins = [&a, &b]
+            .iter()
+            .filter(|r| r["appointment"]["id"].is_string())
+            .count();
+        assert_eq!(wins, 1, "{a} {b}");
+        server.stop().await;
+    }
+);
+
+conformance!(
+    a_reschedule_is_all_or_nothing_and_a_full_day_says_so,
+    |test_db| async move {
+        let server = Server::start(&test_db, |_| {}).await;
+        let clinic = Clinic::open(&server, "Europe/Moscow").await;
+        let (_, alice) = patient(&server).await;
+        let (_, bob) = patient(&server).await;
+        let mine = book(&server, &alice, &clinic.slots[0]).await;
+        let id = mine["appointment"]["id"].as_str().expect("id").to_string();
+        assert_eq!(
+            book(&server, &bob, &clinic.slots[1]).await["userErrors"],
+            json!([])
+        );
+
+        let refused = server
+            .graphql(
+                Some(&alice),
+                RESCHEDULE,
+                json!({ "input": { "appointmentId": id, "slotId": clinic.slots[1] } }),
+            )
+            .await;
+        assert_eq!(
+            error_code(&refused["data"]["rescheduleAppointment"]),
+            Some("SLOT_TAKEN")
+        );
+        let still = server
+            .data(
+                Some(&alice),
+                "query($id: ID!) { node(id: $id) { ... on Appointment { status time } } }",
+                json!({ "id": id }),
+            )
+            .await;
+        assert_eq!(
+            still["node"],
+            json!({ "status": "BOOKED", "time": "09:00" })
+        );
+
+        // Another doctor's slot is refused outright.
+        let other = server
+            .graphql(
+                Some(&alice),
+                RESCHEDULE,
+                json!({ "input": { "appointmentId": id, "slotId": clinic.other_slots[4] } }),
+            )
+            .await;
+        assert_eq!(
+            error_code(&other["data"]["rescheduleAppointment"]),
+            Some("SLOT_OF_ANOTHER_DOCTOR")
+        );
+
+        // A day whose every slot is held: DAY_FULL.
+        let day = local_date_time(Utc::now() + Duration::days(2), "Europe/Moscow").0;
+        let small = publish(
+            &server,
+            &clinic.registrar,
+            &clinic.doctor_id,
+            &day,
+            "09:00",
+            "09:20",
+            json!({}),
+        )
+        .await;
+        let only = small["slots"][0]["id"].as_str().expect("slot").to_string();
+        let (_, carol) = patient(&server).await;
+        assert_eq!(book(&server, &carol, &only).await["userErrors"], json!([]));
+        let full = server
+            .graphql(
+                Some(&alice),
+                RESCHEDULE,
+                json!({ "input": { "appointmentId": id, "slotId": only } }),
+            )
+            .await;
+        assert_eq!(
+            error_code(&full["data"]["rescheduleAppointment"]),
+            Some("DAY_FULL"),
+            "{full}"
+        );
+        server.stop().await;
+    }
+);
+
+conformance!(
+    concurrent_moves_and_cancels_leave_one_consistent_outcome,
+    |test_db| async move {
+        let server = Server::start(&test_db, |_| {}).await;
+        let clinic = Clinic::open(&server, "Europe/Moscow").await;
+        let (_, token) = patient(&server).await;
+        let booked = book(&server, &token, &clinic.slots[0]).await;
+        let id = booked["appointment"]["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        let mut tasks = Vec::new();
+        for (i, slot) in clinic.slots.iter().enumerate().skip(1) {
+            let (client, token, id, slot) = (
+                server.client.clone(),
+                token.clone(),
+                id.clone(),
+                slot.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                if i % 3 == 0 {
+                    client
+                        .graphql(
+                            Some(&token),
+                            CANCEL,
+                            json!({ "input": { "appointmentId": id } }),
+                        )
+                        .await
+                } else {
+                    client
+                        .graphql(
+                            Some(&token),
+                            RESCHEDULE,
+                            json!({ "input": { "appointmentId": id, "slotId": slot } }),
+                        )
+                        .await
+                }
+            }));
+        }
+        for result in join_all(tasks).await {
+            let response = result.expect("task");
+            assert!(response.get("errors").is_none(), "{response}");
+        }
+        let state = server
+            .data(
+                Some(&token),
+                "query($id: ID!) { node(id: $id) { ... on Appointment { status start } } }",
+                json!({ "id": id }),
+            )
+            .await;
+        let tomorrow = local_date_time(Utc::now() + Duration::days(1), "Europe/Moscow").0;
+        let slots = server
+        .data(None, "query($d: ID!, $f: String!) { freeSlots(doctorId: $d, from: $f, to: $f) { id start } }",
+            json!({ "d": clinic.doctor_id, "f": tomorrow }))
+        .await;
+        let free = slots["freeSlots"].as_array().expect("slots").len();
+        // Every slot but the one the appointment holds is free, and the holds match.
+        let held: i64 = kabinet_domain::on_db!(&test_db.db, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM reservations WHERE scope = 'slot'").fetch_one(pool).await.expect("count")
+        });
+        if state["node"]["status"] == "CANCELLED" {
+            assert_eq!((free, held), (9, 0), "{state}");
+        } else {
+            assert_eq!(state["node"]["status"], "BOOKED");
+            assert_eq!((free, held), (8, 1), "{state}");
+            let start = state["node"]["start"].as_str().expect("start");
+            assert!(!slots["freeSlots"]
+                .as_array()
+                .expect("slots")
+                .iter()
+                .any(|s| s["start"] == start));
+        }
+        server.stop().await;
+    }
+);
+
+conformance!(
+    closing_a_period_cancels_its_appointments_on_the_clinics_side,
+    |test_db| async move {
+        let server = Server::start(&test_db, |_| {}).await;
+        let clinic = Clinic::open(&server, "Europe/Moscow").await;
+        let (_, token) = patient(&server).await;
+        let booked = book(&server, &token, &clinic.slots[4]).await;
+        let id = booked["appointment"]["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        let closed = server
+        .data(Some(&clinic.registrar), "mutation($input: CloseSchedulePeriodInput!) { closeSchedulePeriod(input: $input) {
+                cancelledAppointments userErrors { code message } } }",
+            json!({ "input": { "doctorId": clinic.doctor_id, "periodId": clinic.period_id, "reason": "больничный" } }))
+        .await;
+        assert_eq!(
+            closed["closeSchedulePeriod"]["cancelledAppointments"], 1,
+            "{closed}"
+        );
+        let seen = server
+        .data(Some(&token), "query($id: ID!) { node(id: $id) { ... on Appointment { status cancelledBy cancelReason } } }", json!({ "id": id }))
+        .await;
+        assert_eq!(seen["node"]["status"], "CANCELLED");
+        assert_eq!(seen["node"]["cancelledBy"], "CLINIC");
+        assert!(seen["node"]["cancelReason"]
+            .as_str()
+            .is_some_and(|r| r.contains("больничный")));
+        let (_, late) = patient(&server).await;
+        assert_eq!(
+            error_code(&book(&server, &late, &clinic.slots[0]).await),
+            Some("SLOT_NOT_FOUND")
+        );
+        server.stop().await;
+    }
+);
+
+conformance!(
+    a_visit_is_recorded_listed_and_reviewed_once,
+    |test_db| async move {
+        let server = Server::start(&test_db, |_| {}).await;
+        let clinic = Clinic::open(&server, "Europe/Moscow").await;
+        let (_, token) = patient(&server).await;
+        let booked = book(&server, &token, &clinic.slots[0]).await;
+        let id = booked["appointment"]["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        let doctor = server.token(Role::Doctor, Some(clinic.organisation_uuid));
+        let fulfilled = server
+        .data(Some(&doctor), "mutation($input: FulfilVisitInput!) { fulfilVisit(input: $input) {
+                appointment { status outcome { diagnosisCode } } userErrors { field code message } } }",
+            json!({ "input": { "appointmentId": id, "diagnosisCode": "j06.9", "diagnosisText": "ОРВИ",
+                "recommendations": "Обильное питьё", "prescriptions": ["RX-1"], "referrals": ["cardiologist"] } }))
+        .await;
+        assert_eq!(
+            fulfilled["fulfilVisit"]["appointment"]["outcome"]["diagnosisCode"], "J06.9",
+            "{fulfilled}"
+        );
+        let bad_code = server
+        .data(Some(&doctor), "mutation($input: FulfilVisitInput!) { fulfilVisit(input: $input) { userErrors { field code } } }",
+            json!({ "input": { "appointmentId": id, "diagnosisCode": "ЖЖЖ", "diagnosisText": "x" } }))
+        .await;
+        assert_eq!(
+            bad_code["fulfilVisit"]["userErrors"][0]["code"],
+            "INVALID_STATE"
+        );
+
+        // History shows it only to its patient, with everything the doctor recorded.
+        let history = server
+        .data(Some(&token), "{ visitHistory { edges { node { status specialty outcome { diagnosisText recommendations prescriptions referrals } } } } }", json!({}))
+        .await;
+        assert_eq!(
+            history["visitHistory"]["edges"][0]["node"]["outcome"]["referrals"],
+            json!(["cardiologist"])
+        );
+        let (_, stranger) = patient(&server).await;
+        let theirs = server
+            .data(
+                Some(&stranger),
+                "{ visitHistory { edges { node { status } } } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(theirs["visitHistory"]["edges"], json!([]));
+        let node = server
+            .data(
+                Some(&stranger),
+                "query($id: ID!) { node(id: $id) { id } }",
+                json!({ "id": id }),
+            )
+            .await;
+        assert_eq!(node["node"], Value::Null);
+        let steal = server
+            .graphql(
+                Some(&stranger),
+                CANCEL,
+                json!({ "input": { "appointmentId": id } }),
+            )
+            .await;
+        assert_eq!(
+            error_code(&steal["data"]["cancelAppointment"]),
+            Some("NOT_FOUND")
+        );
+
+        let review = "mutation($input: ReviewVisitInput!) { reviewVisit(input: $input) { appointment { reviewRating } userErrors { code } } }";
+        let first = server
+            .data(
+                Some(&token),
+                review,
+                json!({ "input": { "appointmentId": id, "rating": 5, "text": "Спасибо" } }),
+            )
+            .await;
+        assert_eq!(first["reviewVisit"]["appointment"]["reviewRating"], 5);
+        let again = server
+            .data(
+                Some(&token),
+                review,
+                json!({ "input": { "appointmentId": id, "rating": 1 } }),
+            )
+            .await;
+        assert_eq!(
+            again["reviewVisit"]["userErrors"][0]["code"],
+            "CANNOT_REVIEW"
+        );
+        let rated = server
+            .data(
+                None,
+                "query($id: ID!) { node(id: $id) { ... on Doctor { rating reviewCount } } }",
+                json!({ "id": clinic.doctor_id }),
+            )
+            .await;
+        assert_eq!(rated["node"], json!({ "rating": "5.0", "reviewCount": 1 }));
+
+        // Referral: requested by the patient, decided by the clinic, status visible.
+        let requested = server
+        .data(Some(&token), "mutation($input: RequestReferralInput!) { requestReferral(input: $input) {
+                referral { id status } userErrors { code } } }",
+            json!({ "input": { "organisationId": clinic.organisation_id, "specialty": "cardiologist", "reason": "Боли в груди" } }))
+        .await;
+        let referral = requested["requestReferral"]["referral"]["id"]
+            .as_str()
+            .expect("referral")
+            .to_string();
+        assert_eq!(
+            requested["requestReferral"]["referral"]["status"],
+            "PROCESSING"
+        );
+        let decided = server
+        .data(Some(&doctor), "mutation($input: DecideReferralInput!) { decideReferral(input: $input) {
+                referral { status decision } userErrors { code } } }",
+            json!({ "input": { "referralId": referral, "approve": true, "comment": "Запись через регистратуру" } }))
+        .await;
+        assert_eq!(decided["decideReferral"]["referral"]["status"], "APPROVED");
+        let mine = server
+            .data(
+                Some(&token),
+                "{ myReferralRequests(status: APPROVED) { edges { node { statusLabelRu } } } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(
+            mine["myReferralRequests"]["edges"][0]["node"]["statusLabelRu"],
+            "Одобрено"
+        );
+        server.stop().await;
+    }
+);
+
+conformance!(
+    time_rules_and_eligibility_are_enforced,
+    |test_db| async move {
+        let server = Server::start(&test_db, |_| {}).await;
+        let zone = daytime_zone();
+        let clinic = Clinic::open(&server, zone).await;
+        // A period starting within the hour: bookable, but past the 2-hour cut-off for changes.
+        let soon = Utc::now() + Duration::minutes(15);
+        let soon = soon
+            - Duration::minutes(soon.minute() as i64 % 5)
+            - Duration::seconds(soon.second() as i64);
+        let (date, start) = local_date_time(soon, zone);
+        let (_, end) = local_date_time(soon + Duration::minutes(20), zone);
+        let period = publish(
+            &server,
+            &clinic.registrar,
+            &clinic.other_doctor_id,
+            &date,
+            &start,
+            &end,
+            json!({ "minAge": 18 }),
+        )
+        .await;
+        assert_eq!(period["userErrors"], json!([]), "{period}");
+        let slot = period["slots"][0]["id"].as_str().expect("slot").to_string();
+
+        let no_profile = server.token(Role::Patient, None);
+        assert_eq!(
+            error_code(&book(&server, &no_profile, &slot).await),
+            Some("NOT_ELIGIBLE")
+        );
+        let (_, token) = patient(&server).await;
+        let booked = book(&server, &token, &slot).await;
+        let id = booked["appointment"]["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        let late = server
+            .graphql(
+                Some(&token),
+                CANCEL,
+                json!({ "input": { "appointmentId": id } }),
+            )
+            .await;
+        assert_eq!(
+            error_code(&late["data"]["cancelAppointment"]),
+            Some("TOO_LATE_TO_CHANGE")
+        );
+        // The clinic may still cancel.
+        let by_clinic = server
+            .graphql(
+                Some(&clinic.registrar),
+                CANCEL,
+                json!({ "input": { "appointmentId": id, "reason": "Врач заболел" } }),
+            )
+            .await;
+        assert_eq!(
+            by_clinic["data"]["cancelAppointment"]["appointment"]["cancelledBy"],
+            "CLINIC"
+        );
+
+        // Beyond the horizon and in the past: refused when publishing or booking.
+        let far = local_date_time(Utc::now() + Duration::days(30), zone).0;
+        let far_period = publish(
+            &server,
+            &clinic.registrar,
+            &clinic.doctor_id,
+            &far,
+            "09:00",
+            "09:20",
+            json!({}),
+        )
+        .await;
+        let far_slot = far_period["slots"][0]["id"]
+            .as_str()
+            .expect("slot")
+            .to_string();
+        assert_eq!(
+            error_code(&book(&server, &token, &far_slot).await),
+            Some("OUTSIDE_BOOKING_HORIZON")
+        );
+        let yesterday = local_date_time(Utc::now() - Duration::days(1), zone).0;
+        let past = publish(
+            &server,
+            &clinic.registrar,
+            &clinic.doctor_id,
+            &yesterday,
+            "09:00",
+            "09:20",
+            json!({}),
+        )
+        .await;
+        assert_eq!(error_code(&past), Some("IN_THE_PAST"));
+
+        // Malformed input names the field.
+        let bad = publish(
+            &server,
+            &clinic.registrar,
+            &clinic.doctor_id,
+            "2026-13-40",
+            "09:00",
+            "09:20",
+            json!({}),
+        )
+        .await;
+        assert_eq!(bad["userErrors"][0]["field"], json!(["input", "date"]));
+        let bad = publish(
+            &server,
+            &clinic.registrar,
+            &clinic.doctor_id,
+            &far,
+            "09:07",
+            "09:20",
+            json!({}),
+        )
+        .await;
+        assert_eq!(bad["userErrors"][0]["field"], json!(["input", "start"]));
+        assert_eq!(
+            error_code(&book(&server, &token, "not-a-slot").await),
+            Some("SLOT_NOT_FOUND")
+        );
+        let range = server
+        .graphql(None, "query($d: ID!) { freeSlots(doctorId: $d, from: \"2026-01-01\", to: \"2025-01-01\") { id } }", json!({ "d": clinic.doctor_id }))
+        .await;
+        assert_eq!(range["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+        let _ = &clinic.admin;
+        server.stop().await;
+    }
+);
+
+conformance!(
+    two_server_processes_never_give_a_slot_twice,
+    |test_db| async move {
+        let binary = env!("CARGO_BIN_EXE_kabinet-server");
+        let first = ServerProcess::start(binary, &test_db.url).await;
+        let second = ServerProcess::start(binary, &test_db.url).await;
+        let clinic = Clinic::open(&first, "Europe/Moscow").await;
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let client = if i % 2 == 0 {
+                first.client.clone()
+            } else {
+                second.client.clone()
+            };
+            let slot = clinic.slots[6].clone();
+            tasks.push(tokio::spawn(async move {
+                let (_, token) = patient(&client).await;
+                book(&client, &token, &slot).await
+            }));
+        }
+        let results: Vec<Value> = join_all(tasks)
+            .await
+            .into_iter()
+            .map(|r| r.expect("task"))
+            .collect();
+        let won = results
+            .iter()
+            .filter(|r| r["appointment"]["id"].is_string())
+            .count();
+        let taken = results
+            .iter()
+            .filter(|r| error_code(r) == Some("SLOT_TAKEN"))
+            .count();
+        assert_eq!((won, taken), (1, 49), "{results:?}");
+        // Both processes serve the same read models.
+        let winner = results
+            .iter()
+            .find(|r| r["appointment"]["id"].is_string())
+            .expect("winner");
+        let id = winner["appointment"]["id"].clone();
+        let staff = second.token(Role::Registrar, Some(clinic.organisation_uuid));
+        let tomorrow = local_date_time(Utc::now() + Duration::days(1), "Europe/Moscow").0;
+        let day = second
+        .data(Some(&staff), "query($o: ID!, $d: String!) { organisationAppointments(organisationId: $o, date: $d) { edges { node { id } } } }",
+            json!({ "o": clinic.organisation_id, "d": tomorrow }))
+        .await;
+        assert_eq!(
+            day["organisationAppointments"]["edges"][0]["node"]["id"],
+            id
+        );
+        assert_eq!(journal_count(&test_db.db, "AppointmentBooked").await, 1);
+        first.kill().await;
+        second.kill().await;
+    }
+);
