@@ -11,12 +11,16 @@ use crate::db::Db;
 /// Events after `$1/$2` whose writing transaction is below the snapshot horizon:
 /// every transaction below it has finished, so nothing can later appear before
 /// the last event returned.
+///
+/// ORDER BY names `events.tx_id`: a bare `tx_id` would mean the output column
+/// `tx_id::text::bigint` (PostgreSQL names a cast after its column), which no
+/// index provides, and every batch would sort the whole rest of the journal.
 const PG_READ_AFTER: &str =
     "SELECT position, tx_id::text::bigint, recorded_at, aggregate_type, aggregate_id, \
      sequence, event_type, event_version, payload, metadata, hash FROM events \
      WHERE (tx_id, position) > ($1::bigint::text::xid8, $2) \
        AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-     ORDER BY tx_id, position LIMIT $3";
+     ORDER BY events.tx_id, events.position LIMIT $3";
 
 /// Whether committed events exist after `$1/$2` that the horizon still holds back.
 const PG_PENDING_AFTER: &str = "SELECT EXISTS (SELECT 1 FROM events \

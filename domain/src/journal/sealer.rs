@@ -50,11 +50,12 @@ const INSERT_SEAL: &str = "INSERT INTO seals \
      (seal_no, first_tx, first_position, last_tx, last_position, event_count, root, prev_hash, hash) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
-/// Event hashes after a place in global order, below the snapshot horizon.
+/// Event hashes after a place in global order, below the snapshot horizon
+/// (`events.tx_id`: see the reader's PG_READ_AFTER for why it is qualified).
 const PG_HASHES_AFTER: &str = "SELECT tx_id::text::bigint, position, hash FROM events \
      WHERE (tx_id, position) > ($1::bigint::text::xid8, $2) \
        AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-     ORDER BY tx_id, position LIMIT $3";
+     ORDER BY events.tx_id, events.position LIMIT $3";
 
 const SQLITE_HASHES_AFTER: &str = "SELECT position, position, hash FROM events \
      WHERE position > $2 AND $1 = $1 ORDER BY position LIMIT $3";
