@@ -41,6 +41,28 @@ pub async fn main() -> anyhow::Result<()> {
             println!("{}", mint(&args)?);
             Ok(())
         }
+        Command::Seed { database, size } => {
+            init_tracing(LogFormat::Text);
+            let db = Db::connect(&database.database_url, &PoolOptions::default()).await?;
+            db.migrate().await?;
+            let commands =
+                kabinet_domain::command::CommandService::new(kabinet_domain::Journal::new(db));
+            let started = std::time::Instant::now();
+            let report = crate::seed::seed(&commands, &size).await?;
+            println!(
+                "seeded {} organisations, {} doctors, {} patients, {} appointments; the journal holds {} events ({:.1} s)",
+                report.organisations.len(),
+                report.doctors.len(),
+                report.patients.len(),
+                report.appointments,
+                report.events,
+                started.elapsed().as_secs_f64()
+            );
+            if let Some(patient) = report.patients.first() {
+                println!("a patient to try: kabinet token --role patient --subject {patient}");
+            }
+            Ok(())
+        }
         Command::Schema { output } => {
             let sdl = crate::schema::sdl();
             match output {
@@ -75,15 +97,44 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
     tracing::info!(port = app.port(), "listening");
     if demo {
-        if app.seed_demo().await? {
-            tracing::info!("seeded demonstration data");
-        }
-        let admin = app.demo_token(kabinet_domain::Role::Admin, None)?;
-        eprintln!(
-            "\nKabinet is running on http://127.0.0.1:{port}/ (GraphiQL) — GraphQL at /graphql\n\
-             A demo administrator token (12 hours), for the Authorization header:\n  Bearer {admin}\n",
-            port = app.port()
-        );
+        print_demo(&app).await?;
     }
     app.run_until_stopped(shutdown_signal()).await
+}
+
+/// Seeds an empty database and prints tokens for the demonstration accounts.
+async fn print_demo(app: &Application) -> anyhow::Result<()> {
+    use kabinet_domain::Role;
+    let started = std::time::Instant::now();
+    let Some(report) = app.seed_demo().await? else {
+        eprintln!(
+            "\nThe database already holds events: not seeding. Mint tokens with `kabinet token`.\n"
+        );
+        return Ok(());
+    };
+    tracing::info!(
+        events = report.events,
+        seconds = started.elapsed().as_secs_f64(),
+        "seeded demonstration data"
+    );
+    let organisation = report.organisations.first().copied();
+    let patient = report
+        .patients
+        .first()
+        .copied()
+        .unwrap_or_else(uuid::Uuid::now_v7);
+    let port = app.port();
+    eprintln!(
+        "\nKabinet is running: GraphiQL at http://127.0.0.1:{port}/ , GraphQL at http://127.0.0.1:{port}/graphql\n\
+         Demo tokens (12 hours), for the header  Authorization: Bearer <token>\n\
+         patient    {}\n\
+         registrar  {}\n\
+         doctor     {}\n\
+         admin      {}\n",
+        app.demo_token(patient, Role::Patient, None)?,
+        app.demo_token(uuid::Uuid::now_v7(), Role::Registrar, organisation)?,
+        app.demo_token(uuid::Uuid::now_v7(), Role::Doctor, organisation)?,
+        app.demo_token(uuid::Uuid::now_v7(), Role::Admin, None)?,
+    );
+    Ok(())
 }

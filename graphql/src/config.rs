@@ -27,6 +27,13 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Mint a development bearer token (refused without a configured secret).
     Token(TokenArgs),
+    /// Write a realistic dataset through the same commands the API uses.
+    Seed {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        size: crate::seed::SeedSize,
+    },
     /// Print the GraphQL schema (SDL).
     Schema {
         /// Write to this file instead of standard output.

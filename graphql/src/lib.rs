@@ -3,10 +3,10 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod schema;
+pub mod seed;
 pub mod startup;
 
 pub use startup::Application;

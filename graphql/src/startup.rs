@@ -135,15 +135,25 @@ impl Application {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
-    /// Seeds demonstration data into an empty journal; returns whether it did.
-    pub async fn seed_demo(&self) -> anyhow::Result<bool> {
-        crate::demo::seed_if_empty(&self.commands).await
+    /// Seeds demonstration data into an empty journal; `None` when it holds events already.
+    pub async fn seed_demo(&self) -> anyhow::Result<Option<crate::seed::SeedReport>> {
+        if self.commands.journal().count().await? > 0 {
+            return Ok(None);
+        }
+        Ok(Some(
+            crate::seed::seed(&self.commands, &crate::seed::SeedSize::default()).await?,
+        ))
     }
 
-    /// A token for a demonstration account of `role`, signed with this server's key.
-    pub fn demo_token(&self, role: Role, organisation_id: Option<Uuid>) -> anyhow::Result<String> {
+    /// A token for account `account_id` in `role`, signed with this server's key.
+    pub fn demo_token(
+        &self,
+        account_id: Uuid,
+        role: Role,
+        organisation_id: Option<Uuid>,
+    ) -> anyhow::Result<String> {
         let actor = Actor {
-            account_id: Uuid::now_v7(),
+            account_id,
             role,
             organisation_id,
         };

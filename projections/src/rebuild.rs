@@ -45,10 +45,17 @@ pub async fn rebuild(
     let shadow_checkpoint = format!("{live}#rebuild");
     let backend = journal.db().backend();
     let db = journal.db();
+    // The live checkpoint must exist for the swap to move it (the server may
+    // never have run this projection).
+    ensure_checkpoint(db, live).await?;
+    // The shadow gets its indexes up front: upserts (ON CONFLICT) need the
+    // unique ones. The swap renames them to the live names.
+    let mut create = projection.create_table(backend, &shadow);
+    create.extend(projection.create_indexes(backend, &shadow));
     kabinet_domain::on_db!(db, pool => {
         sqlx::query(&format!("DROP TABLE IF EXISTS {}", quote(&shadow))).execute(pool).await?;
-        for statement in projection.create_table(backend, &shadow) {
-            sqlx::query(&statement).execute(pool).await?;
+        for statement in &create {
+            sqlx::query(statement).execute(pool).await?;
         }
         sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1")
             .bind(&shadow_checkpoint)
@@ -99,11 +106,11 @@ async fn swap(
     let live = projection.name();
     let backend = journal.db().backend();
     let mut applied = 0u64;
-    let mut statements = vec![
+    let statements = [
         format!("DROP TABLE IF EXISTS {}", quote(live)),
         format!("ALTER TABLE {} RENAME TO {}", quote(shadow), quote(live)),
     ];
-    statements.extend(projection.create_indexes(backend, live));
+    let create_indexes = projection.create_indexes(backend, live);
     const MOVE_CHECKPOINT: &str = "UPDATE projection_checkpoints \
          SET tx_id = $2, position = $3, updated_at = CURRENT_TIMESTAMP WHERE name = $1";
     const DROP_CHECKPOINT: &str = "DELETE FROM projection_checkpoints WHERE name = $1";
@@ -129,6 +136,26 @@ async fn swap(
                 at = last;
             }
             for statement in &statements {
+                sqlx::query(statement).execute(&mut *tx).await?;
+            }
+            // The shadow's indexes came along with it: give them the live names.
+            const PG_INDEXES: &str = "SELECT indexname::text FROM pg_indexes \
+                 WHERE schemaname = current_schema() AND tablename = $1";
+            let names: Vec<String> = sqlx::query_scalar(PG_INDEXES)
+                .bind(live)
+                .fetch_all(&mut *tx)
+                .await?;
+            for name in names {
+                if let Some(suffix) = name.strip_prefix(shadow) {
+                    let rename = format!(
+                        "ALTER INDEX {} RENAME TO {}",
+                        quote(&name),
+                        quote(&format!("{live}{suffix}"))
+                    );
+                    sqlx::query(&rename).execute(&mut *tx).await?;
+                }
+            }
+            for statement in &create_indexes {
                 sqlx::query(statement).execute(&mut *tx).await?;
             }
             sqlx::query(MOVE_CHECKPOINT)
@@ -161,6 +188,21 @@ async fn swap(
             }
             for statement in &statements {
                 sqlx::query(statement).execute(&mut *tx).await?;
+            }
+            // SQLite cannot rename an index: build the live ones, drop the shadow's.
+            const SQLITE_INDEXES: &str = "SELECT name FROM sqlite_master \
+                 WHERE type = 'index' AND tbl_name = $1 AND sql IS NOT NULL";
+            let names: Vec<String> = sqlx::query_scalar(SQLITE_INDEXES)
+                .bind(live)
+                .fetch_all(&mut *tx)
+                .await?;
+            for statement in &create_indexes {
+                sqlx::query(statement).execute(&mut *tx).await?;
+            }
+            for name in names.iter().filter(|n| n.starts_with(shadow)) {
+                sqlx::query(&format!("DROP INDEX {}", quote(name)))
+                    .execute(&mut *tx)
+                    .await?;
             }
             sqlx::query(MOVE_CHECKPOINT)
                 .bind(live)

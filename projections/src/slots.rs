@@ -93,24 +93,40 @@ impl Projection for Slots {
                 "PeriodPublished" => {
                     let period: Period = serde_json::from_value(body.cloned().unwrap_or_default())
                         .map_err(|e| bad(e.to_string()))?;
-                    let insert = format!(
+                    let rows: Vec<(i64, i64)> = period
+                        .slot_starts()
+                        .map(|start| {
+                            (
+                                micros(start),
+                                micros(start + Duration::minutes(period.slot_minutes as i64)),
+                            )
+                        })
+                        .collect();
+                    let head = format!(
                         "INSERT INTO {table} (doctor_id, start_at, end_at, period_id, organisation_id, \
-                         local_day, time_zone, room, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'free')"
+                         local_day, time_zone, room, status) "
                     );
-                    for start in period.slot_starts() {
-                        let end = start + Duration::minutes(period.slot_minutes as i64);
+                    let (doctor, period_id, organisation, day) = (
+                        period.doctor_id.to_string(),
+                        period.period_id.to_string(),
+                        period.organisation_id.to_string(),
+                        period.date.to_string(),
+                    );
+                    for chunk in rows.chunks(500) {
                         crate::on_tx!(tx, conn => {
-                            sqlx::query(&insert)
-                                .bind(period.doctor_id.to_string())
-                                .bind(micros(start))
-                                .bind(micros(end))
-                                .bind(period.period_id.to_string())
-                                .bind(period.organisation_id.to_string())
-                                .bind(period.date.to_string())
-                                .bind(&period.time_zone)
-                                .bind(&period.room)
-                                .execute(&mut **conn)
-                                .await?;
+                            let mut q = sqlx::QueryBuilder::new(&head);
+                            q.push_values(chunk, |mut row, (start, end)| {
+                                row.push_bind(&doctor)
+                                    .push_bind(*start)
+                                    .push_bind(*end)
+                                    .push_bind(&period_id)
+                                    .push_bind(&organisation)
+                                    .push_bind(&day)
+                                    .push_bind(&period.time_zone)
+                                    .push_bind(&period.room)
+                                    .push_bind("free");
+                            });
+                            q.build().execute(&mut **conn).await?;
                         });
                     }
                 }
