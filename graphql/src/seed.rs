@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use chrono::{Duration, NaiveTime, TimeZone, Utc};
 use futures::stream::{self, StreamExt};
-use kabinet_domain::appointments::{AppointmentCommand, BookingError, BookingService, ChangedBy};
+use kabinet_domain::appointments::{
+    AppointmentCommand, BookingError, BookingRequest, BookingService, ChangedBy,
+};
 use kabinet_domain::clock::{Clock, FixedClock, SystemClock};
 use kabinet_domain::command::{CommandService, Retry};
 use kabinet_domain::directory::{
@@ -537,15 +539,7 @@ pub async fn seed(commands: &CommandService, size: &SeedSize) -> anyhow::Result<
                     let start = slot_start(rng.next(), slot, doctors, doctor_id);
                     let Some(start) = start else { continue };
                     let Ok((outcome, _)) = past_booking
-                        .book(
-                            &meta,
-                            patient,
-                            doctor_id,
-                            start,
-                            None,
-                            ChangedBy::Patient,
-                            &Value::Null,
-                        )
+                        .book(&meta, request(patient, doctor_id, start), &Value::Null)
                         .await
                     else {
                         continue;
@@ -594,15 +588,7 @@ pub async fn seed(commands: &CommandService, size: &SeedSize) -> anyhow::Result<
                         continue;
                     };
                     match booking
-                        .book(
-                            &meta,
-                            patient,
-                            doctor_id,
-                            start,
-                            None,
-                            ChangedBy::Patient,
-                            &Value::Null,
-                        )
+                        .book(&meta, request(patient, doctor_id, start), &Value::Null)
                         .await
                     {
                         Ok(_) => {
@@ -628,6 +614,17 @@ pub async fn seed(commands: &CommandService, size: &SeedSize) -> anyhow::Result<
         );
     }
     Ok(report)
+}
+
+/// A patient's own booking of `doctor_id` at `start`.
+fn request(patient_id: Uuid, doctor_id: Uuid, start: chrono::DateTime<Utc>) -> BookingRequest {
+    BookingRequest {
+        patient_id,
+        doctor_id,
+        start,
+        service_code: None,
+        by: ChangedBy::Patient,
+    }
 }
 
 /// A slot start between 08:00 and 20:00 local time on the day of `around`, for `doctor_id`.

@@ -41,6 +41,17 @@ pub struct ClosePeriodReport {
     pub last_order: Option<JournalOrder>,
 }
 
+/// What a booking asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookingRequest {
+    pub patient_id: Uuid,
+    pub doctor_id: Uuid,
+    /// Start of the wanted slot.
+    pub start: DateTime<Utc>,
+    pub service_code: Option<String>,
+    pub by: ChangedBy,
+}
+
 /// Books, moves and cancels appointments.
 #[derive(Clone)]
 pub struct BookingService {
@@ -158,17 +169,20 @@ impl BookingService {
             .await
     }
 
-    /// Books the slot of `doctor_id` starting at `start` for `patient_id`.
+    /// Books the requested slot for the patient.
     pub async fn book(
         &self,
         metadata: &EventMetadata,
-        patient_id: Uuid,
-        doctor_id: Uuid,
-        start: DateTime<Utc>,
-        service_code: Option<String>,
-        by: ChangedBy,
+        request: BookingRequest,
         input: &Value,
     ) -> Result<(CommandOutcome, Appointment), BookingError> {
+        let BookingRequest {
+            patient_id,
+            doctor_id,
+            start,
+            service_code,
+            by,
+        } = request;
         let schedule = self.schedule(doctor_id).await?;
         let Some(slot) = schedule.slot_at(start) else {
             return Err(BookingError::User(UserError::field(

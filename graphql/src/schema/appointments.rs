@@ -5,7 +5,8 @@ use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use kabinet_domain::appointments::{
-    AppointmentCommand, BookingError, ChangedBy, Referral as ReferralAggregate, ReferralCommand,
+    AppointmentCommand, BookingError, BookingRequest, ChangedBy, Referral as ReferralAggregate,
+    ReferralCommand,
 };
 use kabinet_domain::command::{CommandOutcome, Retry};
 use kabinet_domain::patients::{Patient, PatientCommand, PatientProfile, Sex as DomainSex};
@@ -952,11 +953,13 @@ impl AppointmentsMutation {
             .booking
             .book(
                 &meta,
-                patient,
-                doctor_id,
-                start,
-                input.service_code.clone(),
-                changed_by(actor),
+                BookingRequest {
+                    patient_id: patient,
+                    doctor_id,
+                    start,
+                    service_code: input.service_code.clone(),
+                    by: changed_by(actor),
+                },
                 &fingerprint,
             )
             .await;
