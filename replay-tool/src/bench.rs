@@ -1,0 +1,1 @@
+pub async fn run(_args: &crate::cli::BenchArgs) -> anyhow::Result<()> { anyhow::bail!("todo") }
