@@ -179,8 +179,18 @@ impl WriterProcess {
         let (tx, acks) = mpsc::unbounded_channel();
         // Read continuously so a full pipe never stalls the writer.
         tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
+            let mut stdout = BufReader::new(stdout);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match stdout.read_line(&mut line).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                // A line cut short by SIGKILL was never fully acknowledged.
+                let Some(line) = line.strip_suffix('\n') else {
+                    return;
+                };
                 let mut parts = line.split(' ');
                 let ack = match (parts.next(), parts.next(), parts.next(), parts.next()) {
                     (Some("ack"), Some(id), Some(seq), None) => {
@@ -214,7 +224,10 @@ impl WriterProcess {
 /// A `?application_name=…` URL, so the test can see a process's PostgreSQL sessions.
 fn url_named(test_db: &TestDb, application: &str) -> String {
     match test_db.backend {
-        TestBackend::Postgres => format!("{}?application_name={application}", test_db.url),
+        TestBackend::Postgres => {
+            let separator = if test_db.url.contains('?') { '&' } else { '?' };
+            format!("{}{separator}application_name={application}", test_db.url)
+        }
         TestBackend::Sqlite => test_db.url.clone(),
     }
 }
