@@ -447,6 +447,61 @@ conformance!(
     }
 );
 
+conformance!(
+    two_projector_processes_apply_each_event_once,
+    |test_db: TestDb| async move {
+        // A second "server process": its own pool, journal and projector runners.
+        let other_journal = Journal::new(test_db.connect_again(4).await);
+        let other_projector = Projector::new(
+            other_journal.clone(),
+            vec![Arc::new(SeenEvents)],
+            ProjectorConfig {
+                batch_size: 5,
+                poll_interval: Duration::from_millis(100),
+            },
+        );
+        let projector = seen_projector(&test_db);
+        let runners = Runners::start(&projector, &test_db.journal).await;
+        let other_runners = Runners::start(&other_projector, &other_journal).await;
+        let services = [
+            test_db.commands(),
+            kabinet_domain::command::CommandService::new(other_journal.clone()),
+        ];
+        let run = unique("two-projectors");
+        let mut tasks = JoinSet::new();
+        for task in 0..8 {
+            let commands = services[task % 2].clone();
+            let id = format!("{run}-{task}");
+            tasks.spawn(async move {
+                let account = Uuid::new_v4();
+                let mut outcomes = Vec::new();
+                for n in 1..=12 {
+                    outcomes.push(
+                        add(&commands, &id, n, account, Retry::Never)
+                            .await
+                            .expect("commit"),
+                    );
+                }
+                outcomes
+            });
+        }
+        let mut outcomes = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            outcomes.extend(joined.expect("a writer panicked"));
+        }
+        let last = last_order(&outcomes);
+        for p in [&projector, &other_projector] {
+            p.wait_for(&[SeenEvents::NAME], last, Duration::from_secs(120))
+                .await
+                .expect("the projection catches up");
+        }
+        runners.stop().await;
+        other_runners.stop().await;
+        assert_eq!(assert_seen_matches_journal(&test_db.db).await, 8 * 12);
+        other_journal.db().close().await;
+    }
+);
+
 /// PostgreSQL assigns positions at INSERT but readers see rows at COMMIT: an
 /// event with a lower position that commits later must still be projected,
 /// before the higher one, and the reader must hold the higher one back meanwhile.
@@ -689,13 +744,16 @@ conformance!(
         let account = Uuid::new_v4();
         let key = unique("key");
         let keyed = || metadata_of(account).with_idempotency_key(Some(key.clone()));
+        // Three events per request, so a replay has a range of events to report.
         let send = |id: String, amount: i64, metadata: EventMetadata| {
             let commands = commands.clone();
             async move {
                 commands
                     .execute::<Tally>(
                         &id,
-                        TallyCommand::Add { amount },
+                        TallyCommand::AddEach {
+                            amounts: vec![amount; 3],
+                        },
                         &TallyServices::default(),
                         &metadata,
                         &json!({ "amount": amount }),
@@ -704,10 +762,17 @@ conformance!(
                     .await
             }
         };
+        // The keyed request lands in the middle of its stream: sequences 3..=5.
         let first_id = unique("idem");
+        for amount in [1, 2] {
+            add(&commands, &first_id, amount, account, Retry::Never)
+                .await
+                .expect("earlier event");
+        }
         let (first, first_state) = send(first_id.clone(), 5, keyed()).await.expect("first");
         assert!(!first.replayed);
-        assert_eq!(first.events.len(), 1);
+        let sequences: Vec<i64> = first.events.iter().map(|e| e.sequence).collect();
+        assert_eq!(sequences, vec![3, 4, 5]);
         let count = test_db.journal.count().await.expect("count");
 
         // A retry carries a new server-made id; it gets the first outcome back.
@@ -716,6 +781,20 @@ conformance!(
         assert_eq!(second.aggregate_id, first_id);
         assert_eq!(second.events, first.events);
         assert_eq!(second_state, first_state);
+        assert_eq!(test_db.journal.count().await.expect("count"), count);
+
+        // After the stream moved on, a retry still reports exactly the first events.
+        add(&commands, &first_id, 9, account, Retry::Never)
+            .await
+            .expect("later event");
+        let (third, third_state) = send(unique("idem"), 5, keyed()).await.expect("retry");
+        assert!(third.replayed);
+        assert_eq!(third.events, first.events);
+        assert_eq!(
+            third_state.additions, 6,
+            "the state reported is the current one"
+        );
+        let count = count + 1;
         assert_eq!(test_db.journal.count().await.expect("count"), count);
 
         let reused = send(unique("idem"), 6, keyed()).await;
@@ -729,7 +808,7 @@ conformance!(
         let other = metadata_of(Uuid::new_v4()).with_idempotency_key(Some(key.clone()));
         let (theirs, _) = send(unique("idem"), 5, other).await.expect("other caller");
         assert!(!theirs.replayed);
-        assert_eq!(test_db.journal.count().await.expect("count"), count + 1);
+        assert_eq!(test_db.journal.count().await.expect("count"), count + 3);
         assert_intact(&verify(&test_db.db).await);
     }
 );
