@@ -1,1 +1,3 @@
-pub async fn run(_args: &crate::cli::BenchArgs) -> anyhow::Result<()> { anyhow::bail!("todo") }
+pub async fn run(_args: &crate::cli::BenchArgs) -> anyhow::Result<()> {
+    anyhow::bail!("todo")
+}

@@ -66,7 +66,12 @@ pub struct VerifyArgs {
 #[derive(Args)]
 pub struct ReplayArgs {
     /// The stream to fold, as `TYPE/ID` (e.g. `organisation/0190…`).
-    #[arg(long, value_name = "TYPE/ID", required_unless_present = "account", conflicts_with = "account")]
+    #[arg(
+        long,
+        value_name = "TYPE/ID",
+        required_unless_present = "account",
+        conflicts_with = "account"
+    )]
     pub stream: Option<String>,
     /// The account whose read models to rebuild (a UUID).
     #[arg(long, value_name = "ID")]
@@ -84,7 +89,12 @@ pub struct ReplayArgs {
 #[derive(Args)]
 pub struct RebuildArgs {
     /// The projection to rebuild.
-    #[arg(long, value_name = "NAME", required_unless_present = "all", conflicts_with = "all")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
     pub projection: Option<String>,
     /// Rebuild every projection.
     #[arg(long)]

@@ -173,7 +173,10 @@ mod tests {
     #[test]
     fn csv_fields_are_quoted_only_when_needed() {
         assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("{\"a\":1,\"b\":2}"), "\"{\"\"a\"\":1,\"\"b\"\":2}\"");
+        assert_eq!(
+            csv_field("{\"a\":1,\"b\":2}"),
+            "\"{\"\"a\"\":1,\"\"b\"\":2}\""
+        );
         assert_eq!(csv_field("line\nbreak"), "\"line\nbreak\"");
     }
 }

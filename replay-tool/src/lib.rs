@@ -20,6 +20,8 @@ mod verify;
 
 use std::process::ExitCode;
 
+pub use rebuild::rebuild_lock_key;
+
 use cli::{Cli, Command};
 use source::{open, Access};
 

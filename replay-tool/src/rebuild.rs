@@ -62,7 +62,8 @@ impl RebuildLock {
                 Ok(RebuildLock::Postgres(conn))
             }
             Db::Sqlite(_) => {
-                let path = sqlite_path(url).ok_or_else(|| anyhow!("no database file in the URL"))?;
+                let path =
+                    sqlite_path(url).ok_or_else(|| anyhow!("no database file in the URL"))?;
                 let mut name = path.clone().into_os_string();
                 name.push("-rebuild.lock");
                 let lock_path = PathBuf::from(name);
@@ -71,7 +72,9 @@ impl RebuildLock {
                     .truncate(false)
                     .write(true)
                     .open(&lock_path)
-                    .with_context(|| format!("cannot open the lock file {}", lock_path.display()))?;
+                    .with_context(|| {
+                        format!("cannot open the lock file {}", lock_path.display())
+                    })?;
                 match file.try_lock() {
                     Ok(()) => Ok(RebuildLock::Sqlite(file)),
                     Err(std::fs::TryLockError::WouldBlock) => bail!(
@@ -120,7 +123,12 @@ fn selected(args: &RebuildArgs) -> anyhow::Result<Vec<Arc<dyn Projection>>> {
 }
 
 /// Runs `rebuild`: exit 0 done (or no differences), 1 differences found.
-pub async fn run(db: &Db, url: &str, args: &RebuildArgs, as_json: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    db: &Db,
+    url: &str,
+    args: &RebuildArgs,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
     let projections = selected(args)?;
     let lock = RebuildLock::acquire(db, url).await?;
     let outcome = if args.check {
@@ -147,7 +155,9 @@ async fn swap_all(
         let report = rebuild(&journal, Arc::clone(projection), batch_size).await;
         watcher.abort();
         let _ = watcher.await;
-        let report = report.with_context(|| format!("rebuilding {name} failed; the live read model is unchanged"))?;
+        let report = report.with_context(|| {
+            format!("rebuilding {name} failed; the live read model is unchanged")
+        })?;
         let seconds = started.elapsed().as_secs_f64();
         let rate = report.events_applied as f64 / seconds.max(1e-9);
         if !as_json {
@@ -261,7 +271,11 @@ async fn check_all(
             println!(
                 "{}: {} ({} rows at position {}; {} missing, {} extra, {} changed)",
                 projection.name(),
-                if differences.total() == 0 { "identical" } else { "DIFFERENT" },
+                if differences.total() == 0 {
+                    "identical"
+                } else {
+                    "DIFFERENT"
+                },
                 rows,
                 at.position,
                 differences.missing,
@@ -286,11 +300,19 @@ async fn check_all(
             !any
         );
     }
-    Ok(if any { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if any {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// DDL of the check shadow: the projection's own statements, its table made temporary.
-fn temporary_ddl(projection: &dyn Projection, backend: Backend, shadow: &str) -> anyhow::Result<Vec<String>> {
+fn temporary_ddl(
+    projection: &dyn Projection,
+    backend: Backend,
+    shadow: &str,
+) -> anyhow::Result<Vec<String>> {
     let mut statements = Vec::new();
     for statement in projection.create_table(backend, shadow) {
         let trimmed = statement.trim_start();
@@ -388,7 +410,8 @@ fn difference_queries(
 /// The JSON detail of one difference: the row, or for a changed row both
 /// versions and the columns that differ.
 fn describe(kind: &str, pairs: Vec<(String, Value)>, width: usize) -> Value {
-    let object = |pairs: &[(String, Value)]| -> Map<String, Value> { pairs.iter().cloned().collect() };
+    let object =
+        |pairs: &[(String, Value)]| -> Map<String, Value> { pairs.iter().cloned().collect() };
     if kind == "changed" && pairs.len() == 2 * width {
         let (rebuilt, live) = pairs.split_at(width);
         let columns: Vec<&str> = rebuilt
@@ -488,7 +511,12 @@ async fn checkpoint_pg(conn: &mut sqlx::PgConnection, live: &str) -> anyhow::Res
         .bind(live)
         .fetch_optional(&mut *conn)
         .await?;
-    Ok(row.map_or(JournalOrder::START, |(tx, position)| JournalOrder { tx, position }))
+    Ok(
+        row.map_or(JournalOrder::START, |(tx, position)| JournalOrder {
+            tx,
+            position,
+        }),
+    )
 }
 
 /// Applies the events after `at` up to `target` (at most one batch) to `shadow`.
@@ -543,7 +571,8 @@ async fn check_sqlite(
         let mut bar = Bar::new(format!("checking {live}"));
         loop {
             let mut tx = conn.begin().await?;
-            let (n, last) = apply_sqlite(&mut tx, projection, &shadow, at, target, batch_size).await?;
+            let (n, last) =
+                apply_sqlite(&mut tx, projection, &shadow, at, target, batch_size).await?;
             tx.commit().await?;
             at = last;
             bar.set(at.position.max(0) as u64, target.position.max(0) as u64);
@@ -557,7 +586,8 @@ async fn check_sqlite(
         let mut tx = conn.begin().await?;
         let target = checkpoint_sqlite(&mut tx, live).await?;
         loop {
-            let (n, last) = apply_sqlite(&mut tx, projection, &shadow, at, target, batch_size).await?;
+            let (n, last) =
+                apply_sqlite(&mut tx, projection, &shadow, at, target, batch_size).await?;
             at = last;
             if n == 0 || at >= target {
                 break;
@@ -587,12 +617,20 @@ async fn check_sqlite(
     result
 }
 
-async fn checkpoint_sqlite(conn: &mut sqlx::SqliteConnection, live: &str) -> anyhow::Result<JournalOrder> {
+async fn checkpoint_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    live: &str,
+) -> anyhow::Result<JournalOrder> {
     let row: Option<(i64, i64)> = sqlx::query_as(CHECKPOINT)
         .bind(live)
         .fetch_optional(&mut *conn)
         .await?;
-    Ok(row.map_or(JournalOrder::START, |(tx, position)| JournalOrder { tx, position }))
+    Ok(
+        row.map_or(JournalOrder::START, |(tx, position)| JournalOrder {
+            tx,
+            position,
+        }),
+    )
 }
 
 async fn apply_sqlite(

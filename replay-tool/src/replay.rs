@@ -79,7 +79,9 @@ pub async fn resolve_as_of(db: &Db, text: Option<&str>) -> anyhow::Result<AsOf> 
     };
     if let Ok(position) = text.parse::<i64>() {
         let sql = match db {
-            Db::Postgres(_) => "SELECT tx_id::text::bigint, position FROM events WHERE position = $1",
+            Db::Postgres(_) => {
+                "SELECT tx_id::text::bigint, position FROM events WHERE position = $1"
+            }
             Db::Sqlite(_) => "SELECT position, position FROM events WHERE position = $1",
         };
         let found: Option<(i64, i64)> = kabinet_domain::on_db!(db, pool => {
@@ -90,7 +92,9 @@ pub async fn resolve_as_of(db: &Db, text: Option<&str>) -> anyhow::Result<AsOf> 
             None => {
                 let last = last_position(db).await?;
                 if position > last || position < 1 {
-                    bail!("--as-of {position} is beyond the journal (its positions are 1 to {last})")
+                    bail!(
+                        "--as-of {position} is beyond the journal (its positions are 1 to {last})"
+                    )
                 }
                 bail!("--as-of {position}: no event has that position")
             }
@@ -138,8 +142,7 @@ pub async fn replay(db: &Db, args: &ReplayArgs, as_json: bool) -> anyhow::Result
 }
 
 async fn stream_length(db: &Db, aggregate_type: &str, aggregate_id: &str) -> anyhow::Result<i64> {
-    const SQL: &str =
-        "SELECT COUNT(*) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2";
+    const SQL: &str = "SELECT COUNT(*) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2";
     Ok(kabinet_domain::on_db!(db, pool => {
         sqlx::query_scalar(SQL).bind(aggregate_type).bind(aggregate_id).fetch_one(pool).await?
     }))
@@ -231,15 +234,16 @@ async fn read_stream(
 fn fold<A: Aggregate>(events: &[StreamEvent]) -> anyhow::Result<Value> {
     let mut aggregate = A::default();
     for event in events {
-        let decoded: A::Event = serde_json::from_value(event.payload.clone()).with_context(|| {
-            format!(
-                "the event at position {} ({} v{}) does not decode as a {} event",
-                event.position,
-                event.event_type,
-                event.event_version,
-                A::TYPE
-            )
-        })?;
+        let decoded: A::Event =
+            serde_json::from_value(event.payload.clone()).with_context(|| {
+                format!(
+                    "the event at position {} ({} v{}) does not decode as a {} event",
+                    event.position,
+                    event.event_type,
+                    event.event_version,
+                    A::TYPE
+                )
+            })?;
         aggregate.apply(decoded);
     }
     Ok(serde_json::to_value(&aggregate)?)
@@ -311,12 +315,16 @@ impl GlobalReader<'_> {
                 Db::Postgres(pool) => {
                     let mut conn = pool.acquire().await?;
                     let events = read_after_pg(&mut conn, self.after, BATCH).await?;
-                    let pending = events.is_empty() && pending_after_pg(&mut conn, self.after).await?;
+                    let pending =
+                        events.is_empty() && pending_after_pg(&mut conn, self.after).await?;
                     (events, pending)
                 }
                 Db::Sqlite(pool) => {
                     let mut conn = pool.acquire().await?;
-                    (read_after_sqlite(&mut conn, self.after, BATCH).await?, false)
+                    (
+                        read_after_sqlite(&mut conn, self.after, BATCH).await?,
+                        false,
+                    )
                 }
             };
             let Some(last) = events.last().map(|e| e.order) else {
@@ -340,8 +348,10 @@ impl GlobalReader<'_> {
             if let AsOf::Event(order) = self.as_of {
                 self.done = last >= order;
             }
-            let kept: Vec<RecordedEvent> =
-                events.into_iter().filter(|e| self.as_of.includes(e)).collect();
+            let kept: Vec<RecordedEvent> = events
+                .into_iter()
+                .filter(|e| self.as_of.includes(e))
+                .collect();
             if !kept.is_empty() {
                 return Ok(Some(kept));
             }
@@ -391,7 +401,11 @@ impl PrivateModels {
         let mut tx = self.conn.begin().await?;
         for projection in &self.projections {
             projection
-                .apply(&mut ProjectionTx::Sqlite(&mut tx), projection.name(), events)
+                .apply(
+                    &mut ProjectionTx::Sqlite(&mut tx),
+                    projection.name(),
+                    events,
+                )
                 .await
                 .with_context(|| format!("projection {} failed", projection.name()))?;
         }
@@ -415,8 +429,15 @@ impl PrivateModels {
                 .map(|k| format!("{} = $1", quote(k)))
                 .collect::<Vec<_>>()
                 .join(" OR ");
-            let order = if has("position") { "\"position\", rowid" } else { "rowid" };
-            let sql = format!("SELECT * FROM {} WHERE {filter} ORDER BY {order}", quote(table));
+            let order = if has("position") {
+                "\"position\", rowid"
+            } else {
+                "rowid"
+            };
+            let sql = format!(
+                "SELECT * FROM {} WHERE {filter} ORDER BY {order}",
+                quote(table)
+            );
             let rows = sqlx::query(&sql)
                 .bind(account)
                 .fetch_all(&mut self.conn)

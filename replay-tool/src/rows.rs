@@ -27,7 +27,9 @@ pub fn sqlite_pairs(row: &SqliteRow) -> Vec<(String, Value)> {
                     "BLOB" => row
                         .try_get::<Vec<u8>, _>(i)
                         .map_or(Value::Null, |b| Value::String(hex::encode(b))),
-                    _ => row.try_get::<String, _>(i).map_or(Value::Null, Value::String),
+                    _ => row
+                        .try_get::<String, _>(i)
+                        .map_or(Value::Null, Value::String),
                 }
             }
             Err(_) => Value::Null,

@@ -36,8 +36,8 @@ pub fn sqlite_path(url: &str) -> Option<PathBuf> {
 pub async fn open(url: &str, access: Access) -> anyhow::Result<Db> {
     let shown = redact_url(url);
     let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let mut options = PgConnectOptions::from_str(url)
-            .with_context(|| format!("bad database URL {shown}"))?;
+        let mut options =
+            PgConnectOptions::from_str(url).with_context(|| format!("bad database URL {shown}"))?;
         if access == Access::ReadOnly {
             options = options.options([("default_transaction_read_only", "on")]);
         }
@@ -74,8 +74,14 @@ pub async fn open(url: &str, access: Access) -> anyhow::Result<Db> {
         bail!("unsupported database URL {shown}: use sqlite://PATH or postgres://…");
     };
     for (table, columns) in [
-        ("events", "position, aggregate_type, aggregate_id, sequence, payload, metadata, hash"),
-        ("seals", "seal_no, first_position, last_position, root, prev_hash, hash"),
+        (
+            "events",
+            "position, aggregate_type, aggregate_id, sequence, payload, metadata, hash",
+        ),
+        (
+            "seals",
+            "seal_no, first_position, last_position, root, prev_hash, hash",
+        ),
     ] {
         let probe = format!("SELECT {columns} FROM {table} LIMIT 1");
         let found = kabinet_domain::on_db!(&db, pool => {
@@ -111,7 +117,9 @@ pub async fn position_range(
     }
     for (flag, given) in [("--from", from), ("--to", to)] {
         if let Some(position) = given.filter(|p| *p > last) {
-            bail!("{flag} {position} is beyond the end of the journal (its last position is {last})");
+            bail!(
+                "{flag} {position} is beyond the end of the journal (its last position is {last})"
+            );
         }
     }
     if from_pos > to_pos {

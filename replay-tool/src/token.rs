@@ -36,7 +36,9 @@ pub fn verify(token: &str, secret: &[u8]) -> anyhow::Result<Caller> {
     // The token itself is never echoed: it is a credential.
     let data = decode::<Claims>(token.trim(), &DecodingKey::from_secret(secret), &validation)
         .map_err(|e| {
-            anyhow::anyhow!("the token is malformed, expired or not signed with KABINET_JWT_SECRET ({e})")
+            anyhow::anyhow!(
+                "the token is malformed, expired or not signed with KABINET_JWT_SECRET ({e})"
+            )
         })?;
     Ok(Caller {
         subject: data.claims.sub,
@@ -64,7 +66,8 @@ mod tests {
 
     fn token(role: &str, secret: &[u8], iss: &str, exp_offset: i64) -> String {
         let now = chrono::Utc::now().timestamp();
-        let claims = json!({ "sub": "s", "role": role, "iss": iss, "iat": now, "exp": now + exp_offset });
+        let claims =
+            json!({ "sub": "s", "role": role, "iss": iss, "iat": now, "exp": now + exp_offset });
         encode(
             &Header::new(Algorithm::HS256),
             &claims,
@@ -78,7 +81,11 @@ mod tests {
         let secret = b"0123456789abcdef0123456789abcdef";
         assert!(require_auditor(&token("auditor", secret, ISSUER, 300), secret).is_ok());
         assert!(require_auditor(&token("analyst", secret, ISSUER, 300), secret).is_err());
-        assert!(require_auditor(&token("auditor", b"other secret of 32 bytes........", ISSUER, 300), secret).is_err());
+        assert!(require_auditor(
+            &token("auditor", b"other secret of 32 bytes........", ISSUER, 300),
+            secret
+        )
+        .is_err());
         assert!(require_auditor(&token("auditor", secret, "elsewhere", 300), secret).is_err());
         assert!(require_auditor(&token("auditor", secret, ISSUER, -300), secret).is_err());
         assert!(require_auditor("garbage", secret).is_err());

@@ -102,9 +102,7 @@ fn print_report(report: &VerifyReport, scope: &VerifyScope, as_json: bool) {
             report.events_checked, report.streams_checked, report.seals_checked
         );
         if let (Some(digest), Some(seal)) = (scope.digest, report.digest_seal) {
-            println!(
-                "digest {digest} proven: seal {seal} and everything before it are unchanged"
-            );
+            println!("digest {digest} proven: seal {seal} and everything before it are unchanged");
         }
     }
 }

@@ -25,7 +25,8 @@ impl Sealed {
         }
         for round in 1..=2 {
             for (i, org) in orgs.iter().enumerate() {
-                t.rename(*org, &format!("Поликлиника {i}, версия {round}")).await;
+                t.rename(*org, &format!("Поликлиника {i}, версия {round}"))
+                    .await;
             }
         }
         t.seal_all(3).await;
@@ -66,7 +67,8 @@ async fn an_intact_journal_verifies(backend: Backend) {
     let run = s.t.run(&["verify"]).await;
     run.expect_code(0);
     assert!(
-        run.stdout.starts_with("intact: 9 events in 3 streams, 3 seals"),
+        run.stdout
+            .starts_with("intact: 9 events in 3 streams, 3 seals"),
         "{}",
         run.stdout
     );
@@ -90,7 +92,13 @@ async fn an_edited_payload_is_named_with_its_hashes(backend: Backend) {
     let run = s.t.run(&["verify"]).await;
     run.expect_code(1);
     let stream = format!("organisation/{}", s.orgs[1]);
-    assert!(run.stdout.contains(&format!("event at position {position} ({stream} sequence 1)")), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!(
+            "event at position {position} ({stream} sequence 1)"
+        )),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("hash mismatch"), "{}", run.stdout);
     let (_, report) = s.verify_json(&[]).await;
     let first = first_break(&report);
@@ -173,8 +181,11 @@ async fn an_edited_seal_is_found(backend: Backend) {
     let Some(s) = Sealed::new(backend).await else {
         return;
     };
-    s.t.exec("UPDATE seals SET last_position = last_position - 1 WHERE seal_no = 2", &[])
-        .await;
+    s.t.exec(
+        "UPDATE seals SET last_position = last_position - 1 WHERE seal_no = 2",
+        &[],
+    )
+    .await;
     let (code, report) = s.verify_json(&[]).await;
     assert_eq!(code, 1);
     let first = first_break(&report);
@@ -194,10 +205,9 @@ async fn a_kept_digest_is_proven_until_the_tail_is_cut(backend: Backend) {
     digest_run.expect_code(0);
     assert_eq!(digest_position(&digest_run.stdout), 9);
     let kept: String = {
-        let seal2 = s
-            .t
-            .scalar("SELECT last_position FROM seals WHERE seal_no = 2", &[])
-            .await;
+        let seal2 =
+            s.t.scalar("SELECT last_position FROM seals WHERE seal_no = 2", &[])
+                .await;
         let hash = s.t.run(&["--json", "digest"]).await.json();
         assert_eq!(hash["seal"], 3);
         // Digest of seal 2, as `digest` printed it when seal 2 was the newest.
@@ -215,28 +225,40 @@ async fn a_kept_digest_is_proven_until_the_tail_is_cut(backend: Backend) {
     s.t.seal_all(3).await;
     let run = s.t.run(&["verify", "--digest", &kept]).await;
     run.expect_code(0);
-    assert!(run.stdout.contains(&format!("digest {kept} proven: seal 2")), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains(&format!("digest {kept} proven: seal 2")),
+        "{}",
+        run.stdout
+    );
     let (_, report) = s.verify_json(&["--digest", &kept]).await;
     assert_eq!(report["digest_proven"], true);
     assert_eq!(report["digest_seal"], 2);
 
     // The tail is cut back to seal 1, consistently: the rest verifies on its own.
-    let cut = s
-        .t
-        .scalar("SELECT last_position FROM seals WHERE seal_no = 1", &[])
-        .await;
+    let cut =
+        s.t.scalar("SELECT last_position FROM seals WHERE seal_no = 1", &[])
+            .await;
     s.t.exec("DELETE FROM seals WHERE seal_no >= 2", &[]).await;
-    s.t.exec("DELETE FROM events WHERE position > $1", &[cut]).await;
+    s.t.exec("DELETE FROM events WHERE position > $1", &[cut])
+        .await;
     s.t.run(&["verify"]).await.expect_code(0);
     // The kept digest is not proven: named as a truncation.
     let run = s.t.run(&["verify", "--digest", &kept]).await;
     run.expect_code(1);
-    assert!(run.stdout.contains("the journal was truncated"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("the journal was truncated"),
+        "{}",
+        run.stdout
+    );
     let (_, report) = s.verify_json(&["--digest", &kept]).await;
     let first = first_break(&report);
     assert_eq!(first["kind"], "digest_mismatch");
     assert_eq!(first["expected"].as_str(), kept.split('@').next());
-    assert!(is_hex_hash(&first["found"]), "the seal now standing there: {report}");
+    assert!(
+        is_hex_hash(&first["found"]),
+        "the seal now standing there: {report}"
+    );
     assert_eq!(report["digest_proven"], false);
 }
 
@@ -275,8 +297,14 @@ async fn bad_input_exits_2_and_writes_nothing(backend: Backend) {
     };
     let before = s.t.fingerprint().await;
     for (args, message) in [
-        (vec!["verify", "--digest", "not-a-digest"], "malformed digest"),
-        (vec!["verify", "--digest", &format!("{}@3", "zz".repeat(32))], "malformed digest"),
+        (
+            vec!["verify", "--digest", "not-a-digest"],
+            "malformed digest",
+        ),
+        (
+            vec!["verify", "--digest", &format!("{}@3", "zz".repeat(32))],
+            "malformed digest",
+        ),
         (vec!["verify", "--from", "10"], "beyond the end"),
         (vec!["verify", "--to", "1000"], "beyond the end"),
         (vec!["verify", "--from", "5", "--to", "2"], "after --to"),
@@ -297,7 +325,11 @@ async fn a_database_that_is_not_a_journal_is_refused(backend: Backend) {
     for command in ["verify", "digest"] {
         let run = t.run(&[command]).await;
         run.expect_code(2);
-        assert!(run.stderr.contains("is not a Kabinet journal"), "{}", run.stderr);
+        assert!(
+            run.stderr.contains("is not a Kabinet journal"),
+            "{}",
+            run.stderr
+        );
     }
 }
 
@@ -336,7 +368,10 @@ async fn files_that_are_not_journals_are_refused_untouched() {
     assert!(run.stderr.contains("no database at"), "{}", run.stderr);
     assert!(!missing.exists());
     // Neither an empty file nor a text file is written to.
-    for (name, content) in [("empty.db", &b""[..]), ("text.db", &b"hello, not a database\n"[..])] {
+    for (name, content) in [
+        ("empty.db", &b""[..]),
+        ("text.db", &b"hello, not a database\n"[..]),
+    ] {
         let path = dir.path().join(name);
         std::fs::write(&path, content).expect("write");
         let run = common::run_with(&format!("sqlite://{}", path.display()), &["verify"], &[]).await;
@@ -346,6 +381,10 @@ async fn files_that_are_not_journals_are_refused_untouched() {
             "{name}: {}",
             run.stderr
         );
-        assert_eq!(std::fs::read(&path).expect("read"), content, "{name} changed");
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            content,
+            "{name} changed"
+        );
     }
 }

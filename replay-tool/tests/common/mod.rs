@@ -12,6 +12,7 @@ use chrono::NaiveDate;
 use kabinet_domain::command::{CommandService, Retry};
 use kabinet_domain::db::PoolOptions;
 use kabinet_domain::directory::{Organisation, OrganisationCommand, OrganisationDetails};
+use kabinet_domain::journal::chain::{EventContent, Hash};
 use kabinet_domain::journal::Seal;
 use kabinet_domain::patients::{Patient, PatientCommand, PatientProfile, Sex};
 use kabinet_domain::{Actor, Db, EventMetadata, Journal, Role};
@@ -114,7 +115,10 @@ impl TestJournal {
     }
 
     fn metadata(&self) -> EventMetadata {
-        EventMetadata::new(self.actor.clone(), format!("req-{}", Uuid::new_v4().simple()))
+        EventMetadata::new(
+            self.actor.clone(),
+            format!("req-{}", Uuid::new_v4().simple()),
+        )
     }
 
     /// Registers an organisation; one event.
@@ -192,7 +196,10 @@ impl TestJournal {
             while self.journal.seal(per_seal).await.expect("seal").is_some() {}
             let events = self.scalar("SELECT COUNT(*) FROM events", &[]).await;
             let sealed = self
-                .scalar("SELECT CAST(COALESCE(SUM(event_count), 0) AS BIGINT) FROM seals", &[])
+                .scalar(
+                    "SELECT CAST(COALESCE(SUM(event_count), 0) AS BIGINT) FROM seals",
+                    &[],
+                )
                 .await;
             if sealed >= events {
                 break;
@@ -301,9 +308,15 @@ impl TestJournal {
     pub async fn swap(&self, a: i64, b: i64) {
         match self.backend {
             Backend::Sqlite => {
-                self.exec("UPDATE events SET position = -1 WHERE position = $1", &[a]).await;
-                self.exec("UPDATE events SET position = $1 WHERE position = $2", &[a, b]).await;
-                self.exec("UPDATE events SET position = $1 WHERE position = -1", &[b]).await;
+                self.exec("UPDATE events SET position = -1 WHERE position = $1", &[a])
+                    .await;
+                self.exec(
+                    "UPDATE events SET position = $1 WHERE position = $2",
+                    &[a, b],
+                )
+                .await;
+                self.exec("UPDATE events SET position = $1 WHERE position = -1", &[b])
+                    .await;
             }
             Backend::Postgres => {
                 // The global order is (transaction, position): swap both.
@@ -312,19 +325,33 @@ impl TestJournal {
                 };
                 let mut tx = pool.begin().await.expect("begin");
                 for (sql, params) in [
-                    ("CREATE TEMP TABLE swap ON COMMIT DROP AS \
-                      SELECT position, tx_id FROM events WHERE position IN ($1, $2)", vec![a, b]),
-                    ("UPDATE events SET position = -1 WHERE position = $1", vec![a]),
-                    ("UPDATE events SET position = $1, \
-                      tx_id = (SELECT tx_id FROM swap WHERE position = $1) WHERE position = $2", vec![a, b]),
-                    ("UPDATE events SET position = $1, \
-                      tx_id = (SELECT tx_id FROM swap WHERE position = $1) WHERE position = -1", vec![b]),
+                    (
+                        "CREATE TEMP TABLE swap ON COMMIT DROP AS \
+                      SELECT position, tx_id FROM events WHERE position IN ($1, $2)",
+                        vec![a, b],
+                    ),
+                    (
+                        "UPDATE events SET position = -1 WHERE position = $1",
+                        vec![a],
+                    ),
+                    (
+                        "UPDATE events SET position = $1, \
+                      tx_id = (SELECT tx_id FROM swap WHERE position = $1) WHERE position = $2",
+                        vec![a, b],
+                    ),
+                    (
+                        "UPDATE events SET position = $1, \
+                      tx_id = (SELECT tx_id FROM swap WHERE position = $1) WHERE position = -1",
+                        vec![b],
+                    ),
                 ] {
                     let mut q = sqlx::query(sql);
                     for p in params {
                         q = q.bind(p);
                     }
-                    q.execute(&mut *tx).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+                    q.execute(&mut *tx)
+                        .await
+                        .unwrap_or_else(|e| panic!("{sql}: {e}"));
                 }
                 tx.commit().await.expect("commit the swap");
             }
@@ -342,6 +369,64 @@ impl TestJournal {
             }
         };
         self.exec(sql, &[position]).await;
+    }
+
+    /// Appends a raw, correctly chained event (for aggregate types the tool
+    /// does not know) and returns its hash.
+    pub async fn append_raw(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        sequence: i64,
+        payload: &Value,
+        prev: &Hash,
+    ) -> Hash {
+        let metadata =
+            json!({ "actor_id": self.actor.account_id.to_string(), "actor_role": "admin" });
+        let content = EventContent {
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            event_type: "GizmoTurned",
+            event_version: "1",
+            payload,
+            metadata: &metadata,
+        };
+        let hash = content.hash(prev).expect("hash");
+        match &self.db {
+            Db::Postgres(pool) => {
+                sqlx::query(
+                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                     event_version, payload, metadata, hash) VALUES ($1, $2, $3, 'GizmoTurned', '1', $4, $5, $6)",
+                )
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(sequence)
+                .bind(payload)
+                .bind(&metadata)
+                .bind(&hash[..])
+                .execute(pool)
+                .await
+                .expect("insert a raw event");
+            }
+            Db::Sqlite(pool) => {
+                sqlx::query(
+                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                     event_version, payload, metadata, hash, position) VALUES ($1, $2, $3, 'GizmoTurned', '1', $4, $5, $6, \
+                     (SELECT COALESCE(MAX(position), 0) + 1 FROM events))",
+                )
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(sequence)
+                .bind(payload.to_string())
+                .bind(metadata.to_string())
+                .bind(&hash[..])
+                .execute(pool)
+                .await
+                .expect("insert a raw event");
+            }
+        }
+        hash
     }
 
     /// Runs `kabinet-replay --database-url <this> ARGS`.
@@ -381,12 +466,17 @@ impl Drop for TestJournal {
         if let Some((admin, name)) = self.pg_drop.take() {
             // Drop cannot await; a thread with its own runtime drops the database.
             let _ = std::thread::spawn(move || {
-                if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
                     rt.block_on(async {
                         if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                                .execute(&mut conn)
-                                .await;
+                            let _ = sqlx::query(&format!(
+                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                            ))
+                            .execute(&mut conn)
+                            .await;
                         }
                     });
                 }
@@ -419,7 +509,10 @@ async fn create_database(admin: &str, name: &str) -> Result<(), String> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await {
+        match sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await
+        {
             Ok(_) => return Ok(()),
             // Concurrent CREATE DATABASE may collide on the template briefly.
             Err(_) if attempt < 5 => tokio::time::sleep(Duration::from_millis(200 * attempt)).await,
@@ -455,8 +548,12 @@ pub struct Run {
 impl Run {
     /// Stdout as one JSON document.
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     /// Asserts the exit code, showing the output when it differs.
