@@ -97,57 +97,131 @@ pub async fn checkpoint_of(db: &Db, checkpoint: &str) -> Result<JournalOrder, sq
     )
 }
 
-const READ_CHECKPOINT: &str = "SELECT tx_id, position FROM projection_checkpoints WHERE name = $1";
-const WRITE_CHECKPOINT: &str = "UPDATE projection_checkpoints \
-     SET tx_id = $2, position = $3, updated_at = CURRENT_TIMESTAMP WHERE name = $1";
+/// The advisory lock of the live projector: one runner of all projections across
+/// processes. Rebuild takes it to swap a table in.
+pub(crate) fn runner_lock() -> i64 {
+    lock_key("kabinet-projector")
+}
 
-/// Applies at most `batch_size` events after `checkpoint` to `table`.
+/// A projection to run, with where its checkpoint and rows live.
+#[derive(Clone, Copy)]
+pub(crate) struct Target<'a> {
+    pub projection: &'a dyn Projection,
+    pub checkpoint: &'a str,
+    pub table: &'a str,
+}
+
+/// Reads the checkpoints of `targets` inside a transaction, in one statement.
+macro_rules! read_checkpoints {
+    ($tx:expr, $targets:expr) => {{
+        let mut q = sqlx::QueryBuilder::new(
+            "SELECT name, tx_id, position FROM projection_checkpoints WHERE name IN (",
+        );
+        let mut names = q.separated(", ");
+        for target in $targets {
+            names.push_bind(target.checkpoint);
+        }
+        q.push(")");
+        let rows = q.build().fetch_all(&mut *$tx).await?;
+        let mut found = Vec::with_capacity($targets.len());
+        for target in $targets {
+            let mut at = JournalOrder::START;
+            for row in &rows {
+                let name: String = row.try_get(0)?;
+                if name == target.checkpoint {
+                    at = JournalOrder {
+                        tx: row.try_get(1)?,
+                        position: row.try_get(2)?,
+                    };
+                }
+            }
+            found.push(at);
+        }
+        found
+    }};
+}
+
+/// Applies `events` to each target past its own checkpoint and moves every
+/// checkpoint behind the last event up to it, all inside the caller's transaction.
+macro_rules! apply_and_checkpoint {
+    ($tx:expr, $variant:ident, $targets:expr, $checkpoints:expr, $events:expr, $last:expr) => {{
+        let mut behind = Vec::with_capacity($targets.len());
+        for (target, at) in $targets.iter().zip($checkpoints.iter()) {
+            let start = $events.partition_point(|e| e.order <= *at);
+            if start < $events.len() {
+                target
+                    .projection
+                    .apply(
+                        &mut ProjectionTx::$variant(&mut $tx),
+                        target.table,
+                        &$events[start..],
+                    )
+                    .await?;
+            }
+            if $last > *at {
+                behind.push(target.checkpoint);
+            }
+        }
+        if !behind.is_empty() {
+            let mut q = sqlx::QueryBuilder::new("UPDATE projection_checkpoints SET tx_id = ");
+            q.push_bind($last.tx)
+                .push(", position = ")
+                .push_bind($last.position)
+                .push(", updated_at = CURRENT_TIMESTAMP WHERE name IN (");
+            let mut names = q.separated(", ");
+            for name in &behind {
+                names.push_bind(*name);
+            }
+            q.push(")");
+            q.build().execute(&mut *$tx).await?;
+        }
+    }};
+}
+
+/// Applies at most `batch_size` events to every target in one transaction: each
+/// projection sees the events past its own checkpoint, and every checkpoint is
+/// written in the same transaction as the rows.
 pub(crate) async fn run_batch(
     journal: &Journal,
-    projection: &dyn Projection,
-    checkpoint: &str,
-    table: &str,
+    targets: &[Target<'_>],
+    lock: i64,
     batch_size: i64,
 ) -> Result<(Batch, JournalOrder), ProjectionError> {
     match journal.db() {
         Db::Postgres(pool) => {
             let mut tx = pool.begin().await?;
             let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-                .bind(lock_key(checkpoint))
+                .bind(lock)
                 .fetch_one(&mut *tx)
                 .await?;
             if !leader {
                 return Ok((Batch::Busy, JournalOrder::START));
             }
-            let row = sqlx::query(READ_CHECKPOINT)
-                .bind(checkpoint)
-                .fetch_one(&mut *tx)
-                .await?;
-            let from = JournalOrder {
-                tx: row.try_get(0)?,
-                position: row.try_get(1)?,
-            };
+            let checkpoints = read_checkpoints!(tx, targets);
+            let from = checkpoints
+                .iter()
+                .copied()
+                .min()
+                .unwrap_or(JournalOrder::START);
             let events = read_after_pg(&mut tx, from, batch_size).await?;
             let Some(last) = events.last().map(|e| e.order) else {
                 let pending = pending_after_pg(&mut tx, from).await?;
                 tx.rollback().await?;
                 return Ok((Batch::Idle { pending }, from));
             };
-            projection
-                .apply(&mut ProjectionTx::Postgres(&mut tx), table, &events)
-                .await?;
-            sqlx::query(WRITE_CHECKPOINT)
-                .bind(checkpoint)
-                .bind(last.tx)
-                .bind(last.position)
-                .execute(&mut *tx)
-                .await?;
+            apply_and_checkpoint!(tx, Postgres, targets, checkpoints, events, last);
             tx.commit().await?;
             Ok((Batch::Applied(events.len()), last))
         }
         Db::Sqlite(pool) => {
             // Cheap check first so idle projectors never take the write lock.
-            let from = checkpoint_of(journal.db(), checkpoint).await?;
+            let mut from = JournalOrder {
+                tx: i64::MAX,
+                position: i64::MAX,
+            };
+            for target in targets {
+                from = from.min(checkpoint_of(journal.db(), target.checkpoint).await?);
+            }
             let newer: Option<i64> =
                 sqlx::query_scalar("SELECT position FROM events WHERE position > $1 LIMIT 1")
                     .bind(from.position)
@@ -158,28 +232,18 @@ pub(crate) async fn run_batch(
             }
             let _writer = journal.lock_sqlite_writer().await;
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let row = sqlx::query(READ_CHECKPOINT)
-                .bind(checkpoint)
-                .fetch_one(&mut *tx)
-                .await?;
-            let from = JournalOrder {
-                tx: row.try_get(0)?,
-                position: row.try_get(1)?,
-            };
+            let checkpoints = read_checkpoints!(tx, targets);
+            let from = checkpoints
+                .iter()
+                .copied()
+                .min()
+                .unwrap_or(JournalOrder::START);
             let events = read_after_sqlite(&mut tx, from, batch_size).await?;
             let Some(last) = events.last().map(|e| e.order) else {
                 tx.rollback().await?;
                 return Ok((Batch::Idle { pending: false }, from));
             };
-            projection
-                .apply(&mut ProjectionTx::Sqlite(&mut tx), table, &events)
-                .await?;
-            sqlx::query(WRITE_CHECKPOINT)
-                .bind(checkpoint)
-                .bind(last.tx)
-                .bind(last.position)
-                .execute(&mut *tx)
-                .await?;
+            apply_and_checkpoint!(tx, Sqlite, targets, checkpoints, events, last);
             tx.commit().await?;
             Ok((Batch::Applied(events.len()), last))
         }
@@ -225,48 +289,55 @@ impl Projector {
         self.inner.projections.iter().map(|p| p.name()).collect()
     }
 
-    /// Starts one runner task per projection; they stop when `shutdown` fires.
+    /// Starts the runner of all projections; it stops when `shutdown` fires.
     pub async fn start(
         &self,
         wakeups: Wakeups,
         shutdown: CancellationToken,
     ) -> Result<Vec<JoinHandle<()>>, ProjectionError> {
-        let mut handles = Vec::new();
         for projection in &self.inner.projections {
             prepare(self.inner.journal.db(), projection.as_ref()).await?;
-            let this = self.clone();
-            let projection = Arc::clone(projection);
-            let wakeups = wakeups.clone();
-            let shutdown = shutdown.clone();
-            handles.push(tokio::spawn(async move {
-                this.run(projection, wakeups, shutdown).await;
-            }));
         }
-        Ok(handles)
+        let this = self.clone();
+        Ok(vec![tokio::spawn(async move {
+            this.run(wakeups, shutdown).await;
+        })])
     }
 
-    async fn run(
-        &self,
-        projection: Arc<dyn Projection>,
-        mut wakeups: Wakeups,
-        shutdown: CancellationToken,
-    ) {
-        let name = projection.name();
+    fn targets(&self) -> Vec<Target<'_>> {
+        self.inner
+            .projections
+            .iter()
+            .map(|p| Target {
+                projection: p.as_ref(),
+                checkpoint: p.name(),
+                table: p.name(),
+            })
+            .collect()
+    }
+
+    fn publish_all(&self, at: JournalOrder) {
+        for projection in &self.inner.projections {
+            self.publish(projection.name(), at);
+        }
+    }
+
+    async fn run(&self, mut wakeups: Wakeups, shutdown: CancellationToken) {
         let mut pending_backoff = Duration::from_millis(1);
         let mut error_backoff = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
+            let targets = self.targets();
             let result = run_batch(
                 &self.inner.journal,
-                projection.as_ref(),
-                name,
-                name,
+                &targets,
+                runner_lock(),
                 self.inner.config.batch_size,
             )
             .await;
             let pause = match result {
                 Ok((Batch::Applied(n), last)) => {
-                    tracing::trace!(projection = name, events = n, "applied");
-                    self.publish(name, last);
+                    tracing::trace!(events = n, "projected");
+                    self.publish_all(last);
                     pending_backoff = Duration::from_millis(1);
                     error_backoff = Duration::from_millis(100);
                     continue;
@@ -277,12 +348,12 @@ impl Projector {
                     pending_backoff
                 }
                 Ok((Batch::Idle { pending: false }, at)) => {
-                    self.publish(name, at);
+                    self.publish_all(at);
                     self.inner.config.poll_interval
                 }
                 Ok((Batch::Busy, _)) => self.inner.config.poll_interval,
                 Err(e) => {
-                    tracing::error!(projection = name, error = %e, "projection batch failed; will retry");
+                    tracing::error!(error = %e, "projection batch failed; will retry");
                     error_backoff = (error_backoff * 2).min(Duration::from_secs(10));
                     error_backoff
                 }
@@ -309,30 +380,28 @@ impl Projector {
     /// Applies everything committed so far to every projection, in this task.
     pub async fn catch_up(&self) -> Result<(), ProjectionError> {
         for projection in &self.inner.projections {
-            let name = projection.name();
             prepare(self.inner.journal.db(), projection.as_ref()).await?;
-            loop {
-                match run_batch(
-                    &self.inner.journal,
-                    projection.as_ref(),
-                    name,
-                    name,
-                    self.inner.config.batch_size,
-                )
-                .await?
-                {
-                    (Batch::Applied(_), last) => self.publish(name, last),
-                    (Batch::Idle { pending: true }, _) | (Batch::Busy, _) => {
-                        tokio::time::sleep(Duration::from_millis(2)).await
-                    }
-                    (Batch::Idle { pending: false }, at) => {
-                        self.publish(name, at);
-                        break;
-                    }
+        }
+        loop {
+            let targets = self.targets();
+            match run_batch(
+                &self.inner.journal,
+                &targets,
+                runner_lock(),
+                self.inner.config.batch_size,
+            )
+            .await?
+            {
+                (Batch::Applied(_), last) => self.publish_all(last),
+                (Batch::Idle { pending: true }, _) | (Batch::Busy, _) => {
+                    tokio::time::sleep(Duration::from_millis(2)).await
+                }
+                (Batch::Idle { pending: false }, at) => {
+                    self.publish_all(at);
+                    return Ok(());
                 }
             }
         }
-        Ok(())
     }
 
     /// Waits (at most `timeout`) until the named projections have applied the
@@ -346,21 +415,35 @@ impl Projector {
         let deadline = tokio::time::Instant::now() + timeout;
         for &name in names {
             let mut local = self.inner.progress.get(name).map(|p| p.subscribe());
-            let mut poll = Duration::from_millis(1);
+            // This process's runner usually gets there first; the stored
+            // checkpoint (another process may be the runner) is read only when
+            // the local one is slow, and then now and then.
+            let mut next_db_check = tokio::time::Instant::now()
+                + if local.is_some() {
+                    Duration::from_millis(20)
+                } else {
+                    Duration::ZERO
+                };
             loop {
-                if local.as_ref().is_some_and(|rx| *rx.borrow() >= order) {
+                if local
+                    .as_mut()
+                    .is_some_and(|rx| *rx.borrow_and_update() >= order)
+                {
                     break;
                 }
-                // Another process may be this projection's runner.
-                match checkpoint_of(self.inner.journal.db(), name).await {
-                    Ok(at) if at >= order => {
-                        self.publish(name, at);
-                        break;
+                let now = tokio::time::Instant::now();
+                if now >= next_db_check {
+                    match checkpoint_of(self.inner.journal.db(), name).await {
+                        Ok(at) if at >= order => {
+                            self.publish(name, at);
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "cannot read checkpoint"),
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "cannot read checkpoint"),
+                    next_db_check = now + Duration::from_millis(50);
                 }
-                if tokio::time::Instant::now() >= deadline {
+                if now >= deadline {
                     return Err(WaitTimeout {
                         projection: name.to_string(),
                     });
@@ -375,10 +458,8 @@ impl Projector {
                 };
                 tokio::select! {
                     _ = changed => {}
-                    _ = tokio::time::sleep(poll) => {}
-                    _ = tokio::time::sleep_until(deadline) => {}
+                    _ = tokio::time::sleep_until(next_db_check.min(deadline)) => {}
                 }
-                poll = (poll * 2).min(Duration::from_millis(20));
             }
         }
         Ok(())

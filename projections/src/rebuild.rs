@@ -7,7 +7,9 @@ use kabinet_domain::journal::{read_after_pg, read_after_sqlite};
 use kabinet_domain::{Db, Journal, JournalOrder};
 
 use crate::projection::{Projection, ProjectionError, ProjectionTx};
-use crate::projector::{checkpoint_of, ensure_checkpoint, lock_key, run_batch, Batch};
+use crate::projector::{
+    checkpoint_of, ensure_checkpoint, lock_key, run_batch, runner_lock, Batch, Target,
+};
 
 /// Why a rebuild failed; the live read model is untouched.
 #[derive(Debug, thiserror::Error)]
@@ -65,15 +67,12 @@ pub async fn rebuild(
     ensure_checkpoint(db, &shadow_checkpoint).await?;
     let mut applied = 0u64;
     loop {
-        match run_batch(
-            journal,
-            projection.as_ref(),
-            &shadow_checkpoint,
-            &shadow,
-            batch_size,
-        )
-        .await?
-        {
+        let target = Target {
+            projection: projection.as_ref(),
+            checkpoint: &shadow_checkpoint,
+            table: &shadow,
+        };
+        match run_batch(journal, &[target], lock_key(&shadow_checkpoint), batch_size).await? {
             (Batch::Applied(n), _) => applied += n as u64,
             (Batch::Idle { .. }, _) | (Batch::Busy, _) => break,
         }
@@ -119,7 +118,7 @@ async fn swap(
             let mut tx = pool.begin().await?;
             // Waits for the live runner's current batch, then keeps it out.
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(lock_key(live))
+                .bind(runner_lock())
                 .execute(&mut *tx)
                 .await?;
             loop {

@@ -185,6 +185,11 @@ impl ServerProcess {
         panic!("kabinet-server did not become ready on port {port}");
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Kills the process at once (SIGKILL), as a crash would.
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;

@@ -12,9 +12,7 @@ use serde_json::Value;
 use sqlx::Row;
 
 use super::chain::{hash_from_slice, EventContent, Hash, GENESIS};
-use super::reservations::{
-    ReservationOp, ReservationTaken, DELETE_OWNER, INSERT_KEY, INSERT_KEY_IF_FREE,
-};
+use super::reservations::{ReservationOp, ReservationTaken, DELETE_OWNER, INSERT_KEY_IF_FREE};
 use super::{CommittedEvent, Journal, JournalError, JournalOrder};
 use crate::db::Db;
 
@@ -228,6 +226,36 @@ impl JournalRepository {
         }
     }
 
+    /// The first of `takes` whose key someone holds (the commit was rolled back).
+    async fn held_among(&self, takes: &[ReservationOp]) -> ReservationTaken {
+        for op in takes {
+            if let ReservationOp::Take { scope, key, owner } = op {
+                let held = self
+                    .journal
+                    .held_reservations(scope, std::slice::from_ref(key))
+                    .await
+                    .unwrap_or_default();
+                if held.iter().any(|(_, holder)| holder != owner) {
+                    return ReservationTaken {
+                        scope: scope.to_string(),
+                        key: key.clone(),
+                    };
+                }
+            }
+        }
+        // Released again in the meantime: report the first, the slot itself.
+        match takes.first() {
+            Some(ReservationOp::Take { scope, key, .. }) => ReservationTaken {
+                scope: scope.to_string(),
+                key: key.clone(),
+            },
+            _ => ReservationTaken {
+                scope: String::new(),
+                key: String::new(),
+            },
+        }
+    }
+
     async fn write(&self, events: &[SerializedEvent]) -> Result<(), PersistenceError> {
         let Some(first) = events.first() else {
             return Ok(());
@@ -256,14 +284,19 @@ impl JournalRepository {
             claim: claim.as_ref(),
             reservations: &reservations,
         };
-        let committed = match self.journal.db() {
+        let inserted = match self.journal.db() {
             Db::Postgres(pool) => insert_postgres(pool, &rows, extras).await,
             Db::Sqlite(pool) => {
                 let _writer = self.journal.lock_sqlite_writer().await;
                 insert_sqlite(pool, &rows, extras).await
             }
-        }
-        .map_err(map_insert_error)?;
+        };
+        let committed = match inserted {
+            Err(InsertError::ReservedAmong(takes)) => {
+                return Err(unknown(self.held_among(&takes).await))
+            }
+            other => other.map_err(map_insert_error)?,
+        };
         if let (Some((last, hash)), Some(head)) = (rows.last(), committed.last()) {
             self.state().head = Some(StreamHead {
                 aggregate_type: last.aggregate_type.clone(),
@@ -305,7 +338,8 @@ fn unknown(e: impl std::error::Error + Send + Sync + 'static) -> PersistenceErro
 enum InsertError {
     Db(sqlx::Error),
     Canonical(crate::canonical::CanonicalError),
-    Reserved(ReservationTaken),
+    /// One of these takes met a held key.
+    ReservedAmong(Vec<ReservationOp>),
 }
 
 /// What a commit writes besides its events, in the same transaction.
@@ -329,7 +363,8 @@ macro_rules! write_extras {
                 .execute(&mut *$tx)
                 .await?;
         }
-        for op in $extras.reservations {
+        let mut ops = $extras.reservations;
+        while let Some((op, rest)) = ops.split_first() {
             match op {
                 ReservationOp::TakeIfFree { scope, key, owner } => {
                     sqlx::query(INSERT_KEY_IF_FREE)
@@ -338,30 +373,40 @@ macro_rules! write_extras {
                         .bind(owner)
                         .execute(&mut *$tx)
                         .await?;
+                    ops = rest;
                 }
                 ReservationOp::ReleaseAll { owner } => {
                     sqlx::query(DELETE_OWNER)
                         .bind(owner)
                         .execute(&mut *$tx)
                         .await?;
+                    ops = rest;
                 }
-                ReservationOp::Take { scope, key, owner } => {
-                    let taken = sqlx::query(INSERT_KEY)
-                        .bind(*scope)
-                        .bind(key)
-                        .bind(owner)
-                        .execute(&mut *$tx)
-                        .await;
-                    match taken {
+                ReservationOp::Take { .. } => {
+                    // Consecutive takes go in one statement; which key was held
+                    // is looked up after the rollback.
+                    let run = ops
+                        .iter()
+                        .take_while(|op| matches!(op, ReservationOp::Take { .. }))
+                        .count();
+                    let (takes, rest) = ops.split_at(run);
+                    let mut q =
+                        sqlx::QueryBuilder::new("INSERT INTO reservations (scope, key, owner) ");
+                    q.push_values(takes, |mut row, op| {
+                        if let ReservationOp::Take { scope, key, owner } = op {
+                            row.push_bind(*scope)
+                                .push_bind(key.as_str())
+                                .push_bind(owner.as_str());
+                        }
+                    });
+                    match q.build().execute(&mut *$tx).await {
                         Ok(_) => {}
                         Err(e) if violated_unique(&e) == Some("reservations_pkey") => {
-                            return Err(InsertError::Reserved(ReservationTaken {
-                                scope: scope.to_string(),
-                                key: key.clone(),
-                            }));
+                            return Err(InsertError::ReservedAmong(takes.to_vec()));
                         }
                         Err(e) => return Err(e.into()),
                     }
+                    ops = rest;
                 }
             }
         }
@@ -399,7 +444,10 @@ pub fn violated_unique(err: &sqlx::Error) -> Option<&'static str> {
 fn map_insert_error(err: InsertError) -> PersistenceError {
     match err {
         InsertError::Canonical(e) => unknown(e),
-        InsertError::Reserved(e) => unknown(e),
+        InsertError::ReservedAmong(_) => unknown(ReservationTaken {
+            scope: String::new(),
+            key: String::new(),
+        }),
         InsertError::Db(e) => match violated_unique(&e) {
             Some("events_pkey") => PersistenceError::OptimisticLockError,
             Some("idempotency_keys_pkey") => unknown(IdempotencyKeyTaken),
@@ -473,6 +521,47 @@ async fn insert_postgres(
     if let ([(event, hash)], true) = (rows, extras.is_empty()) {
         let row = insert(event, hash).fetch_one(pool).await?;
         return Ok(vec![committed_of(event, row)?]);
+    }
+    // One event that only takes reservations (a booking) is one statement too:
+    // a data-modifying CTE commits or fails with the event.
+    let only_takes = !extras.reservations.is_empty()
+        && extras
+            .reservations
+            .iter()
+            .all(|op| matches!(op, ReservationOp::Take { .. }));
+    if let ([(event, hash)], None, true) = (rows, extras.claim, only_takes) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+            "WITH taken AS (INSERT INTO reservations (scope, key, owner) ",
+        );
+        q.push_values(extras.reservations, |mut row, op| {
+            if let ReservationOp::Take { scope, key, owner } = op {
+                row.push_bind(*scope)
+                    .push_bind(key.as_str())
+                    .push_bind(owner.as_str());
+            }
+        });
+        q.push(
+            " RETURNING 1) INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+             event_version, payload, metadata, hash) VALUES (",
+        );
+        let mut values = q.separated(", ");
+        values
+            .push_bind(event.aggregate_type.as_str())
+            .push_bind(event.aggregate_id.as_str())
+            .push_bind(event.sequence as i64)
+            .push_bind(event.event_type.as_str())
+            .push_bind(event.event_version.as_str())
+            .push_bind(&event.payload)
+            .push_bind(&event.metadata)
+            .push_bind(&hash[..]);
+        q.push(") RETURNING position, tx_id::text::bigint, recorded_at");
+        return match q.build().fetch_one(pool).await {
+            Ok(row) => Ok(vec![committed_of(event, row)?]),
+            Err(e) if violated_unique(&e) == Some("reservations_pkey") => {
+                Err(InsertError::ReservedAmong(extras.reservations.to_vec()))
+            }
+            Err(e) => Err(e.into()),
+        };
     }
     let mut tx = pool.begin().await?;
     if let Some((first, _)) = rows.first() {

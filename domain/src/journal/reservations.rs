@@ -40,8 +40,6 @@ pub trait Reserving: Aggregate {
 }
 
 pub(crate) const DELETE_OWNER: &str = "DELETE FROM reservations WHERE owner = $1";
-pub(crate) const INSERT_KEY: &str =
-    "INSERT INTO reservations (scope, key, owner) VALUES ($1, $2, $3)";
 pub(crate) const INSERT_KEY_IF_FREE: &str =
     "INSERT INTO reservations (scope, key, owner) VALUES ($1, $2, $3) \
      ON CONFLICT (scope, key) DO NOTHING";

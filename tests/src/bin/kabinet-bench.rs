@@ -5,6 +5,8 @@
 //!   (flushed) after each acknowledged commit.
 //! - `journal`: durable appends through `CommandService` against raw INSERTs of
 //!   the same rows, then the projector's catch-up rate and peak memory.
+//! - `api`: bookings and `myAppointments` through the GraphQL endpoint of a
+//!   server process (see `kabinet_tests::api_bench`).
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -40,6 +42,8 @@ enum Command {
     Write(WriteArgs),
     /// Measure journal appends against raw INSERTs, and the projector catch-up rate.
     Journal(JournalArgs),
+    /// Measure bookings and `myAppointments` through the GraphQL HTTP endpoint.
+    Api(kabinet_tests::api_bench::ApiBenchArgs),
 }
 
 #[derive(Args)]
@@ -86,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Write(args) => write(args).await,
         Command::Journal(args) => journal(args).await,
+        Command::Api(args) => kabinet_tests::api_bench::run(args).await,
     }
 }
 
