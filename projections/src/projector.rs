@@ -44,8 +44,8 @@ pub struct WaitTimeout {
 /// What one batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Batch {
-    /// Applied this many events; there may be more.
-    Applied(usize),
+    /// Applied `count` events; `more` when others were already waiting.
+    Applied { count: usize, more: bool },
     /// Nothing to apply; `pending` when committed events wait behind the horizon.
     Idle { pending: bool },
     /// Another runner holds the projection.
@@ -210,8 +210,17 @@ pub(crate) async fn run_batch(
                 return Ok((Batch::Idle { pending }, from));
             };
             apply_and_checkpoint!(tx, Postgres, targets, checkpoints, events, last);
+            // A short batch read everything visible; look once for events held
+            // behind the horizon instead of spending a whole idle round on it.
+            let more = events.len() as i64 >= batch_size || pending_after_pg(&mut tx, last).await?;
             tx.commit().await?;
-            Ok((Batch::Applied(events.len()), last))
+            Ok((
+                Batch::Applied {
+                    count: events.len(),
+                    more,
+                },
+                last,
+            ))
         }
         Db::Sqlite(pool) => {
             // Cheap check first so idle projectors never take the write lock.
@@ -245,7 +254,14 @@ pub(crate) async fn run_batch(
             };
             apply_and_checkpoint!(tx, Sqlite, targets, checkpoints, events, last);
             tx.commit().await?;
-            Ok((Batch::Applied(events.len()), last))
+            let more = events.len() as i64 >= batch_size;
+            Ok((
+                Batch::Applied {
+                    count: events.len(),
+                    more,
+                },
+                last,
+            ))
         }
     }
 }
@@ -335,12 +351,15 @@ impl Projector {
             )
             .await;
             let pause = match result {
-                Ok((Batch::Applied(n), last)) => {
-                    tracing::trace!(events = n, "projected");
+                Ok((Batch::Applied { count, more }, last)) => {
+                    tracing::trace!(events = count, "projected");
                     self.publish_all(last);
                     pending_backoff = Duration::from_millis(1);
                     error_backoff = Duration::from_millis(100);
-                    continue;
+                    if more {
+                        continue;
+                    }
+                    self.inner.config.poll_interval
                 }
                 Ok((Batch::Idle { pending: true }, _)) => {
                     // Committed events wait behind a transaction still in flight.
@@ -392,7 +411,7 @@ impl Projector {
             )
             .await?
             {
-                (Batch::Applied(_), last) => self.publish_all(last),
+                (Batch::Applied { .. }, last) => self.publish_all(last),
                 (Batch::Idle { pending: true }, _) | (Batch::Busy, _) => {
                     tokio::time::sleep(Duration::from_millis(2)).await
                 }

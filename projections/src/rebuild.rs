@@ -73,7 +73,7 @@ pub async fn rebuild(
             table: &shadow,
         };
         match run_batch(journal, &[target], lock_key(&shadow_checkpoint), batch_size).await? {
-            (Batch::Applied(n), _) => applied += n as u64,
+            (Batch::Applied { count, .. }, _) => applied += count as u64,
             (Batch::Idle { .. }, _) | (Batch::Busy, _) => break,
         }
     }

@@ -157,8 +157,11 @@ impl Projection for Slots {
                         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
                         .map(|t| t.with_timezone(&Utc))
                         .ok_or_else(|| bad("slot start is not a time".into()))?;
+                    let moved = event.event_type == "AppointmentRescheduled";
                     crate::on_tx!(tx, conn => {
-                        sqlx::query(&release).bind(&event.aggregate_id).execute(&mut **conn).await?;
+                        if moved {
+                            sqlx::query(&release).bind(&event.aggregate_id).execute(&mut **conn).await?;
+                        }
                         sqlx::query(&hold)
                             .bind(doctor)
                             .bind(micros(start))

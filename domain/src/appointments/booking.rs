@@ -13,7 +13,7 @@ use super::{
 use crate::clock::Clock;
 use crate::command::{CommandError, CommandOutcome, CommandService, Retry};
 use crate::directory::schedule_grid::{closed_period_owner, slot_key};
-use crate::directory::{Schedule, ScheduleCommand, ScheduleError};
+use crate::directory::{Schedule, ScheduleCommand, ScheduleError, SlotInfo};
 use crate::journal::reservations::{ReservationTaken, Reserving};
 use crate::journal::JournalOrder;
 use crate::metadata::EventMetadata;
@@ -95,11 +95,16 @@ impl BookingService {
             .map_err(BookingError::Internal)
     }
 
+    /// The patient's age on the slot's day, read only when the slot has an age rule.
     async fn patient_age(
         &self,
         patient_id: Uuid,
-        day: NaiveDate,
+        slot: &SlotInfo,
     ) -> Result<Option<u32>, BookingError> {
+        if slot.min_age.is_none() && slot.max_age.is_none() {
+            return Ok(None);
+        }
+        let day = slot.day;
         let patient = self
             .commands
             .load::<Patient>(&patient_id.to_string())
@@ -194,7 +199,7 @@ impl BookingService {
         let day = slot.day;
         let command = AppointmentCommand::Book {
             patient_id,
-            patient_age: self.patient_age(patient_id, day).await?,
+            patient_age: self.patient_age(patient_id, &slot).await?,
             slot,
             service_code,
             by,
@@ -238,7 +243,7 @@ impl BookingService {
         };
         let day = slot.day;
         let command = AppointmentCommand::Reschedule {
-            patient_age: self.patient_age(patient_id, day).await?,
+            patient_age: self.patient_age(patient_id, &slot).await?,
             slot,
             by,
             now: self.clock.now(),
