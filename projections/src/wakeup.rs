@@ -11,6 +11,9 @@ use tokio_util::sync::CancellationToken;
 /// The NOTIFY channel that carries "the journal grew" between processes.
 pub const CHANNEL: &str = "kabinet_events";
 
+/// How long commits are gathered before one NOTIFY announces them.
+const ANNOUNCE_WINDOW: Duration = Duration::from_millis(5);
+
 /// A merged stream of "something may have been committed" signals.
 #[derive(Clone)]
 pub struct Wakeups {
@@ -59,6 +62,10 @@ async fn announce(
             _ = shutdown.cancelled() => return,
             changed = commits.changed() => if changed.is_err() { return },
         }
+        // Gather the commits of the next few milliseconds into one NOTIFY: other
+        // processes learn of a burst at once, and NOTIFY's commit-time lock is
+        // taken a few hundred times a second at most, not once per commit.
+        tokio::time::sleep(ANNOUNCE_WINDOW).await;
         commits.mark_unchanged();
         if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
             .bind(CHANNEL)
