@@ -331,7 +331,7 @@ async fn fill_appointments(db: &Db, count: usize, patients: &[Uuid]) -> anyhow::
             }
         }
         done += n;
-        if done % 100_000 == 0 {
+        if done.is_multiple_of(100_000) {
             eprintln!("  filled {done} events");
         }
     }
