@@ -165,10 +165,7 @@ impl Appointment {
             .map_err(|e| internal(ctx, e))
     }
     async fn organisation(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Organisation>> {
-        organisations::get(&svc(ctx).db, self.0.organisation_id)
-            .await
-            .map(|o| o.map(Organisation))
-            .map_err(|e| internal(ctx, e))
+        super::directory::node(ctx, self.0.organisation_id).await
     }
 }
 
@@ -210,10 +207,7 @@ impl ReferralRequest {
         self.0.updated_at
     }
     async fn organisation(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Organisation>> {
-        organisations::get(&svc(ctx).db, self.0.organisation_id)
-            .await
-            .map(|o| o.map(Organisation))
-            .map_err(|e| internal(ctx, e))
+        super::directory::node(ctx, self.0.organisation_id).await
     }
 }
 

@@ -80,10 +80,7 @@ impl Doctor {
         self.0.rating_count
     }
     async fn organisation(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Organisation>> {
-        organisations::get(&svc(ctx).db, self.0.details.organisation_id)
-            .await
-            .map(|o| o.map(Organisation))
-            .map_err(|e| internal(ctx, e))
+        super::directory::node(ctx, self.0.details.organisation_id).await
     }
     /// The earliest free slot from now on.
     async fn next_free_slot(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Slot>> {
