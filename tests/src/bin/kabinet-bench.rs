@@ -14,13 +14,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use clap::{Args, Parser, Subcommand};
+use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
+use cqrs_es::{Aggregate, EventStore};
 use kabinet_domain::command::{CommandService, Retry};
 use kabinet_domain::db::PoolOptions;
 use kabinet_domain::journal::chain::{EventContent, Hash, GENESIS};
 use kabinet_domain::{Db, Journal};
 use kabinet_projections::activity_log::ActivityLog;
 use kabinet_projections::{Projector, ProjectorConfig};
-use kabinet_tests::{add, metadata_of, TestBackend, TestDb};
+use kabinet_tests::{add, metadata_of, Tally, TallyEvent, TestBackend, TestDb};
 use serde_json::{json, Value};
 use sqlx::QueryBuilder;
 use tokio::task::JoinSet;
@@ -291,9 +293,9 @@ async fn run_journal_bench(args: &JournalArgs, journal: &Journal) -> anyhow::Res
     );
     println!();
     println!(
-        "| writers | journal appends/s (CommandService) | raw single-row INSERTs/s | appends/raw |"
+        "| writers | journal appends/s (PersistedEventStore commit) | commands/s (CommandService: load, decide, commit) | raw single-row INSERTs/s | appends/raw | commands/raw |"
     );
-    println!("|--:|--:|--:|--:|");
+    println!("|--:|--:|--:|--:|--:|--:|");
     let run = Uuid::new_v4().simple().to_string();
     let commands = CommandService::new(journal.clone());
     for &writers in &args.writers {
@@ -313,6 +315,22 @@ async fn run_journal_bench(args: &JournalArgs, journal: &Journal) -> anyhow::Res
                 }
                 anyhow::Ok(())
             });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined??;
+        }
+        let command_rate =
+            (writers * args.events_per_writer) as f64 / started.elapsed().as_secs_f64();
+
+        // Journal appends: each writer commits through one PersistedEventStore
+        // that keeps its stream head, as a long-lived writer does.
+        let started = Instant::now();
+        let mut tasks = JoinSet::new();
+        for w in 0..writers {
+            let journal = journal.clone();
+            let id = format!("bench-{run}-a{writers}-{w}");
+            let n = args.events_per_writer;
+            tasks.spawn(async move { append_keeping_head(&journal, &id, n, account).await });
         }
         while let Some(joined) = tasks.join_next().await {
             joined??;
@@ -338,8 +356,9 @@ async fn run_journal_bench(args: &JournalArgs, journal: &Journal) -> anyhow::Res
         }
         let raw_rate = (writers * args.events_per_writer) as f64 / started.elapsed().as_secs_f64();
         println!(
-            "| {writers} | {journal_rate:.0} | {raw_rate:.0} | {:.2} |",
-            journal_rate / raw_rate
+            "| {writers} | {journal_rate:.0} | {command_rate:.0} | {raw_rate:.0} | {:.2} | {:.2} |",
+            journal_rate / raw_rate,
+            command_rate / raw_rate
         );
     }
     println!();
@@ -399,6 +418,40 @@ async fn run_journal_bench(args: &JournalArgs, journal: &Journal) -> anyhow::Res
         );
     } else {
         println!("VmHWM could not be reset (/proc/self/clear_refs not writable): it is the peak of the whole process.");
+    }
+    Ok(())
+}
+
+/// Appends `n` tally events to stream `id` through one `PersistedEventStore`:
+/// the stream is loaded once, then every commit chains onto the head the
+/// repository remembers (one hash and one INSERT per event).
+async fn append_keeping_head(
+    journal: &Journal,
+    id: &str,
+    n: usize,
+    account: Uuid,
+) -> anyhow::Result<()> {
+    let store = PersistedEventStore::<_, Tally>::new_event_store(journal.repository());
+    let loaded = store
+        .load_aggregate(id)
+        .await
+        .map_err(|e| anyhow!("load {id}: {e}"))?;
+    let (mut state, mut sequence) = (loaded.aggregate, loaded.current_sequence);
+    let metadata = metadata_of(account).to_map();
+    for amount in 1..=n as i64 {
+        let event = TallyEvent::Added { amount };
+        let context = EventStoreAggregateContext {
+            aggregate_id: id.to_string(),
+            aggregate: state.clone(),
+            current_sequence: sequence,
+            current_snapshot: None,
+        };
+        store
+            .commit(vec![event.clone()], context, metadata.clone())
+            .await
+            .map_err(|e| anyhow!("append to {id}: {e}"))?;
+        state.apply(event);
+        sequence += 1;
     }
     Ok(())
 }
