@@ -2,7 +2,7 @@
 //! handle the command, commit with metadata, and report what was committed.
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::{PersistedEventStore, PersistenceError};
+use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore, PersistenceError};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -120,6 +120,62 @@ impl CommandService {
         A: Reserving + Clone,
         A::Command: Clone,
     {
+        self.run(
+            aggregate_id,
+            command,
+            services,
+            metadata,
+            input,
+            retry,
+            false,
+        )
+        .await
+    }
+
+    /// [`CommandService::execute`] for an aggregate the caller has just given a
+    /// fresh id (a UUIDv7): there is nothing to load, so the first attempt starts
+    /// from the default state. Should the id exist after all, the commit meets
+    /// its events and conflicts, and a retry loads them.
+    pub async fn execute_new<A>(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        services: &A::Services,
+        metadata: &EventMetadata,
+        input: &Value,
+        retry: Retry,
+    ) -> Result<(CommandOutcome, A), CommandError<A::Error>>
+    where
+        A: Reserving + Clone,
+        A::Command: Clone,
+    {
+        self.run(
+            aggregate_id,
+            command,
+            services,
+            metadata,
+            input,
+            retry,
+            true,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run<A>(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        services: &A::Services,
+        metadata: &EventMetadata,
+        input: &Value,
+        retry: Retry,
+        fresh: bool,
+    ) -> Result<(CommandOutcome, A), CommandError<A::Error>>
+    where
+        A: Reserving + Clone,
+        A::Command: Clone,
+    {
         let claim = metadata
             .idempotency_key
             .as_ref()
@@ -143,7 +199,16 @@ impl CommandService {
                 .with_idempotency_claim(claim.clone());
             let receipt = repo.receipt();
             let store = PersistedEventStore::<_, A>::new_event_store(repo);
-            let mut context = store.load_aggregate(aggregate_id).await.map_err(internal)?;
+            let mut context = if fresh && attempt == 1 {
+                EventStoreAggregateContext {
+                    aggregate_id: aggregate_id.to_string(),
+                    aggregate: A::default(),
+                    current_sequence: 0,
+                    current_snapshot: None,
+                }
+            } else {
+                store.load_aggregate(aggregate_id).await.map_err(internal)?
+            };
             let sink = EventSink::<A>::default();
             context
                 .aggregate()

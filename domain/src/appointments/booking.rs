@@ -209,7 +209,8 @@ impl BookingService {
         // idempotency key reports the first appointment instead.
         let id = Uuid::now_v7().to_string();
         match self
-            .run::<Appointment>(&id, command, metadata, input, Retry::Never)
+            .commands
+            .execute_new::<Appointment>(&id, command, &(), metadata, input, Retry::Never)
             .await
         {
             Ok(done) => Ok(done),
