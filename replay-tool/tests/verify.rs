@@ -276,6 +276,27 @@ async fn a_digest_fails_when_anything_before_it_changed(backend: Backend) {
     assert_eq!(first_break(&report)["position"], position);
 }
 
+async fn reformatted_but_equal_json_is_not_tampering(backend: Backend) {
+    let Some(s) = Sealed::new(backend).await else {
+        return;
+    };
+    // The hash covers the canonical form of the content, not the stored text.
+    let sql = match backend {
+        Backend::Sqlite => {
+            "UPDATE events SET payload = ' ' || replace(payload, '\":', '\" : '), metadata = metadata || ' '"
+        }
+        Backend::Postgres => "UPDATE events SET payload = CAST(CAST(payload AS TEXT) AS jsonb)",
+    };
+    s.t.exec(sql, &[]).await;
+    let (code, report) = s.verify_json(&[]).await;
+    assert_eq!(code, 0, "{report}");
+    // Changing a value inside that text still is.
+    s.t.edit_payload(s.position(2, 1).await).await;
+    let (code, report) = s.verify_json(&[]).await;
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(first_break(&report)["kind"], "hash_mismatch");
+}
+
 async fn a_range_checks_only_its_events_and_their_seals(backend: Backend) {
     let Some(s) = Sealed::new(backend).await else {
         return;
@@ -353,6 +374,7 @@ on_both_backends!(
     a_kept_digest_is_proven_until_the_tail_is_cut,
     a_digest_fails_when_anything_before_it_changed,
     a_range_checks_only_its_events_and_their_seals,
+    reformatted_but_equal_json_is_not_tampering,
     bad_input_exits_2_and_writes_nothing,
     a_database_that_is_not_a_journal_is_refused,
     digest_of_an_unsealed_journal_exits_2,

@@ -192,6 +192,16 @@ impl TestJournal {
     /// moment: wait until every event is sealed.
     pub async fn seal_all(&self, per_seal: i64) -> Seal {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        if self.backend == Backend::Postgres {
+            // Wait until every event is below the horizon, so that seals take
+            // exactly `per_seal` events each.
+            const HIDDEN: &str = "SELECT COUNT(*) FROM events \
+                 WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())";
+            while self.scalar(HIDDEN, &[]).await > 0 {
+                assert!(std::time::Instant::now() < deadline, "events stay above the horizon");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         loop {
             while self.journal.seal(per_seal).await.expect("seal").is_some() {}
             let events = self.scalar("SELECT COUNT(*) FROM events", &[]).await;
