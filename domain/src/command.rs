@@ -161,7 +161,6 @@ impl CommandService {
         .await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn run<A>(
         &self,
         aggregate_id: &str,

@@ -53,7 +53,7 @@ macro_rules! on_tx {
 }
 
 /// The payload of an externally tagged event: `{"Variant": {...}}` → `{...}`.
-pub fn variant_body<'a>(event: &'a RecordedEvent) -> Option<&'a serde_json::Value> {
+pub fn variant_body(event: &RecordedEvent) -> Option<&serde_json::Value> {
     event.payload.get(&event.event_type)
 }
 
