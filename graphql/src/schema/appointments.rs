@@ -255,10 +255,7 @@ type DateBounds = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
 /// A date range in UTC from optional local dates (read as Moscow-independent UTC
 /// day bounds widened by a day, then narrowed by the local date column).
-fn date_bounds(
-    from: Option<String>,
-    to: Option<String>,
-) -> async_graphql::Result<DateBounds> {
+fn date_bounds(from: Option<String>, to: Option<String>) -> async_graphql::Result<DateBounds> {
     let parse = |name: &str, raw: String| -> async_graphql::Result<NaiveDate> {
         NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d").map_err(|_| {
             bad_input(format!(
