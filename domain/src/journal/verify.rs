@@ -618,14 +618,41 @@ fn check_batch(batch: ChainBatch, canonical_text: bool) -> BatchOutcome {
 
 /// The event's hash and the length of the canonical bytes it covers, or
 /// `None` when the stored event has no canonical form.
+///
+/// Two fast paths come first; each is accepted only when it yields the stored
+/// hash, and anything else falls back to the reference encoding
+/// (`EventContent::canonical_bytes`), so they can make a check faster but
+/// never change its verdict. A fast result equal to the stored hash means the
+/// bytes hashed are the canonical bytes written; each of the two spliced texts
+/// is one JSON value, whose end the `,` after it fixes, so each is exactly the
+/// canonical text written, and the faithful encoder below writes that text
+/// only for the value written.
 fn recompute(row: &RowContent<'_>, prev: &Hash, canonical_text: bool) -> Option<(Hash, u64)> {
-    if canonical_text {
-        if let Some(found) = recompute_from_text(row, prev) {
+    let confirmed = |bytes: Vec<u8>| {
+        let hash: Hash = Sha256::digest(&bytes).into();
+        (Some(hash) == row.key.stored).then_some((hash, bytes.len() as u64))
+    };
+    let valid = |text: &str| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
+    // Payload and metadata stored as their canonical text (the SQLite journal).
+    if canonical_text && valid(row.metadata) && valid(row.payload) {
+        let spliced = splice(row, prev, row.metadata.as_bytes(), row.payload.as_bytes());
+        if let Some(found) = spliced.and_then(confirmed) {
             return Some(found);
         }
     }
     let payload = serde_json::from_str::<Value>(row.payload).ok()?;
     let metadata = serde_json::from_str::<Value>(row.metadata).ok()?;
+    // Any stored text, parsed, written by an encoder that copies runs of
+    // characters instead of one character at a time.
+    let (mut m, mut p) = (
+        Vec::with_capacity(row.metadata.len()),
+        Vec::with_capacity(row.payload.len()),
+    );
+    if write_canonical(&metadata, &mut m).is_some() && write_canonical(&payload, &mut p).is_some() {
+        if let Some(found) = splice(row, prev, &m, &p).and_then(confirmed) {
+            return Some(found);
+        }
+    }
     let content = EventContent {
         aggregate_type: row.key.aggregate_type,
         aggregate_id: row.key.aggregate_id,
@@ -639,16 +666,9 @@ fn recompute(row: &RowContent<'_>, prev: &Hash, canonical_text: bool) -> Option<
     Some((Sha256::digest(&bytes).into(), bytes.len() as u64))
 }
 
-/// The fast path where payload and metadata are stored as their canonical
-/// text (the SQLite journal): hash the stored texts as they are, and accept
-/// the result only when it is the stored hash. That is sound: the stored hash
-/// was taken over the canonical bytes of the event as written, and each text
-/// is one valid JSON value whose end the following `,` fixes, so an equal hash
-/// means each stored text is exactly the canonical text written. Any other
-/// outcome falls back to parsing and canonicalising.
-fn recompute_from_text(row: &RowContent<'_>, prev: &Hash) -> Option<(Hash, u64)> {
-    // The canonical layout with `{}` in both places, from `EventContent` itself,
-    // then the stored texts put in those places.
+/// The event's canonical layout, from `EventContent` itself with `{}` in both
+/// places, with `metadata` and `payload` put in those places.
+fn splice(row: &RowContent<'_>, prev: &Hash, metadata: &[u8], payload: &[u8]) -> Option<Vec<u8>> {
     let empty = Value::Object(serde_json::Map::new());
     let skeleton = EventContent {
         aggregate_type: row.key.aggregate_type,
@@ -668,16 +688,99 @@ fn recompute_from_text(row: &RowContent<'_>, prev: &Hash) -> Option<(Hash, u64)>
     if metadata_at >= payload_at {
         return None;
     }
-    let mut bytes = Vec::with_capacity(skeleton.len() + row.payload.len() + row.metadata.len());
+    let mut bytes = Vec::with_capacity(skeleton.len() + payload.len() + metadata.len());
     bytes.extend_from_slice(&skeleton[..metadata_at]);
-    bytes.extend_from_slice(row.metadata.as_bytes());
+    bytes.extend_from_slice(metadata);
     bytes.extend_from_slice(&skeleton[metadata_at + 2..payload_at]);
-    bytes.extend_from_slice(row.payload.as_bytes());
+    bytes.extend_from_slice(payload);
     bytes.extend_from_slice(&skeleton[payload_at + 2..]);
-    let hash: Hash = Sha256::digest(&bytes).into();
-    let valid = |text: &str| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
-    (Some(hash) == row.key.stored && valid(row.metadata) && valid(row.payload))
-        .then_some((hash, bytes.len() as u64))
+    Some(bytes)
+}
+
+/// Largest integer RFC 8785 represents exactly.
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// RFC 8785 encoding of `value`, as `crate::canonical::write_value` writes it;
+/// `None` for what has no canonical form (non-integers, unsafe integers).
+fn write_canonical(value: &Value, out: &mut Vec<u8>) -> Option<()> {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                (u <= MAX_SAFE_INTEGER).then_some(())?;
+            } else {
+                (n.as_i64()?.unsigned_abs() <= MAX_SAFE_INTEGER).then_some(())?;
+            }
+            out.extend_from_slice(n.to_string().as_bytes());
+        }
+        Value::String(s) => write_canonical_string(s, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out)?;
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            // Members in UTF-16 code unit order. That is the map's own (code
+            // point) order unless a name holds a character from U+E000 up.
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            let in_order = members.windows(2).all(|w| w[0].0 < w[1].0)
+                && members
+                    .iter()
+                    .all(|(k, _)| k.chars().all(|c| c < '\u{e000}'));
+            if !in_order {
+                members.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+            }
+            out.push(b'{');
+            for (i, (name, item)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical_string(name, out);
+                out.push(b':');
+                write_canonical(item, out)?;
+            }
+            out.push(b'}');
+        }
+    }
+    Some(())
+}
+
+/// A JSON string as RFC 8785 writes it: `"` and `\` escaped, the short forms
+/// of \b \t \n \f \r, other control characters as `\u00xx`, the rest
+/// verbatim (byte-wise: UTF-8 bytes of other characters are all 0x80 or more).
+fn write_canonical_string(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            0x0c => b"\\f",
+            b'\r' => b"\\r",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if short.is_empty() {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(short);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 /// The first place of `needle` in `haystack`.
@@ -964,7 +1067,7 @@ mod tests {
         let (p, m) = (canonical(&payload), canonical(&metadata));
         // Stored canonically: the fast path confirms it.
         assert_eq!(
-            recompute_from_text(&content(&p, &m, stored), &GENESIS).map(|(h, _)| h),
+            recompute(&content(&p, &m, stored), &GENESIS, true).map(|(h, _)| h),
             Some(stored)
         );
         // Text moved across the payload/metadata boundary hashes to the same
@@ -978,7 +1081,6 @@ mod tests {
             "\"metadata\":{shifted_metadata},\"payload\":{shifted_payload},\"prev_hash\""
         )));
         let shifted = content(&shifted_payload, shifted_metadata, stored);
-        assert_eq!(recompute_from_text(&shifted, &GENESIS), None);
         assert_eq!(recompute(&shifted, &GENESIS, true), None);
         // Reformatted text falls back to the full check, which accepts it.
         let spaced = format!(" {p} ");
@@ -986,5 +1088,41 @@ mod tests {
             recompute(&content(&spaced, &m, stored), &GENESIS, true).map(|(h, _)| h),
             Some(stored)
         );
+    }
+
+    #[test]
+    fn the_fast_encoder_writes_what_the_reference_encoder_writes() {
+        let values = [
+            serde_json::json!({"\u{fb33}": 1, "\u{1f600}": 2, "a": 3, "\r": 4, "1": 5, "\u{20ac}": 6}),
+            serde_json::json!({"b": [1, -2, {"d": null, "c": true}], "a": "x\"y\\z/\u{1}\u{1f}\u{7f}\n\t\u{8}\u{c}\rй€😀"}),
+            serde_json::json!([
+                [],
+                {},
+                "",
+                0,
+                9_007_199_254_740_991_u64,
+                -9_007_199_254_740_991_i64,
+                false
+            ]),
+            serde_json::json!({"E": {"name": "Поликлиника №3", "departments": ["Терапия"]}}),
+        ];
+        for value in &values {
+            let mut fast = Vec::new();
+            write_canonical(value, &mut fast).expect("canonical");
+            assert_eq!(
+                String::from_utf8_lossy(&fast),
+                String::from_utf8_lossy(
+                    &crate::canonical::to_canonical_bytes(value).expect("canonical")
+                ),
+            );
+        }
+        for refused in [
+            serde_json::json!(1.5),
+            serde_json::json!(1u64 << 60),
+            serde_json::json!([-(1i64 << 60)]),
+        ] {
+            assert!(write_canonical(&refused, &mut Vec::new()).is_none());
+            assert!(crate::canonical::to_canonical_bytes(&refused).is_err());
+        }
     }
 }
