@@ -27,13 +27,6 @@ impl Bar {
         }
     }
 
-    /// Starts a new phase under another label.
-    pub fn relabel(&mut self, label: impl Into<String>) {
-        self.label = label.into();
-        self.started = Instant::now();
-        self.last_draw = None;
-    }
-
     /// Shows `done` of `total` (at most ten redraws a second).
     pub fn set(&mut self, done: u64, total: u64) {
         if !self.enabled {

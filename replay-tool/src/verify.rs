@@ -27,12 +27,15 @@ pub async fn verify(db: &Db, args: &VerifyArgs, as_json: bool) -> anyhow::Result
         (None, None)
     };
     let scope = VerifyScope { from, to, digest };
-    let mut bar = Bar::new("verifying chains");
+    // Chains and seals are checked side by side: the bar shows both together.
+    let mut bar = Bar::new("verifying chains+seals");
+    let (mut chains, mut seals) = ((0, 0), (0, 0));
     let report = verify_scope(db, &scope, |p| {
-        if p.phase == VerifyPhase::Seals && p.done == 0 {
-            bar.relabel("verifying seals ");
+        match p.phase {
+            VerifyPhase::Chains => chains = (p.done, p.total),
+            VerifyPhase::Seals => seals = (p.done, p.total),
         }
-        bar.set(p.done, p.total);
+        bar.set(chains.0 + seals.0, chains.1 + seals.1);
     })
     .await
     .context("the check could not read the journal")?;

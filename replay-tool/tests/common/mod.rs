@@ -198,7 +198,10 @@ impl TestJournal {
             const HIDDEN: &str = "SELECT COUNT(*) FROM events \
                  WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())";
             while self.scalar(HIDDEN, &[]).await > 0 {
-                assert!(std::time::Instant::now() < deadline, "events stay above the horizon");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "events stay above the horizon"
+                );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
