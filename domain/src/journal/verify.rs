@@ -485,25 +485,36 @@ fn in_stream_order(events: &[Packed], text: &str, after: &(String, String, i64))
         && events.windows(2).all(|w| key(&w[0]) < key(&w[1]))
 }
 
+/// Reads the packed page after `after` (text and event count).
+async fn packed_page(
+    pool: sqlx::SqlitePool,
+    after: (String, String, i64),
+) -> Result<(Option<String>, i64), sqlx::Error> {
+    let page = sqlx::query(SQLITE_PACKED_PAGE)
+        .bind(&after.0)
+        .bind(&after.1)
+        .bind(after.2)
+        .bind(CHAIN_BATCH as i64)
+        .fetch_one(&pool)
+        .await?;
+    Ok((page.try_get(0)?, page.try_get(1)?))
+}
+
 async fn read_sqlite_packed<P: Fn(VerifyProgress) + Sync>(
     pool: &sqlx::SqlitePool,
     walk: &mut ChainWalk,
     hashing: &mut Hashing<'_, P>,
 ) -> Result<(), JournalError> {
     let mut after = (String::new(), String::new(), 0i64);
+    let mut next = tokio::spawn(packed_page(pool.clone(), after.clone()));
     loop {
-        let page = sqlx::query(SQLITE_PACKED_PAGE)
-            .bind(&after.0)
-            .bind(&after.1)
-            .bind(after.2)
-            .bind(CHAIN_BATCH as i64)
-            .fetch_one(pool)
-            .await?;
-        let count: i64 = page.try_get(1)?;
+        let (text, count) = match next.await {
+            Ok(page) => page?,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
         if count == 0 {
             return Ok(());
         }
-        let text: Option<String> = page.try_get(0)?;
         let mut batch = ChainBatch::default();
         let unpacked = text
             .and_then(|text| Some((unpack(&text, count as usize)?, text)))
@@ -559,20 +570,20 @@ async fn read_sqlite_packed<P: Fn(VerifyProgress) + Sync>(
         let Some(last) = batch.rows.last() else {
             return Ok(());
         };
-        let [aggregate_type, aggregate_id, ..] = &last.fields;
+        let field = |range: &std::ops::Range<usize>| {
+            batch
+                .text
+                .get(range.clone())
+                .unwrap_or_default()
+                .to_string()
+        };
         after = (
-            batch
-                .text
-                .get(aggregate_type.clone())
-                .unwrap_or_default()
-                .to_string(),
-            batch
-                .text
-                .get(aggregate_id.clone())
-                .unwrap_or_default()
-                .to_string(),
+            field(&last.fields[0]),
+            field(&last.fields[1]),
             last.sequence,
         );
+        // SQLite reads the next page while this one is hashed.
+        next = tokio::spawn(packed_page(pool.clone(), after.clone()));
         hashing.submit(batch).await;
     }
 }
