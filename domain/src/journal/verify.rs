@@ -2,15 +2,15 @@
 //! the whole journal or a range of it, and proves a kept digest.
 //!
 //! Events are streamed, never loaded whole, so memory stays flat however long
-//! the journal is.
+//! the journal is; they are hashed in batches on blocking threads while the
+//! next rows are read, and the seals are checked at the same time.
 
 use std::str::FromStr;
 
 use futures::TryStreamExt;
 use serde_json::Value;
-use sqlx::Row;
-
 use sha2::{Digest as _, Sha256};
+use sqlx::Row;
 
 use super::chain::{hash_from_slice, EventContent, Hash, SealRoot, GENESIS};
 use super::sealer::seal_from_row;
@@ -208,17 +208,13 @@ pub struct VerifyProgress {
 
 const PROGRESS_EVERY: u64 = 4096;
 
-/// Streams in stream order; the last three columns are the stored predecessor
-/// (hash, tx, position) when a range starts inside a stream.
+/// Events in stream order; the last three columns are the stored predecessor
+/// (hash, tx, position) when a range starts inside a stream. (A whole SQLite
+/// journal is read in packed pages, see [`SQLITE_PACKED_PAGE`].)
 const PG_STREAM_ORDER: &str =
     "SELECT position, aggregate_type, aggregate_id, sequence, event_type, \
      event_version, CAST(payload AS TEXT), CAST(metadata AS TEXT), hash, tx_id::text::bigint, \
      NULL::bytea, NULL::bigint, NULL::bigint \
-     FROM events ORDER BY aggregate_type, aggregate_id, sequence";
-
-const SQLITE_STREAM_ORDER: &str = "SELECT position, aggregate_type, aggregate_id, sequence, \
-     event_type, event_version, CAST(payload AS TEXT), CAST(metadata AS TEXT), hash, position, \
-     NULL, NULL, NULL \
      FROM events ORDER BY aggregate_type, aggregate_id, sequence";
 
 const PG_STREAM_RANGE: &str = "SELECT e.position, e.aggregate_type, e.aggregate_id, e.sequence, \
@@ -309,18 +305,19 @@ async fn verify_chains(
         done: 0,
         total,
     });
-    let (sql, canonical_text) = match (db, whole) {
-        (Db::Postgres(_), true) => (PG_STREAM_ORDER, false),
-        (Db::Postgres(_), false) => (PG_STREAM_RANGE, false),
-        (Db::Sqlite(_), true) => (SQLITE_STREAM_ORDER, true),
-        (Db::Sqlite(_), false) => (SQLITE_STREAM_RANGE, true),
-    };
+    // SQLite stores payload and metadata as their canonical text (see `recompute`).
+    let canonical_text = matches!(db, Db::Sqlite(_));
     // The reader walks the rows and works out what each one chains onto;
     // hashing, the costly part, runs on blocking threads, a few batches at a time.
     let mut walk = ChainWalk::new(whole);
     let mut hashing = Hashing::new(canonical_text, total, progress);
-    match (db, whole) {
-        (Db::Sqlite(pool), true) => read_sqlite_packed(pool, &mut walk, &mut hashing).await?,
+    let sql = match db {
+        Db::Postgres(_) if whole => PG_STREAM_ORDER,
+        Db::Postgres(_) => PG_STREAM_RANGE,
+        Db::Sqlite(_) => SQLITE_STREAM_RANGE,
+    };
+    match db {
+        Db::Sqlite(pool) if whole => read_sqlite_packed(pool, &mut walk, &mut hashing).await?,
         _ => crate::on_db!(db, pool => {
             let mut batch = ChainBatch::default();
             let query = sqlx::query(sql);
