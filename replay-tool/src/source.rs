@@ -38,6 +38,9 @@ pub async fn open(url: &str, access: Access) -> anyhow::Result<Db> {
     let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let mut options =
             PgConnectOptions::from_str(url).with_context(|| format!("bad database URL {shown}"))?;
+        // No JIT: the tool's queries stream large results, where compiling
+        // them costs more than it saves.
+        options = options.options([("jit", "off")]);
         if access == Access::ReadOnly {
             options = options.options([("default_transaction_read_only", "on")]);
         }
