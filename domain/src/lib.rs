@@ -9,6 +9,7 @@ pub mod directory;
 pub mod identity;
 pub mod journal;
 pub mod metadata;
+pub mod notifications;
 pub mod notify;
 pub mod patients;
 pub mod user_error;

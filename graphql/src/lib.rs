@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod dispatcher;
 pub mod http;
 pub mod metrics;
 pub mod schema;

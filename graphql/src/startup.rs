@@ -58,6 +58,15 @@ pub fn signing_secret(config: &ServeConfig) -> anyhow::Result<Vec<u8>> {
 impl Application {
     /// Connects, migrates, starts the projector and the sealer, and binds the listener.
     pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
+        Application::build_with_notifier(config, None).await
+    }
+
+    /// [`Application::build`] delivering messages through `notifier` instead of
+    /// the configured adapter (tests).
+    pub async fn build_with_notifier(
+        config: ServeConfig,
+        notifier: Option<Arc<dyn kabinet_domain::notify::Notifier>>,
+    ) -> anyhow::Result<Application> {
         let secret = signing_secret(&config)?;
         let keys = TokenKeys::new(&secret);
         let db = Db::connect(
@@ -90,6 +99,18 @@ impl Application {
             shutdown.clone(),
         )));
         let clock: Arc<dyn kabinet_domain::clock::Clock> = Arc::new(SystemClock);
+        let notifier = notifier.unwrap_or_else(|| Arc::new(kabinet_domain::notify::LogNotifier));
+        background.push(tokio::spawn(
+            crate::dispatcher::Dispatcher {
+                db: db.clone(),
+                notifier: notifier.clone(),
+                clock: clock.clone(),
+            }
+            .run(
+                Duration::from_millis(config.poll_interval_ms),
+                shutdown.clone(),
+            ),
+        ));
         let commands = CommandService::new(journal.clone());
         let services = Services {
             db: db.clone(),
@@ -101,7 +122,7 @@ impl Application {
             commands,
             projector,
             clock,
-            notifier: Arc::new(kabinet_domain::notify::LogNotifier),
+            notifier,
             read_your_writes: Duration::from_millis(config.read_your_writes_ms),
         };
         let limits = Limits {

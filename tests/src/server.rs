@@ -105,9 +105,20 @@ pub struct Server {
 impl Server {
     /// Starts a server on `test_db` with test settings changed by `adjust`.
     pub async fn start(test_db: &TestDb, adjust: impl FnOnce(&mut ServeConfig)) -> Server {
+        Server::start_with_notifier(test_db, None, adjust).await
+    }
+
+    /// [`Server::start`] delivering messages through `notifier`.
+    pub async fn start_with_notifier(
+        test_db: &TestDb,
+        notifier: Option<std::sync::Arc<dyn kabinet_domain::notify::Notifier>>,
+        adjust: impl FnOnce(&mut ServeConfig),
+    ) -> Server {
         let mut config = ServeConfig::for_tests(&test_db.url, SECRET);
         adjust(&mut config);
-        let app = Application::build(config).await.expect("server builds");
+        let app = Application::build_with_notifier(config, notifier)
+            .await
+            .expect("server builds");
         let base = format!("http://127.0.0.1:{}", app.port());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async move {

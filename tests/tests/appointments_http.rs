@@ -933,3 +933,122 @@ conformance!(
         second.kill().await;
     }
 );
+
+const SET_PREFERENCES: &str = "mutation($input: SetNotificationPreferencesInput!) {
+    setNotificationPreferences(input: $input) {
+        preferences { channels email phone } userErrors { field code message } } }";
+
+const MY_NOTIFICATIONS: &str = "{ myNotifications(first: 10) { edges { node {
+    kind title body objectType deliveries { channel status attempts } } } } }";
+
+/// Polls the caller's notifications until `done` holds (the dispatcher runs in the background).
+async fn notifications_until(client: &Client, token: &str, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..100 {
+        let found = client.data(Some(token), MY_NOTIFICATIONS, json!({})).await;
+        let edges = found["myNotifications"]["edges"].clone();
+        if done(&edges) {
+            return edges;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("notifications did not reach the expected state");
+}
+
+conformance!(
+    a_booking_confirmation_reaches_the_chosen_channels,
+    |test_db| async move {
+        let notifier = kabinet_domain::notify::MemoryNotifier::default();
+        let server = Server::start_with_notifier(
+            &test_db,
+            Some(std::sync::Arc::new(notifier.clone())),
+            |_| {},
+        )
+        .await;
+        let zone = daytime_zone();
+        let clinic = Clinic::open(&server, zone).await;
+        let (patient_id, token) = patient(&server).await;
+
+        // Bad preferences name every wrong field and change nothing.
+        let refused = server
+            .data(
+                Some(&token),
+                SET_PREFERENCES,
+                json!({ "input": { "channels": ["EMAIL", "SMS"], "phone": "12345" } }),
+            )
+            .await["setNotificationPreferences"]
+            .clone();
+        let fields: Vec<&str> = refused["userErrors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .filter_map(|e| e["field"][1].as_str())
+            .collect();
+        assert_eq!(fields, ["email", "phone"], "{refused}");
+        assert_eq!(
+            server
+                .data(
+                    Some(&token),
+                    "{ myNotificationPreferences { channels } }",
+                    json!({})
+                )
+                .await["myNotificationPreferences"],
+            Value::Null
+        );
+
+        let chosen = server
+            .data(
+                Some(&token),
+                SET_PREFERENCES,
+                json!({ "input": { "channels": ["SMS", "EMAIL"], "email": "oleg@example.ru", "phone": "8 916 123-45-67" } }),
+            )
+            .await["setNotificationPreferences"]
+            .clone();
+        assert_eq!(chosen["userErrors"], json!([]), "{chosen}");
+        assert_eq!(
+            chosen["preferences"],
+            json!({ "channels": ["EMAIL", "SMS"], "email": "oleg@example.ru", "phone": "+79161234567" })
+        );
+
+        let booked = book(&server, &token, &clinic.slots[0]).await;
+        assert_eq!(booked["userErrors"], json!([]), "{booked}");
+        let (date, time) = (
+            booked["appointment"]["date"]
+                .as_str()
+                .expect("date")
+                .to_string(),
+            booked["appointment"]["time"]
+                .as_str()
+                .expect("time")
+                .to_string(),
+        );
+        let edges = notifications_until(&server, &token, |edges| {
+            edges[0]["node"]["deliveries"]
+                .as_array()
+                .is_some_and(|d| d.len() == 2 && d.iter().all(|d| d["status"] == "SENT"))
+        })
+        .await;
+        let node = &edges[0]["node"];
+        assert_eq!(node["kind"], "appointment_booked");
+        assert_eq!(node["objectType"], "appointment");
+        let local_date = chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d")
+            .expect("date")
+            .format("%d.%m.%Y")
+            .to_string();
+        let expected = format!("Вы записаны на приём {local_date} в {time}, кабинет 214.");
+        assert_eq!(node["body"], json!(expected));
+
+        // Exactly one message per channel, to the chosen addresses, with date, time and room.
+        let sent = notifier.sent();
+        let mut to: Vec<&str> = sent.iter().map(|m| m.to.as_str()).collect();
+        to.sort();
+        assert_eq!(to, ["+79161234567", "oleg@example.ru"]);
+        assert!(sent.iter().all(|m| m.body.contains(&expected)));
+
+        // Another patient sees none of it.
+        let (_, other) = patient(&server).await;
+        let theirs = server.data(Some(&other), MY_NOTIFICATIONS, json!({})).await;
+        assert_eq!(theirs["myNotifications"]["edges"], json!([]));
+        let _ = patient_id;
+        server.stop().await;
+    }
+);

@@ -7,6 +7,7 @@ pub mod directory;
 pub mod doctors;
 pub mod errors;
 pub mod ids;
+pub mod notifications;
 pub mod pagination;
 pub mod slots_ids;
 
@@ -109,6 +110,7 @@ pub struct Query(
     doctors::DoctorsQuery,
     appointments::AppointmentsQuery,
     activity::ActivityQuery,
+    notifications::NotificationsQuery,
 );
 
 /// Every mutation.
@@ -117,6 +119,7 @@ pub struct Mutation(
     directory::DirectoryMutation,
     doctors::DoctorsMutation,
     appointments::AppointmentsMutation,
+    notifications::NotificationsMutation,
 );
 
 /// Every subscription.

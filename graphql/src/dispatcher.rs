@@ -1,0 +1,270 @@
+//! The notification dispatcher: hands each new notification to the channels
+//! its person chose, and records every delivery.
+//!
+//! Safe with several server processes: a delivery row is claimed by an
+//! `INSERT … ON CONFLICT DO NOTHING` before the message goes out, so only one
+//! process sends it. A claim left by a crashed process, and a failed delivery,
+//! are retried with back-off, at most [`MAX_ATTEMPTS`] times (at-least-once).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kabinet_domain::clock::Clock;
+use kabinet_domain::notifications::NotificationChannel;
+use kabinet_domain::notify::{Channel, Message, Notifier};
+use kabinet_domain::Db;
+use kabinet_projections::notifications::{self, NotificationView};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Attempts per delivery before it is given up.
+pub const MAX_ATTEMPTS: i32 = 5;
+/// Notifications looked at per round.
+const BATCH: i64 = 100;
+/// How long a claim may stay unfinished before another process takes it over.
+const STALE_CLAIM: chrono::Duration = chrono::Duration::minutes(5);
+
+/// Delivers notifications.
+#[derive(Clone)]
+pub struct Dispatcher {
+    pub db: Db,
+    pub notifier: Arc<dyn Notifier>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// One delivery to make.
+struct Delivery {
+    position: i64,
+    account_id: Uuid,
+    channel: &'static str,
+    attempts: i32,
+}
+
+impl Dispatcher {
+    /// Runs rounds every `interval` until `shutdown`.
+    pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
+        loop {
+            match self.round().await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "notification dispatch failed; will retry"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    /// One round: new notifications, then retries. Returns how many deliveries it tried.
+    pub async fn round(&self) -> Result<usize, sqlx::Error> {
+        let mut tried = 0;
+        for notification in notifications::undelivered(&self.db, BATCH).await? {
+            tried += self.deliver_new(&notification).await?;
+        }
+        for delivery in self.due_retries().await? {
+            if let Some(notification) = self
+                .notification(delivery.position, delivery.account_id)
+                .await?
+            {
+                if self.reclaim(&delivery).await? {
+                    self.send(&notification, &delivery).await?;
+                    tried += 1;
+                }
+            }
+        }
+        Ok(tried)
+    }
+
+    async fn deliver_new(&self, n: &NotificationView) -> Result<usize, sqlx::Error> {
+        let preferences = notifications::preferences_of(&self.db, n.account_id).await?;
+        let channels: Vec<NotificationChannel> = preferences
+            .as_ref()
+            .map(|p| p.channels.clone())
+            .unwrap_or_default();
+        if channels.is_empty() {
+            // Listed in the account, sent nowhere: the person chose no channel.
+            self.claim(n, "none", "skipped").await?;
+            return Ok(0);
+        }
+        let mut tried = 0;
+        for channel in channels {
+            let delivery = Delivery {
+                position: n.position,
+                account_id: n.account_id,
+                channel: channel.as_str(),
+                attempts: 0,
+            };
+            if self.claim(n, delivery.channel, "sending").await? {
+                self.send(n, &delivery).await?;
+                tried += 1;
+            }
+        }
+        Ok(tried)
+    }
+
+    /// Sends one delivery that this process holds the claim of, and records the result.
+    async fn send(&self, n: &NotificationView, delivery: &Delivery) -> Result<(), sqlx::Error> {
+        let preferences = notifications::preferences_of(&self.db, n.account_id).await?;
+        let (channel, to) = match (delivery.channel, preferences) {
+            ("email", Some(p)) => (Channel::Email, p.email.map(|e| e.as_str().to_string())),
+            ("sms", Some(p)) => (Channel::Sms, p.phone.map(|p| p.as_str().to_string())),
+            _ => (Channel::Email, None),
+        };
+        let Some(to) = to else {
+            // The person removed the address since: nothing to send to.
+            return self
+                .finish(delivery, "skipped", Some("no address for this channel"))
+                .await;
+        };
+        let message = Message {
+            channel,
+            to,
+            subject: n.title.clone(),
+            body: format!("{}\n\n{}", n.title, n.body),
+        };
+        match self.notifier.send(&message).await {
+            Ok(()) => self.finish(delivery, "sent", None).await,
+            Err(e) => {
+                tracing::warn!(position = n.position, channel = delivery.channel, error = %e, "notification not delivered");
+                let status = if delivery.attempts + 1 >= MAX_ATTEMPTS {
+                    "gave_up"
+                } else {
+                    "failed"
+                };
+                self.finish(delivery, status, Some(&e.to_string())).await
+            }
+        }
+    }
+
+    fn now_micros(&self) -> i64 {
+        self.clock.now().timestamp_micros()
+    }
+
+    /// Claims a delivery; false when another process has it already.
+    async fn claim(
+        &self,
+        n: &NotificationView,
+        channel: &str,
+        status: &str,
+    ) -> Result<bool, sqlx::Error> {
+        const SQL: &str = "INSERT INTO notification_deliveries \
+            (position, account_id, channel, status, attempts, updated_at) VALUES ($1, $2, $3, $4, 0, $5) \
+            ON CONFLICT (position, account_id, channel) DO NOTHING";
+        let done = kabinet_domain::on_db!(&self.db, pool => {
+            sqlx::query(SQL)
+                .bind(n.position)
+                .bind(n.account_id.to_string())
+                .bind(channel)
+                .bind(status)
+                .bind(self.now_micros())
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(done == 1)
+    }
+
+    /// Takes a failed or stale delivery back for another attempt; false when
+    /// another process took it first.
+    async fn reclaim(&self, d: &Delivery) -> Result<bool, sqlx::Error> {
+        const SQL: &str = "UPDATE notification_deliveries SET status = 'sending', updated_at = $4 \
+            WHERE position = $1 AND account_id = $2 AND channel = $3 AND attempts = $5 \
+            AND status IN ('failed', 'sending')";
+        let done = kabinet_domain::on_db!(&self.db, pool => {
+            sqlx::query(SQL)
+                .bind(d.position)
+                .bind(d.account_id.to_string())
+                .bind(d.channel)
+                .bind(self.now_micros())
+                .bind(d.attempts)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(done == 1)
+    }
+
+    async fn finish(
+        &self,
+        d: &Delivery,
+        status: &str,
+        error: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        const SQL: &str = "UPDATE notification_deliveries SET status = $4, attempts = attempts + 1, \
+            last_error = $5, updated_at = $6 WHERE position = $1 AND account_id = $2 AND channel = $3";
+        kabinet_domain::on_db!(&self.db, pool => {
+            sqlx::query(SQL)
+                .bind(d.position)
+                .bind(d.account_id.to_string())
+                .bind(d.channel)
+                .bind(status)
+                .bind(error)
+                .bind(self.now_micros())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Failed deliveries whose back-off has passed, and claims gone stale.
+    async fn due_retries(&self) -> Result<Vec<Delivery>, sqlx::Error> {
+        const SQL: &str = "SELECT position, account_id, channel, attempts, status, updated_at \
+            FROM notification_deliveries WHERE status IN ('failed', 'sending') \
+            AND updated_at < $1 ORDER BY updated_at LIMIT $2";
+        let now = self.now_micros();
+        // The shortest back-off bounds the query; each row's own is checked below.
+        let cutoff = now - backoff(1).num_microseconds().unwrap_or(0);
+        let rows: Vec<(i64, String, String, i32, String, i64)> = kabinet_domain::on_db!(&self.db, pool => {
+            sqlx::query_as(SQL).bind(cutoff).bind(BATCH).fetch_all(pool).await?
+        });
+        Ok(rows
+            .into_iter()
+            .filter(|(_, _, _, attempts, status, updated)| {
+                let wait = if status == "sending" {
+                    STALE_CLAIM
+                } else {
+                    backoff(*attempts)
+                };
+                now - updated >= wait.num_microseconds().unwrap_or(0)
+            })
+            .filter_map(|(position, account, channel, attempts, _, _)| {
+                Some(Delivery {
+                    position,
+                    account_id: Uuid::parse_str(&account).ok()?,
+                    channel: match channel.as_str() {
+                        "email" => "email",
+                        "sms" => "sms",
+                        _ => return None,
+                    },
+                    attempts,
+                })
+            })
+            .collect())
+    }
+
+    async fn notification(
+        &self,
+        position: i64,
+        account: Uuid,
+    ) -> Result<Option<NotificationView>, sqlx::Error> {
+        notifications::get(&self.db, position, account).await
+    }
+}
+
+/// Wait before attempt `attempts + 1`: 2, 4, 8, 16 seconds.
+fn backoff(attempts: i32) -> chrono::Duration {
+    chrono::Duration::seconds(1i64 << attempts.clamp(1, 6))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn back_off_doubles_and_is_bounded() {
+        assert_eq!(backoff(1), chrono::Duration::seconds(2));
+        assert_eq!(backoff(3), chrono::Duration::seconds(8));
+        assert_eq!(backoff(40), chrono::Duration::seconds(64));
+    }
+}

@@ -1,0 +1,505 @@
+//! Notifications (F1): what a person is told about the events that concern
+//! them, and the channels and addresses they chose.
+//!
+//! The `notifications` read model turns journal events into messages exactly
+//! once (the projector's checkpoint), so a rebuild gives the same messages with
+//! the same ids; delivery is the dispatcher's job, recorded in
+//! `notification_deliveries` keyed by those ids, so a rebuild never re-sends.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use kabinet_domain::notifications::{NotificationChannel, Preferences};
+use kabinet_domain::{Backend, Db, RecordedEvent};
+use serde_json::Value;
+use sqlx::{QueryBuilder, Row};
+use uuid::Uuid;
+
+use crate::page::{Cursor, Page, PageRequest};
+use crate::projection::{
+    decode, from_micros, micros, variant_body, Projection, ProjectionError, ProjectionTx,
+};
+
+/// Name of the notifications projection and of its table.
+pub const NAME: &str = "notifications";
+/// Name of the preferences projection and of its table.
+pub const PREFERENCES: &str = "notification_preferences";
+
+/// The notifications projection.
+pub struct Notifications;
+
+/// The notification preferences projection.
+pub struct NotificationPreferences;
+
+/// A message about one event, for one person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationView {
+    /// The journal position of the event it tells about: its id.
+    pub position: i64,
+    pub account_id: Uuid,
+    /// Stable kind, e.g. `appointment_booked`.
+    pub kind: String,
+    pub title: String,
+    pub body: String,
+    pub object_type: String,
+    pub object_id: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A message the catalogue makes of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    pub account_id: Uuid,
+    pub kind: &'static str,
+    pub title: String,
+    pub body: String,
+}
+
+fn text<'a>(body: &'a Value, name: &str) -> Option<&'a str> {
+    body.get(name).and_then(Value::as_str)
+}
+
+fn uuid_at(body: &Value, name: &str) -> Option<Uuid> {
+    text(body, name).and_then(|s| Uuid::parse_str(s).ok())
+}
+
+/// `DD.MM.YYYY в HH:MM` of an instant in the organisation's zone.
+fn local_when(slot: &Value) -> Option<String> {
+    let start: DateTime<Utc> = text(slot, "start")?.parse().ok()?;
+    let zone: Tz = text(slot, "time_zone")?.parse().ok()?;
+    Some(
+        start
+            .with_timezone(&zone)
+            .format("%d.%m.%Y в %H:%M")
+            .to_string(),
+    )
+}
+
+/// The catalogue: which events a person is told about, and the words.
+///
+/// Messages are in Russian, the product's language; each kind is stable so
+/// frontends may show their own words instead.
+pub fn draft(event: &RecordedEvent) -> Option<Draft> {
+    let body = variant_body(event)?;
+    let patient = uuid_at(body, "patient_id");
+    let by_clinic = text(body, "by") == Some("clinic");
+    let (kind, title, message) = match event.event_type.as_str() {
+        "AppointmentBooked" => {
+            let slot = body.get("slot")?;
+            let when = local_when(slot)?;
+            let room = text(slot, "room").unwrap_or("");
+            (
+                "appointment_booked",
+                "Запись подтверждена".to_string(),
+                format!("Вы записаны на приём {when}, кабинет {room}."),
+            )
+        }
+        "AppointmentRescheduled" => {
+            let slot = body.get("slot")?;
+            let when = local_when(slot)?;
+            let room = text(slot, "room").unwrap_or("");
+            (
+                "appointment_rescheduled",
+                "Время приёма изменено".to_string(),
+                format!("Приём перенесён на {when}, кабинет {room}."),
+            )
+        }
+        "AppointmentCancelled" => {
+            let reason = text(body, "reason")
+                .map(|r| format!(" Причина: {r}."))
+                .unwrap_or_default();
+            let who = if by_clinic {
+                "Медицинская организация отменила вашу запись."
+            } else {
+                "Ваша запись отменена."
+            };
+            (
+                "appointment_cancelled",
+                "Запись отменена".to_string(),
+                format!("{who}{reason}"),
+            )
+        }
+        "VisitFulfilled" => (
+            "visit_fulfilled",
+            "Итоги приёма".to_string(),
+            "Врач внёс итоги приёма: они доступны в истории посещений.".to_string(),
+        ),
+        "ReferralApproved" | "ReferralRejected" => {
+            let approved = event.event_type == "ReferralApproved";
+            (
+                if approved {
+                    "referral_approved"
+                } else {
+                    "referral_rejected"
+                },
+                "Направление".to_string(),
+                if approved {
+                    "Ваш запрос направления одобрен.".to_string()
+                } else {
+                    "Ваш запрос направления отклонён.".to_string()
+                },
+            )
+        }
+        _ => return None,
+    };
+    let account_id = patient.or_else(|| {
+        (event.aggregate_type == "patient")
+            .then(|| Uuid::parse_str(&event.aggregate_id).ok())
+            .flatten()
+    })?;
+    Some(Draft {
+        account_id,
+        kind,
+        title,
+        body: message,
+    })
+}
+
+#[async_trait]
+impl Projection for Notifications {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn create_table(&self, _backend: Backend, table: &str) -> Vec<String> {
+        vec![format!(
+            "CREATE TABLE IF NOT EXISTS {table} (
+                position    BIGINT NOT NULL,
+                account_id  TEXT   NOT NULL,
+                kind        TEXT   NOT NULL,
+                title       TEXT   NOT NULL,
+                body        TEXT   NOT NULL,
+                object_type TEXT   NOT NULL,
+                object_id   TEXT   NOT NULL,
+                created_at  BIGINT NOT NULL
+            )"
+        )]
+    }
+
+    fn create_indexes(&self, _backend: Backend, table: &str) -> Vec<String> {
+        vec![
+            format!("CREATE UNIQUE INDEX IF NOT EXISTS {table}_key ON {table} (position, account_id)"),
+            format!("CREATE INDEX IF NOT EXISTS {table}_by_account ON {table} (account_id, created_at, position)"),
+        ]
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut ProjectionTx<'_>,
+        table: &str,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let drafts: Vec<(&RecordedEvent, Draft)> = events
+            .iter()
+            .filter_map(|e| draft(e).map(|d| (e, d)))
+            .collect();
+        // Eight values a row; stay well under SQLite's bound-parameter limit.
+        for chunk in drafts.chunks(1000) {
+            let head = format!(
+                "INSERT INTO {table} (position, account_id, kind, title, body, object_type, \
+                 object_id, created_at) "
+            );
+            crate::on_tx!(tx, conn => {
+                let mut q = QueryBuilder::new(head);
+                q.push_values(chunk, |mut row, (event, d)| {
+                    row.push_bind(event.position())
+                        .push_bind(d.account_id.to_string())
+                        .push_bind(d.kind)
+                        .push_bind(d.title.clone())
+                        .push_bind(d.body.clone())
+                        .push_bind(event.aggregate_type.clone())
+                        .push_bind(event.aggregate_id.clone())
+                        .push_bind(micros(event.recorded_at));
+                });
+                q.build().execute(&mut **conn).await?;
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Projection for NotificationPreferences {
+    fn name(&self) -> &'static str {
+        PREFERENCES
+    }
+
+    fn create_table(&self, _backend: Backend, table: &str) -> Vec<String> {
+        vec![format!(
+            "CREATE TABLE IF NOT EXISTS {table} (
+                account_id TEXT   NOT NULL,
+                channels   TEXT   NOT NULL,
+                email      TEXT,
+                phone      TEXT,
+                updated_at BIGINT NOT NULL
+            )"
+        )]
+    }
+
+    fn create_indexes(&self, _backend: Backend, table: &str) -> Vec<String> {
+        vec![format!(
+            "CREATE UNIQUE INDEX IF NOT EXISTS {table}_key ON {table} (account_id)"
+        )]
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut ProjectionTx<'_>,
+        table: &str,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        for event in events
+            .iter()
+            .filter(|e| e.aggregate_type == "notification_settings")
+        {
+            let kabinet_domain::notifications::NotificationEvent::NotificationPreferencesChanged(
+                preferences,
+            ) = decode(event)?;
+            let channels = preferences
+                .channels
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
+            let sql = format!(
+                "INSERT INTO {table} (account_id, channels, email, phone, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id) DO UPDATE SET \
+                 channels = excluded.channels, email = excluded.email, phone = excluded.phone, \
+                 updated_at = excluded.updated_at"
+            );
+            crate::on_tx!(tx, conn => {
+                sqlx::query(&sql)
+                    .bind(&event.aggregate_id)
+                    .bind(channels)
+                    .bind(preferences.email.as_ref().map(|e| e.as_str().to_string()))
+                    .bind(preferences.phone.as_ref().map(|p| p.as_str().to_string()))
+                    .bind(micros(event.recorded_at))
+                    .execute(&mut **conn)
+                    .await?;
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A person's preferences, if they set any.
+pub async fn preferences_of(db: &Db, account: Uuid) -> Result<Option<Preferences>, sqlx::Error> {
+    const SQL: &str =
+        "SELECT channels, email, phone FROM notification_preferences WHERE account_id = $1";
+    let row: Option<(String, Option<String>, Option<String>)> = kabinet_domain::on_db!(db, pool => {
+        sqlx::query_as(SQL).bind(account.to_string()).fetch_optional(pool).await?
+    });
+    Ok(row.map(|(channels, email, phone)| Preferences {
+        channels: channels
+            .split(',')
+            .filter_map(NotificationChannel::parse)
+            .collect(),
+        // Stored values were parsed before they were recorded.
+        email: email.and_then(|e| kabinet_domain::identity::Email::parse(&e).ok()),
+        phone: phone.and_then(|p| kabinet_domain::identity::PhoneNumber::parse(&p).ok()),
+    }))
+}
+
+fn view_of<R: Row>(row: &R) -> Result<NotificationView, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let account: String = row.try_get(1)?;
+    Ok(NotificationView {
+        position: row.try_get(0)?,
+        account_id: Uuid::parse_str(&account).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        kind: row.try_get(2)?,
+        title: row.try_get(3)?,
+        body: row.try_get(4)?,
+        object_type: row.try_get(5)?,
+        object_id: row.try_get(6)?,
+        created_at: from_micros(row.try_get(7)?),
+    })
+}
+
+const COLUMNS: &str = "position, account_id, kind, title, body, object_type, object_id, created_at";
+
+/// A page of `account`'s notifications, newest first.
+pub async fn list(
+    db: &Db,
+    account: Uuid,
+    page: PageRequest,
+) -> Result<Page<NotificationView>, sqlx::Error> {
+    let (limit, cursor, forward) = match page {
+        PageRequest::Forward { first, after } => (first, after, true),
+        PageRequest::Backward { last, before } => (last, before, false),
+    };
+    let account = account.to_string();
+    kabinet_domain::on_db!(db, pool => {
+        let mut q = QueryBuilder::new(format!("SELECT {COLUMNS} FROM notifications WHERE account_id = "));
+        q.push_bind(&account);
+        if let Some(c) = cursor {
+            q.push(if forward { " AND (created_at < " } else { " AND (created_at > " })
+                .push_bind(c.at_micros)
+                .push(" OR (created_at = ")
+                .push_bind(c.at_micros)
+                .push(if forward { " AND position < " } else { " AND position > " })
+                .push_bind(c.position)
+                .push("))");
+        }
+        q.push(if forward {
+            " ORDER BY created_at DESC, position DESC LIMIT "
+        } else {
+            " ORDER BY created_at ASC, position ASC LIMIT "
+        })
+        .push_bind(limit as i64 + 1);
+        let rows = q.build().fetch_all(pool).await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let view = view_of(row)?;
+            let cursor = Cursor { at_micros: micros(view.created_at), position: view.position };
+            items.push((cursor, view));
+        }
+        let more = items.len() > limit;
+        items.truncate(limit);
+        if !forward {
+            items.reverse();
+        }
+        Ok(Page {
+            items,
+            has_previous: if forward { cursor.is_some() } else { more },
+            has_next: if forward { more } else { cursor.is_some() },
+        })
+    })
+}
+
+/// One notification of `account` by its position.
+pub async fn get(
+    db: &Db,
+    position: i64,
+    account: Uuid,
+) -> Result<Option<NotificationView>, sqlx::Error> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM notifications WHERE position = $1 AND account_id = $2");
+    kabinet_domain::on_db!(db, pool => {
+        let row = sqlx::query(&sql)
+            .bind(position)
+            .bind(account.to_string())
+            .fetch_optional(pool)
+            .await?;
+        row.as_ref().map(view_of).transpose()
+    })
+}
+
+/// How a notification went out on one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryView {
+    pub position: i64,
+    /// `email`, `sms`, or `none` when no channel was chosen.
+    pub channel: String,
+    /// `sending`, `sent`, `failed`, `gave_up` or `skipped`.
+    pub status: String,
+    pub attempts: i32,
+}
+
+/// The deliveries of `account`'s notifications at `positions`.
+pub async fn deliveries_of(
+    db: &Db,
+    account: Uuid,
+    positions: &[i64],
+) -> Result<Vec<DeliveryView>, sqlx::Error> {
+    if positions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let account = account.to_string();
+    kabinet_domain::on_db!(db, pool => {
+        let mut q = QueryBuilder::new(
+            "SELECT position, channel, status, attempts FROM notification_deliveries WHERE account_id = ",
+        );
+        q.push_bind(&account).push(" AND position IN (");
+        let mut list = q.separated(", ");
+        for p in positions {
+            list.push_bind(*p);
+        }
+        q.push(") ORDER BY position, channel");
+        let rows = q.build().fetch_all(pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeliveryView {
+                    position: r.try_get(0)?,
+                    channel: r.try_get(1)?,
+                    status: r.try_get(2)?,
+                    attempts: r.try_get(3)?,
+                })
+            })
+            .collect()
+    })
+}
+
+/// Notifications not yet handed to the dispatcher, oldest first: those with
+/// no delivery record at all.
+pub async fn undelivered(db: &Db, limit: i64) -> Result<Vec<NotificationView>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {} FROM notifications n WHERE NOT EXISTS (SELECT 1 FROM notification_deliveries d \
+         WHERE d.position = n.position AND d.account_id = n.account_id) \
+         ORDER BY n.position LIMIT $1",
+        COLUMNS
+            .split(", ")
+            .map(|c| format!("n.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    kabinet_domain::on_db!(db, pool => {
+        let rows = sqlx::query(&sql).bind(limit).fetch_all(pool).await?;
+        rows.iter().map(view_of).collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use kabinet_domain::journal::chain::Hash;
+    use kabinet_domain::JournalOrder;
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(event_type: &str, body: Value) -> RecordedEvent {
+        RecordedEvent {
+            order: JournalOrder { tx: 1, position: 7 },
+            recorded_at: Utc::now(),
+            aggregate_type: "appointment".into(),
+            aggregate_id: Uuid::now_v7().to_string(),
+            sequence: 1,
+            event_type: event_type.into(),
+            event_version: "1".into(),
+            payload: json!({ event_type: body }),
+            metadata: json!({}),
+            hash: Hash::default(),
+        }
+    }
+
+    #[test]
+    fn a_booking_confirmation_gives_local_date_time_and_room() {
+        let patient = Uuid::now_v7();
+        let draft = draft(&event(
+            "AppointmentBooked",
+            json!({ "patient_id": patient, "slot": {
+                "start": "2026-12-03T07:30:00Z", "time_zone": "Europe/Moscow", "room": "205" } }),
+        ))
+        .expect("a message");
+        assert_eq!(draft.account_id, patient);
+        assert_eq!(draft.kind, "appointment_booked");
+        assert_eq!(
+            draft.body,
+            "Вы записаны на приём 03.12.2026 в 10:30, кабинет 205."
+        );
+    }
+
+    #[test]
+    fn events_nobody_is_told_about_make_no_message() {
+        assert_eq!(
+            draft(&event(
+                "PatientArrived",
+                json!({ "patient_id": Uuid::now_v7() })
+            )),
+            None
+        );
+    }
+}
