@@ -1052,3 +1052,123 @@ conformance!(
         server.stop().await;
     }
 );
+
+/// Fails the first attempt at every message, then delivers.
+#[derive(Default, Clone)]
+struct FlakyNotifier {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    delivered: kabinet_domain::notify::MemoryNotifier,
+}
+
+#[async_trait::async_trait]
+impl kabinet_domain::notify::Notifier for FlakyNotifier {
+    async fn send(
+        &self,
+        message: &kabinet_domain::notify::Message,
+    ) -> Result<(), kabinet_domain::notify::NotifyError> {
+        let first = {
+            let mut seen = self.seen.lock().expect("lock");
+            let first = !seen.contains(&message.body);
+            seen.push(message.body.clone());
+            first
+        };
+        if first {
+            return Err(kabinet_domain::notify::NotifyError {
+                channel: "email",
+                reason: "the mail server is unavailable".into(),
+            });
+        }
+        self.delivered.send(message).await
+    }
+}
+
+async fn choose_email(client: &Client, token: &str, email: &str) {
+    let chosen = client
+        .data(
+            Some(token),
+            SET_PREFERENCES,
+            json!({ "input": { "channels": ["EMAIL"], "email": email } }),
+        )
+        .await;
+    assert_eq!(
+        chosen["setNotificationPreferences"]["userErrors"],
+        json!([]),
+        "{chosen}"
+    );
+}
+
+conformance!(
+    two_dispatchers_deliver_each_message_once,
+    |test_db| async move {
+        let here = kabinet_domain::notify::MemoryNotifier::default();
+        let server =
+            Server::start_with_notifier(&test_db, Some(std::sync::Arc::new(here.clone())), |_| {})
+                .await;
+        // A second server's dispatcher on the same database, racing the first.
+        let there = kabinet_domain::notify::MemoryNotifier::default();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let other = kabinet_graphql::dispatcher::Dispatcher {
+            db: kabinet_domain::Db::connect(&test_db.url, &Default::default())
+                .await
+                .expect("db"),
+            notifier: std::sync::Arc::new(there.clone()),
+            clock: std::sync::Arc::new(kabinet_domain::clock::SystemClock),
+        };
+        let racing = tokio::spawn(other.run(std::time::Duration::from_millis(5), stop.clone()));
+
+        let clinic = Clinic::open(&server, daytime_zone()).await;
+        let mut patients = Vec::new();
+        for (i, slot) in clinic.slots.iter().take(6).enumerate() {
+            let (_, token) = patient(&server).await;
+            choose_email(&server, &token, &format!("patient{i}@example.ru")).await;
+            let booked = book(&server, &token, slot).await;
+            assert_eq!(booked["userErrors"], json!([]), "{booked}");
+            patients.push(token);
+        }
+        for token in &patients {
+            notifications_until(&server, token, |edges| {
+                edges[0]["node"]["deliveries"]
+                    == json!([{ "channel": "EMAIL", "status": "SENT", "attempts": 1 }])
+            })
+            .await;
+        }
+        stop.cancel();
+        racing.await.expect("dispatcher stops");
+        let mut to: Vec<String> = here
+            .sent()
+            .into_iter()
+            .chain(there.sent())
+            .map(|m| m.to)
+            .collect();
+        to.sort();
+        let expected: Vec<String> = (0..6).map(|i| format!("patient{i}@example.ru")).collect();
+        assert_eq!(to, expected, "every message exactly once");
+        server.stop().await;
+    }
+);
+
+conformance!(a_failed_delivery_is_retried, |test_db| async move {
+    let notifier = FlakyNotifier::default();
+    let server = Server::start_with_notifier(
+        &test_db,
+        Some(std::sync::Arc::new(notifier.clone())),
+        |_| {},
+    )
+    .await;
+    let clinic = Clinic::open(&server, daytime_zone()).await;
+    let (_, token) = patient(&server).await;
+    choose_email(&server, &token, "oleg@example.ru").await;
+    let booked = book(&server, &token, &clinic.slots[0]).await;
+    assert_eq!(booked["userErrors"], json!([]), "{booked}");
+    notifications_until(&server, &token, |edges| {
+        edges[0]["node"]["deliveries"][0]["status"] == "FAILED"
+    })
+    .await;
+    let edges = notifications_until(&server, &token, |edges| {
+        edges[0]["node"]["deliveries"][0]["status"] == "SENT"
+    })
+    .await;
+    assert_eq!(edges[0]["node"]["deliveries"][0]["attempts"], 2);
+    assert_eq!(notifier.delivered.sent().len(), 1);
+    server.stop().await;
+});
