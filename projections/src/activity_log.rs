@@ -8,7 +8,7 @@ use serde_json::Value;
 use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
-use crate::page::{Cursor, Page, PageRequest};
+use crate::page::{push_keyset, Cursor, Page, PageRequest};
 use crate::projection::{Projection, ProjectionError, ProjectionTx};
 
 /// The activity-log projection.
@@ -203,10 +203,6 @@ pub async fn list(
     filter: &ActivityFilter,
     page: PageRequest,
 ) -> Result<Page<ActivityEntry>, sqlx::Error> {
-    let (limit, cursor, forward) = match page {
-        PageRequest::Forward { first, after } => (first, after, true),
-        PageRequest::Backward { last, before } => (last, before, false),
-    };
     let account_text = account.to_string();
     kabinet_domain::on_db!(db, pool => {
         let mut q = QueryBuilder::new(
@@ -228,22 +224,7 @@ pub async fn list(
             }
             q.push(")");
         }
-        if let Some(c) = cursor {
-            // Newest first: "after" walks to older entries, "before" to newer ones.
-            q.push(if forward { " AND (occurred_at < " } else { " AND (occurred_at > " })
-                .push_bind(c.at_micros)
-                .push(" OR (occurred_at = ")
-                .push_bind(c.at_micros)
-                .push(if forward { " AND position < " } else { " AND position > " })
-                .push_bind(c.position)
-                .push("))");
-        }
-        q.push(if forward {
-            " ORDER BY occurred_at DESC, position DESC LIMIT "
-        } else {
-            " ORDER BY occurred_at ASC, position ASC LIMIT "
-        })
-        .push_bind(limit as i64 + 1);
+        push_keyset(&mut q, "occurred_at", page);
         let rows = q.build().fetch_all(pool).await?;
         let mut items = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -263,15 +244,6 @@ pub async fn list(
             let cursor = Cursor { at_micros: micros(entry.occurred_at), position: entry.position };
             items.push((cursor, entry));
         }
-        let more = items.len() > limit;
-        items.truncate(limit);
-        if !forward {
-            items.reverse();
-        }
-        Ok(Page {
-            items,
-            has_previous: if forward { cursor.is_some() } else { more },
-            has_next: if forward { more } else { cursor.is_some() },
-        })
+        Ok(Page::from_keyset_rows(items, page))
     })
 }

@@ -15,7 +15,7 @@ use serde_json::Value;
 use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
-use crate::page::{Cursor, Page, PageRequest};
+use crate::page::{push_keyset, Cursor, Page, PageRequest};
 use crate::projection::{
     decode, from_micros, micros, variant_body, Projection, ProjectionError, ProjectionTx,
 };
@@ -327,29 +327,11 @@ pub async fn list(
     account: Uuid,
     page: PageRequest,
 ) -> Result<Page<NotificationView>, sqlx::Error> {
-    let (limit, cursor, forward) = match page {
-        PageRequest::Forward { first, after } => (first, after, true),
-        PageRequest::Backward { last, before } => (last, before, false),
-    };
     let account = account.to_string();
     kabinet_domain::on_db!(db, pool => {
         let mut q = QueryBuilder::new(format!("SELECT {COLUMNS} FROM notifications WHERE account_id = "));
         q.push_bind(&account);
-        if let Some(c) = cursor {
-            q.push(if forward { " AND (created_at < " } else { " AND (created_at > " })
-                .push_bind(c.at_micros)
-                .push(" OR (created_at = ")
-                .push_bind(c.at_micros)
-                .push(if forward { " AND position < " } else { " AND position > " })
-                .push_bind(c.position)
-                .push("))");
-        }
-        q.push(if forward {
-            " ORDER BY created_at DESC, position DESC LIMIT "
-        } else {
-            " ORDER BY created_at ASC, position ASC LIMIT "
-        })
-        .push_bind(limit as i64 + 1);
+        push_keyset(&mut q, "created_at", page);
         let rows = q.build().fetch_all(pool).await?;
         let mut items = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -357,16 +339,7 @@ pub async fn list(
             let cursor = Cursor { at_micros: micros(view.created_at), position: view.position };
             items.push((cursor, view));
         }
-        let more = items.len() > limit;
-        items.truncate(limit);
-        if !forward {
-            items.reverse();
-        }
-        Ok(Page {
-            items,
-            has_previous: if forward { cursor.is_some() } else { more },
-            has_next: if forward { more } else { cursor.is_some() },
-        })
+        Ok(Page::from_keyset_rows(items, page))
     })
 }
 

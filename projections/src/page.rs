@@ -60,6 +60,61 @@ pub struct Page<T> {
     pub has_next: bool,
 }
 
+impl PageRequest {
+    /// Page size, starting cursor, and whether the page walks to older items.
+    pub fn parts(self) -> (usize, Option<Cursor>, bool) {
+        match self {
+            PageRequest::Forward { first, after } => (first, after, true),
+            PageRequest::Backward { last, before } => (last, before, false),
+        }
+    }
+}
+
+/// Appends the keyset condition and order of a newest-first list sorted by
+/// (`time_column`, `position`) to a query that already has a `WHERE`.
+pub fn push_keyset<'a, DB: sqlx::Database>(
+    q: &mut sqlx::QueryBuilder<'a, DB>,
+    time_column: &str,
+    page: PageRequest,
+) where
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let (limit, cursor, forward) = page.parts();
+    if let Some(c) = cursor {
+        // Newest first: "after" walks to older entries, "before" to newer ones.
+        let (cmp, tie) = if forward { ("<", "<") } else { (">", ">") };
+        q.push(format!(" AND ({time_column} {cmp} "))
+            .push_bind(c.at_micros)
+            .push(format!(" OR ({time_column} = "))
+            .push_bind(c.at_micros)
+            .push(format!(" AND position {tie} "))
+            .push_bind(c.position)
+            .push("))");
+    }
+    let direction = if forward { "DESC" } else { "ASC" };
+    q.push(format!(
+        " ORDER BY {time_column} {direction}, position {direction} LIMIT "
+    ))
+    .push_bind(limit as i64 + 1);
+}
+
+impl<T> Page<T> {
+    /// The page of up to `limit + 1` rows fetched by a [`push_keyset`] query.
+    pub fn from_keyset_rows(mut items: Vec<(Cursor, T)>, page: PageRequest) -> Page<T> {
+        let (limit, cursor, forward) = page.parts();
+        let more = items.len() > limit;
+        items.truncate(limit);
+        if !forward {
+            items.reverse();
+        }
+        Page {
+            items,
+            has_previous: if forward { cursor.is_some() } else { more },
+            has_next: if forward { more } else { cursor.is_some() },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
