@@ -4,9 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use kabinet_domain::accounts::secrets::CodeHasher;
+use kabinet_domain::accounts::AccountService;
 use kabinet_domain::clock::SystemClock;
 use kabinet_domain::command::CommandService;
 use kabinet_domain::db::PoolOptions;
+use kabinet_domain::notify::sms::SmsGatewayNotifier;
+use kabinet_domain::notify::smtp::SmtpNotifier;
+use kabinet_domain::notify::{ByChannel, LogNotifier, Notifier};
 use kabinet_domain::{Actor, Db, Journal, Role};
 use kabinet_projections::{all_projections, Projector, ProjectorConfig, Wakeups};
 use tokio::net::TcpListener;
@@ -55,10 +60,63 @@ pub fn signing_secret(config: &ServeConfig) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+/// The notifier of `config`: SMTP for e-mail and an HTTP gateway for SMS;
+/// in development a missing channel writes to the log, in production it is an error.
+pub fn notifier(config: &ServeConfig) -> anyhow::Result<Arc<dyn Notifier>> {
+    use secrecy::ExposeSecret;
+    let production = config.mode == Mode::Production;
+    let delivery = &config.delivery;
+    let email: Arc<dyn Notifier> = match (&delivery.smtp_url, &delivery.mail_from) {
+        (Some(url), Some(from)) => Arc::new(
+            SmtpNotifier::new(url.expose_secret(), from)
+                .context("invalid e-mail delivery settings")?,
+        ),
+        (Some(url), None) if !production => Arc::new(
+            SmtpNotifier::new(url.expose_secret(), "Kabinet <no-reply@kabinet.localhost>")
+                .context("invalid e-mail delivery settings")?,
+        ),
+        (Some(_), None) => {
+            anyhow::bail!("production mode needs KABINET_MAIL_FROM (the sender of e-mail)")
+        }
+        (None, _) if production => {
+            anyhow::bail!(
+                "production mode needs KABINET_SMTP_URL: codes must really be delivered by e-mail"
+            )
+        }
+        (None, _) => Arc::new(LogNotifier),
+    };
+    let sms: Arc<dyn Notifier> = match &delivery.sms_gateway_url {
+        Some(url) => Arc::new(
+            SmsGatewayNotifier::new(
+                url,
+                delivery
+                    .sms_gateway_token
+                    .as_ref()
+                    .map(|t| t.expose_secret().to_string()),
+            )
+            .context("invalid SMS delivery settings")?,
+        ),
+        None if production => {
+            anyhow::bail!("production mode needs KABINET_SMS_GATEWAY_URL: codes must really be delivered by SMS")
+        }
+        None => Arc::new(LogNotifier),
+    };
+    Ok(Arc::new(ByChannel { email, sms }))
+}
+
 impl Application {
     /// Connects, migrates, starts the projector and the sealer, and binds the listener.
     pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`Application::build`] reading time from `clock` (tests move it by hand).
+    pub async fn build_with_clock(
+        config: ServeConfig,
+        clock: Arc<dyn kabinet_domain::clock::Clock>,
+    ) -> anyhow::Result<Application> {
         let secret = signing_secret(&config)?;
+        let notifier = notifier(&config)?;
         let keys = TokenKeys::new(&secret);
         let db = Db::connect(
             &config.database.database_url,
@@ -89,8 +147,13 @@ impl Application {
             Duration::from_millis(config.seal_interval_ms),
             shutdown.clone(),
         )));
-        let clock: Arc<dyn kabinet_domain::clock::Clock> = Arc::new(SystemClock);
         let commands = CommandService::new(journal.clone());
+        let accounts = AccountService::new(
+            commands.clone(),
+            clock.clone(),
+            notifier.clone(),
+            CodeHasher::from_server_secret(&secret),
+        );
         let services = Services {
             db: db.clone(),
             journal,
@@ -101,8 +164,10 @@ impl Application {
             commands,
             projector,
             clock,
-            notifier: Arc::new(kabinet_domain::notify::LogNotifier),
+            notifier,
             read_your_writes: Duration::from_millis(config.read_your_writes_ms),
+            accounts,
+            tokens: keys.clone(),
         };
         let limits = Limits {
             max_depth: config.max_depth,
@@ -116,6 +181,8 @@ impl Application {
             keys: keys.clone(),
             metrics: Arc::new(Metrics::default()),
             graphiql: config.mode == Mode::Development,
+            production: config.mode == Mode::Production,
+            trusted_proxy: config.trusted_proxy,
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -167,7 +234,10 @@ impl Application {
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let shutdown = self.shutdown.clone();
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let serve = axum::serve(self.listener, service).with_graceful_shutdown(async move {
             stop.await;
             tracing::info!("shutting down");
         });

@@ -1,5 +1,6 @@
 //! The GraphQL schema: queries, mutations and subscriptions with their limits.
 
+pub mod accounts;
 pub mod activity;
 pub mod appointments;
 pub mod context;
@@ -109,6 +110,7 @@ pub struct Query(
     doctors::DoctorsQuery,
     appointments::AppointmentsQuery,
     activity::ActivityQuery,
+    accounts::AccountsQuery,
 );
 
 /// Every mutation.
@@ -117,6 +119,7 @@ pub struct Mutation(
     directory::DirectoryMutation,
     doctors::DoctorsMutation,
     appointments::AppointmentsMutation,
+    accounts::AccountsMutation,
 );
 
 /// Every subscription.
@@ -144,7 +147,8 @@ pub fn build(limits: Limits, services: Option<context::Services>) -> KabinetSche
     .limit_depth(limits.max_depth)
     .limit_complexity(limits.max_complexity)
     .limit_recursive_depth(32)
-    .limit_directives(8);
+    .limit_directives(8)
+    .extension(accounts::OneCredentialPerOperation);
     if !limits.introspection {
         builder = builder.disable_introspection();
     }
