@@ -105,9 +105,25 @@ pub struct Server {
 impl Server {
     /// Starts a server on `test_db` with test settings changed by `adjust`.
     pub async fn start(test_db: &TestDb, adjust: impl FnOnce(&mut ServeConfig)) -> Server {
+        Self::start_with_clock(
+            test_db,
+            std::sync::Arc::new(kabinet_domain::clock::SystemClock),
+            adjust,
+        )
+        .await
+    }
+
+    /// [`Server::start`] with the server reading time from `clock`.
+    pub async fn start_with_clock(
+        test_db: &TestDb,
+        clock: std::sync::Arc<dyn kabinet_domain::clock::Clock>,
+        adjust: impl FnOnce(&mut ServeConfig),
+    ) -> Server {
         let mut config = ServeConfig::for_tests(&test_db.url, SECRET);
         adjust(&mut config);
-        let app = Application::build(config).await.expect("server builds");
+        let app = Application::build_with_clock(config, clock)
+            .await
+            .expect("server builds");
         let base = format!("http://127.0.0.1:{}", app.port());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async move {
