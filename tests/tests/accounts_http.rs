@@ -856,3 +856,216 @@ conformance!(
         assert_eq!(registered, 1);
     }
 );
+
+conformance!(
+    addresses_are_throttled_behind_a_trusted_proxy,
+    |test_db: TestDb| async move {
+        let sms = SmsReceiver::start().await;
+        let server = Server::start(&test_db, |c| {
+            sms_config(&sms)(c);
+            c.trusted_proxy = true;
+        })
+        .await;
+        let attempt = |address: &'static str| {
+            let server = &server;
+            async move {
+                let body = json!({ "query": SIGN_IN, "variables": { "input": { "login": phone(), "password": "wrong-password-1" } } });
+                let response = server
+                    .http
+                    .post(format!("{}/graphql", server.base))
+                    // A forged entry first; the proxy's own (last) entry counts.
+                    .header("x-forwarded-for", format!("203.0.113.9, {address}"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("post");
+                let value: Value = response.json().await.expect("json");
+                errors(&value["data"]["signIn"])
+            }
+        };
+        // Twenty failures from one address (each on another login) are free.
+        for _ in 0..20 {
+            assert_eq!(attempt("198.51.100.7").await, ["INVALID_CREDENTIALS"]);
+        }
+        assert_eq!(attempt("198.51.100.7").await, ["INVALID_CREDENTIALS"]);
+        assert_eq!(attempt("198.51.100.7").await, ["TOO_MANY_ATTEMPTS"]);
+        // Another address is not held back.
+        assert_eq!(attempt("198.51.100.8").await, ["INVALID_CREDENTIALS"]);
+        server.stop().await;
+    }
+);
+
+mod websocket {
+    use super::*;
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    /// The first message the server answers `connection_init` with; `None` when it closes.
+    async fn connection_init(server: &Server, token: &str) -> Option<Value> {
+        let url = format!("{}/graphql/ws", server.base.replace("http://", "ws://"));
+        let mut request = url.into_client_request().expect("request");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "graphql-transport-ws".parse().expect("header"),
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("connect");
+        let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
+        ws.send(Message::Text(init.to_string()))
+            .await
+            .expect("send");
+        loop {
+            let message = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+                .await
+                .expect("an answer within 10 s")?;
+            match message {
+                Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).expect("json")),
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    conformance!(
+        ended_sessions_are_refused_at_connection_init,
+        |test_db: TestDb| async move {
+            let sms = SmsReceiver::start().await;
+            let server = Server::start(&test_db, sms_config(&sms)).await;
+            let phone = phone();
+            let registered = register(&server, &sms, &phone).await;
+            let token = registered["tokens"]["accessToken"]
+                .as_str()
+                .expect("token")
+                .to_string();
+            let ack = connection_init(&server, &token).await.expect("ack");
+            assert_eq!(ack["type"], "connection_ack");
+            server
+                .data(
+                    Some(&token),
+                    "mutation { signOut { signedOut } }",
+                    json!({}),
+                )
+                .await;
+            if let Some(message) = connection_init(&server, &token).await {
+                assert_ne!(message["type"], "connection_ack", "{message}");
+            }
+            server.stop().await;
+        }
+    );
+}
+
+/// Runs the `kabinet` binary (built as `kabinet-server`) with `args` and `env`.
+fn kabinet(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_kabinet-server"));
+    command
+        .args(args)
+        .env_remove("KABINET_MODE")
+        .env_remove("KABINET_JWT_SECRET")
+        .env_remove("KABINET_ADMIN_PASSWORD")
+        .env("KABINET_LOG", "error")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("run kabinet");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn the_token_command_refuses_in_production_mode() {
+    let secret = kabinet_tests::server::SECRET;
+    let subject = Uuid::now_v7().to_string();
+    let args = ["token", "--role", "patient", "--subject", subject.as_str()];
+    let dev = kabinet(&args, &[("KABINET_JWT_SECRET", secret)], None);
+    assert!(
+        dev.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dev.stderr)
+    );
+    let prod = kabinet(
+        &args,
+        &[
+            ("KABINET_JWT_SECRET", secret),
+            ("KABINET_MODE", "production"),
+        ],
+        None,
+    );
+    assert!(!prod.status.success());
+    assert!(String::from_utf8_lossy(&prod.stderr).contains("production"));
+}
+
+#[test]
+fn production_secrets_come_from_the_environment_only() {
+    let out = kabinet(
+        &[
+            "serve",
+            "--mode",
+            "production",
+            "--jwt-secret",
+            kabinet_tests::server::SECRET,
+        ],
+        &[],
+        None,
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("must come from the environment"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(kabinet_tests::server::SECRET),
+        "the secret is never printed"
+    );
+}
+
+conformance!(
+    the_first_admin_is_created_from_standard_input,
+    |test_db: TestDb| async move {
+        let login = format!("admin.{}@kabinet.test", Uuid::new_v4().simple());
+        let args = [
+            "admin",
+            "create-account",
+            "--role",
+            "admin",
+            "--login",
+            login.as_str(),
+            "--database-url",
+            test_db.url.as_str(),
+        ];
+        let out = kabinet(&args, &[], Some(&format!("{PASSWORD}\n")));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id: Uuid = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("an account id");
+        let commands = kabinet_domain::command::CommandService::new(test_db.journal.clone());
+        let account: Account = commands.load(&id.to_string()).await.expect("load");
+        let state = account.state.expect("registered");
+        assert_eq!(
+            (state.role, state.login.as_str()),
+            (Role::Admin, login.as_str())
+        );
+        assert!(state.password_set);
+        let again = kabinet(&args, &[("KABINET_ADMIN_PASSWORD", PASSWORD)], None);
+        assert!(!again.status.success());
+        assert!(String::from_utf8_lossy(&again.stderr).contains("LOGIN_TAKEN"));
+    }
+);
