@@ -35,15 +35,18 @@ pub fn six_digits(text: &str) -> Option<String> {
     None
 }
 
+/// Messages received so far: (recipient, text).
+type Inbox = Arc<Mutex<Vec<(String, String)>>>;
+
 /// An HTTP SMS gateway that keeps what it receives.
 pub struct SmsReceiver {
     pub url: String,
-    received: Arc<Mutex<Vec<(String, String)>>>,
+    received: Inbox,
     task: tokio::task::JoinHandle<()>,
 }
 
 async fn receive(
-    State(received): State<Arc<Mutex<Vec<(String, String)>>>>,
+    State(received): State<Inbox>,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> StatusCode {
