@@ -126,6 +126,24 @@ pub enum AccountCommand {
     Close,
 }
 
+impl AccountCommand {
+    /// The command's name, e.g. `Register`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AccountCommand::Register { .. } => "Register",
+            AccountCommand::RecordPasswordChange { .. } => "RecordPasswordChange",
+            AccountCommand::RecordSignIn { .. } => "RecordSignIn",
+            AccountCommand::RecordSignInFailure { .. } => "RecordSignInFailure",
+            AccountCommand::RecordSignOut { .. } => "RecordSignOut",
+            AccountCommand::RevokeSessions { .. } => "RevokeSessions",
+            AccountCommand::EnableTotp => "EnableTotp",
+            AccountCommand::DisableTotp => "DisableTotp",
+            AccountCommand::Deactivate => "Deactivate",
+            AccountCommand::Close => "Close",
+        }
+    }
+}
+
 /// Events of an account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AccountEvent {

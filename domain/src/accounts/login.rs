@@ -25,10 +25,17 @@ impl LoginKind {
 }
 
 /// A parsed login: `+7XXXXXXXXXX`, or an e-mail address in lower case.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Login {
     kind: LoginKind,
     text: String,
+}
+
+impl std::fmt::Debug for Login {
+    // A login is personal data: logs see it masked.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Login({:?}, {})", self.kind, self.masked())
+    }
 }
 
 impl Login {

@@ -17,7 +17,7 @@ use super::login::{Login, LoginKind};
 use super::password::{self, NewPassword};
 use super::secrets::{opaque_token, six_digit_code, token_hash, CodeHasher};
 use super::store::{AccountStore, Spent, StoredCode};
-use super::throttle::{PER_ADDRESS, PER_LOGIN};
+use super::throttle::{PER_ADDRESS, PER_LOGIN, SENDS_PER_ADDRESS};
 use super::totp;
 use crate::clock::Clock;
 use crate::command::{CommandError, CommandOutcome, CommandService, Retry};
@@ -49,6 +49,7 @@ const RECOVER: &str = "recover";
 const SIGN_IN: &str = "sign_in";
 const LOGIN_SCOPE: &str = "login";
 const ADDRESS_SCOPE: &str = "ip";
+const SENDS_SCOPE: &str = "ip_sends";
 
 /// Why an accounts action failed.
 #[derive(Debug, thiserror::Error)]
@@ -193,7 +194,9 @@ impl AccountService {
         fresh: bool,
     ) -> Flow<CommandOutcome> {
         let metadata = EventMetadata::new(actor, format!("accounts-{}", Uuid::now_v7().simple()));
-        self.run_with(id, command, fresh, &metadata).await
+        // No idempotency key here, so the input only names what was done.
+        let input = json!({ "account": id, "command": command.name() });
+        self.run_with(id, command, fresh, &metadata, &input).await
     }
 
     async fn run_with(
@@ -202,8 +205,8 @@ impl AccountService {
         command: AccountCommand,
         fresh: bool,
         metadata: &EventMetadata,
+        input: &serde_json::Value,
     ) -> Flow<CommandOutcome> {
-        let input = json!({ "account": id, "command": format!("{command:?}").split([' ', '{', '(']).next() });
         let result = if fresh {
             self.commands
                 .execute_new::<Account>(
@@ -211,7 +214,7 @@ impl AccountService {
                     command,
                     &(),
                     metadata,
-                    &input,
+                    input,
                     Retry::OnConflict,
                 )
                 .await
@@ -222,7 +225,7 @@ impl AccountService {
                     command,
                     &(),
                     metadata,
-                    &input,
+                    input,
                     Retry::OnConflict,
                 )
                 .await
@@ -265,6 +268,31 @@ impl AccountService {
             Some(wait) => Err(too_many(wait)),
             None => Ok(()),
         }
+    }
+
+    /// Counts a code sent for `ip`, refusing when it asked for too many.
+    async fn count_send(&self, ip: Option<IpAddr>) -> Flow<()> {
+        let Some(ip) = ip else { return Ok(()) };
+        let now = self.clock.now();
+        let key = ip.to_string();
+        if let Some(wait) = self
+            .store
+            .throttle_wait(&SENDS_PER_ADDRESS, SENDS_SCOPE, &key, now)
+            .await
+            .map_err(internal)?
+        {
+            let seconds = wait.num_seconds().max(1);
+            return Err(user(UserError::new(
+                "TOO_MANY_CODES_REQUESTED",
+                format!(
+                    "too many codes were requested from this address; try again in {seconds} s"
+                ),
+            )));
+        }
+        self.store
+            .throttle_fail(&SENDS_PER_ADDRESS, SENDS_SCOPE, &key, now)
+            .await
+            .map_err(internal)
     }
 
     async fn check_login(&self, login: &str) -> Flow<()> {
@@ -463,8 +491,9 @@ impl AccountService {
 
     /// Sends a registration code to `contact`. The answer is the same whether
     /// or not the contact has an account: a taken one gets a notice instead.
-    pub async fn start_registration(&self, contact: &str) -> Flow<CodeSent> {
+    pub async fn start_registration(&self, contact: &str, ip: Option<IpAddr>) -> Flow<CodeSent> {
         let login = Login::parse(contact, "contact").map_err(user)?;
+        self.count_send(ip).await?;
         let taken = self
             .store
             .account_of_login(login.as_str())
@@ -942,8 +971,9 @@ impl AccountService {
 
     /// Sends a recovery code to `contact` if it has an active account; the
     /// answer is the same either way.
-    pub async fn request_recovery(&self, contact: &str) -> Flow<CodeSent> {
+    pub async fn request_recovery(&self, contact: &str, ip: Option<IpAddr>) -> Flow<CodeSent> {
         let login = Login::parse(contact, "contact").map_err(user)?;
+        self.count_send(ip).await?;
         let account = self
             .store
             .account_of_login(login.as_str())
@@ -1281,6 +1311,14 @@ impl AccountService {
             None => None,
         };
         let id = Uuid::now_v7();
+        // What makes a retry under the same idempotency key "the same request"
+        // (the password itself is left out: only whether one was given).
+        let input = json!({
+            "role": request.role.as_str(),
+            "organisation_id": request.organisation_id,
+            "login": login.as_str(),
+            "initial_password": request.initial_password.is_some(),
+        });
         let outcome = self
             .run_with(
                 id,
@@ -1293,6 +1331,7 @@ impl AccountService {
                 },
                 true,
                 metadata,
+                &input,
             )
             .await?;
         let id = outcome.aggregate_id.parse::<Uuid>().map_err(internal)?;

@@ -36,6 +36,16 @@ pub const PER_ADDRESS: ThrottlePolicy = ThrottlePolicy {
     forget_after: Duration::hours(1),
 };
 
+/// Codes sent on behalf of one client address (against SMS pumping):
+/// 30 free within an hour, then back-off, 60 stop sending for an hour.
+pub const SENDS_PER_ADDRESS: ThrottlePolicy = ThrottlePolicy {
+    free: 30,
+    lock_after: 60,
+    lock: Duration::hours(1),
+    max_backoff: Duration::seconds(60),
+    forget_after: Duration::hours(1),
+};
+
 impl ThrottlePolicy {
     /// Whether the counter has expired at `now`.
     pub fn forgotten(&self, last_failure: DateTime<Utc>, now: DateTime<Utc>) -> bool {

@@ -558,7 +558,7 @@ impl AccountsMutation {
     ) -> async_graphql::Result<StartRegistrationPayload> {
         let result = services(ctx)
             .accounts
-            .start_registration(&input.contact)
+            .start_registration(&input.contact, client(ctx))
             .await;
         Ok(match outcome(ctx, result)? {
             Ok(sent) => StartRegistrationPayload {
@@ -700,7 +700,7 @@ impl AccountsMutation {
     ) -> async_graphql::Result<RequestPasswordRecoveryPayload> {
         let result = services(ctx)
             .accounts
-            .request_recovery(&input.contact)
+            .request_recovery(&input.contact, client(ctx))
             .await;
         Ok(match outcome(ctx, result)? {
             Ok(sent) => RequestPasswordRecoveryPayload {
