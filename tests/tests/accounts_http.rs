@@ -727,6 +727,25 @@ conformance!(
         assert_eq!(r["account"]["organisationId"], org);
         let r = create(json!({ "role": "AUDITOR", "login": doctor_phone })).await;
         assert_eq!(errors(&r), ["LOGIN_TAKEN"]);
+        // A retry under one idempotency key gives the first account; other input under it is refused.
+        let analyst = phone();
+        let first =
+            create(json!({ "role": "ANALYST", "login": analyst, "idempotencyKey": "staff-1" }))
+                .await;
+        let retry =
+            create(json!({ "role": "ANALYST", "login": analyst, "idempotencyKey": "staff-1" }))
+                .await;
+        assert_eq!(errors(&retry), Vec::<String>::new(), "{retry}");
+        assert_eq!(first["account"]["id"], retry["account"]["id"]);
+        let other =
+            create(json!({ "role": "ANALYST", "login": phone(), "idempotencyKey": "staff-1" }))
+                .await;
+        assert_eq!(errors(&other), ["IDEMPOTENCY_KEY_REUSED"]);
+        assert_eq!(
+            sms.messages_to(&analyst).len(),
+            1,
+            "the invitation is sent once"
+        );
         // Non-admins may not create accounts.
         let patient = server.token(Role::Patient, None);
         let r = server
