@@ -725,6 +725,7 @@ conformance!(
         assert_eq!(errors(&r), Vec::<String>::new(), "{r}");
         assert_eq!(r["account"]["role"], "doctor");
         assert_eq!(r["account"]["organisationId"], org);
+        let doctor_id = r["account"]["id"].clone();
         let r = create(json!({ "role": "AUDITOR", "login": doctor_phone })).await;
         assert_eq!(errors(&r), ["LOGIN_TAKEN"]);
         // A retry under one idempotency key gives the first account; other input under it is refused.
@@ -773,6 +774,38 @@ conformance!(
             .to_string();
         let me = server.data(Some(&doctor), ME, json!({})).await;
         assert_eq!(me["me"]["role"], "doctor");
+        // Deactivation ends the doctor's sessions and sign-ins.
+        const DEACTIVATE: &str =
+            "mutation($input: DeactivateAccountInput!) { deactivateAccount(input: $input) {
+            account { status } userErrors { field code } } }";
+        let done = server
+            .data(
+                Some(&admin),
+                DEACTIVATE,
+                json!({ "input": { "accountId": doctor_id } }),
+            )
+            .await;
+        assert_eq!(
+            done["deactivateAccount"]["account"]["status"], "DEACTIVATED",
+            "{done}"
+        );
+        assert_eq!(status_with(&server, &doctor).await, 401);
+        let r2 = server
+            .data(
+                None,
+                SIGN_IN,
+                json!({ "input": { "login": doctor_phone, "password": PASSWORD } }),
+            )
+            .await;
+        assert_eq!(errors(&r2["signIn"]), ["ACCOUNT_DEACTIVATED"]);
+        let again = server
+            .data(
+                Some(&admin),
+                DEACTIVATE,
+                json!({ "input": { "accountId": doctor_id } }),
+            )
+            .await;
+        assert_eq!(errors(&again["deactivateAccount"]), ["ACCOUNT_NOT_ACTIVE"]);
         server.stop().await;
     }
 );

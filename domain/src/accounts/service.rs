@@ -1269,6 +1269,47 @@ impl AccountService {
         Ok(outcome.last_order())
     }
 
+    /// Deactivates account `id` on behalf of `metadata`'s actor (an
+    /// administrator): its sessions end and it can no longer sign in; the
+    /// login stays taken.
+    pub async fn deactivate(
+        &self,
+        id: Uuid,
+        metadata: &EventMetadata,
+    ) -> Flow<(AccountView, Option<JournalOrder>)> {
+        let not_found = || {
+            user(UserError::field(
+                "accountId",
+                "NOT_FOUND",
+                "no such account",
+            ))
+        };
+        let state = self.account(id).await?.ok_or_else(not_found)?.state;
+        if state.status != AccountStatus::Active {
+            return Err(user(UserError::field(
+                "accountId",
+                "ACCOUNT_NOT_ACTIVE",
+                format!("the account is {} already", state.status.as_str()),
+            )));
+        }
+        let now = self.clock.now();
+        // As with closing: unusable first, then the event.
+        self.store
+            .set_status(id, AccountStatus::Deactivated, now)
+            .await
+            .map_err(internal)?;
+        self.store
+            .revoke_all(id, "account_deactivated", now)
+            .await
+            .map_err(internal)?;
+        let input = json!({ "account": id, "command": "Deactivate" });
+        let outcome = self
+            .run_with(id, AccountCommand::Deactivate, false, metadata, &input)
+            .await?;
+        let state = self.state(id).await?;
+        Ok((AccountView { id, state }, outcome.last_order()))
+    }
+
     // --- staff ---------------------------------------------------------------------------
 
     /// Opens a staff account on behalf of `metadata`'s actor (an administrator,

@@ -859,6 +859,62 @@ impl AccountsMutation {
     }
 }
 
+/// The account to deactivate.
+#[derive(Debug, InputObject)]
+pub struct DeactivateAccountInput {
+    /// Global id of the account.
+    pub account_id: ID,
+    pub idempotency_key: Option<String>,
+}
+
+/// The deactivated account.
+#[derive(Debug, SimpleObject)]
+pub struct DeactivateAccountPayload {
+    pub account: Option<Account>,
+    pub user_errors: Vec<UserError>,
+}
+
+/// Administrators' account mutations beyond creation.
+#[derive(Default)]
+pub struct AccountAdminMutation;
+
+#[Object]
+impl AccountAdminMutation {
+    /// Deactivates an account (administrators): its sessions end and it can no
+    /// longer sign in; the login stays taken.
+    async fn deactivate_account(
+        &self,
+        ctx: &Context<'_>,
+        input: DeactivateAccountInput,
+    ) -> async_graphql::Result<DeactivateAccountPayload> {
+        let admin = actor_in(ctx, &[Role::Admin])?;
+        let failed = |user_errors| DeactivateAccountPayload {
+            account: None,
+            user_errors,
+        };
+        let key = match idempotency_key(input.idempotency_key.clone()) {
+            Ok(key) => key,
+            Err(e) => return Ok(failed(vec![e])),
+        };
+        let Some(id) = ids::decode_as(&input.account_id, "Account") else {
+            return Ok(failed(vec![UserError::on_field(
+                "accountId",
+                "NOT_FOUND",
+                "no such account",
+            )]));
+        };
+        let meta = metadata(ctx, admin, key);
+        let result = services(ctx).accounts.deactivate(id, &meta).await;
+        Ok(match outcome(ctx, result)? {
+            Ok((view, _)) => DeactivateAccountPayload {
+                account: Some(Account(view)),
+                user_errors: vec![],
+            },
+            Err(user_errors) => failed(user_errors),
+        })
+    }
+}
+
 async fn totp_payload(
     ctx: &Context<'_>,
     account_id: Uuid,
@@ -874,4 +930,32 @@ async fn totp_payload(
             user_errors,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::credential_fields_in;
+    use async_graphql::parser::parse_query;
+
+    fn count(query: &str) -> usize {
+        credential_fields_in(&parse_query(query).expect("parses"))
+    }
+
+    #[test]
+    fn aliases_fragments_and_operations_all_count() {
+        assert_eq!(count("mutation { signIn(input: {login: \"a\", password: \"b\"}) { challenge { method } } }"), 1);
+        assert_eq!(
+            count("mutation { a: signIn(input: {}) { x } b: signIn(input: {}) { x } }"),
+            2
+        );
+        assert_eq!(
+            count(
+                "mutation { ...F ...F } fragment F on Mutation { resetPassword(input: {}) { x } }"
+            ),
+            2
+        );
+        assert_eq!(count("mutation { ... on Mutation { completeSignIn(input: {}) { x } } signIn(input: {}) { x } }"), 2);
+        assert_eq!(count("mutation A { signIn(input: {}) { x } } mutation B { closeMyAccount(input: {}) { x } }"), 2);
+        assert_eq!(count("{ me { role } myAccount { login } }"), 0);
+    }
 }

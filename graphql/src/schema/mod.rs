@@ -120,6 +120,7 @@ pub struct Mutation(
     doctors::DoctorsMutation,
     appointments::AppointmentsMutation,
     accounts::AccountsMutation,
+    accounts::AccountAdminMutation,
 );
 
 /// Every subscription.
