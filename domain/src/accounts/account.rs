@@ -75,8 +75,8 @@ pub enum SignInFailure {
     WrongPassword,
     WrongCode,
     CodeExpired,
+    /// The last allowed code was wrong: the sign-in must start again.
     TooManyAttempts,
-    Throttled,
     AccountDeactivated,
 }
 

@@ -800,10 +800,19 @@ impl AccountService {
             .await;
         }
         let left = CODE_ATTEMPTS - stored.attempts;
+        let wrong_reason = if left > 0 {
+            SignInFailure::WrongCode
+        } else {
+            SignInFailure::TooManyAttempts
+        };
         let wrong = UserError::field(
             "code",
             "INVALID_CODE",
-            format!("the code is wrong; {left} attempts left"),
+            if left > 0 {
+                format!("the code is wrong; {left} attempts left")
+            } else {
+                "the code is wrong and no attempts are left; sign in again".to_string()
+            },
         );
         let factor = match stored.method.as_deref() {
             Some("totp") => {
@@ -817,7 +826,7 @@ impl AccountService {
                     None => false,
                 };
                 if !fresh {
-                    return fail(SignInFailure::WrongCode, wrong).await;
+                    return fail(wrong_reason, wrong).await;
                 }
                 SecondFactor::Totp
             }
@@ -827,7 +836,7 @@ impl AccountService {
                     .codes
                     .matches(SIGN_IN, &subject, code, &stored.code_hash)
                 {
-                    return fail(SignInFailure::WrongCode, wrong).await;
+                    return fail(wrong_reason, wrong).await;
                 }
                 SecondFactor::Code
             }
