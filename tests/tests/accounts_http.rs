@@ -1121,3 +1121,64 @@ conformance!(
         assert!(String::from_utf8_lossy(&again.stderr).contains("LOGIN_TAKEN"));
     }
 );
+
+conformance!(
+    a_sign_in_code_allows_five_tries,
+    |test_db: TestDb| async move {
+        let sms = SmsReceiver::start().await;
+        let server = Server::start(&test_db, sms_config(&sms)).await;
+        let phone = phone();
+        register(&server, &sms, &phone).await;
+        let before = sms.messages_to(&phone).len();
+        let signed = server
+            .data(
+                None,
+                SIGN_IN,
+                json!({ "input": { "login": phone, "password": PASSWORD } }),
+            )
+            .await["signIn"]["challenge"]
+            .clone();
+        assert_eq!(
+            signed["sentTo"],
+            format!("+7 *** ***-**-{}", &phone[phone.len() - 2..])
+        );
+        let text = sms.nth_message_to(&phone, before + 1).await;
+        let code = kabinet_tests::delivery::six_digits(&text).expect("code");
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        let complete =
+            |code: &str| json!({ "input": { "challengeId": signed["challengeId"], "code": code } });
+        for _ in 0..5 {
+            let r = server.data(None, COMPLETE, complete(wrong)).await;
+            assert_eq!(errors(&r["completeSignIn"]), ["INVALID_CODE"]);
+        }
+        let r = server.data(None, COMPLETE, complete(&code)).await;
+        assert_eq!(errors(&r["completeSignIn"]), ["TOO_MANY_ATTEMPTS"]);
+        let r = server
+            .data(
+                None,
+                COMPLETE,
+                json!({ "input": { "challengeId": "made-up", "code": code } }),
+            )
+            .await;
+        assert_eq!(errors(&r["completeSignIn"]), ["INVALID_CHALLENGE"]);
+        // The owner's stream records each failure, and never a code.
+        let failures: Vec<String> = kabinet_domain::on_db!(&test_db.db, pool => {
+            sqlx::query_scalar("SELECT CAST(payload AS TEXT) FROM events WHERE event_type = 'SignInFailed' ORDER BY position")
+                .fetch_all(pool)
+                .await
+                .expect("events")
+        });
+        assert_eq!(failures.len(), 5);
+        assert!(failures[4].contains("too_many_attempts"), "{failures:?}");
+        let all: Vec<String> = kabinet_domain::on_db!(&test_db.db, pool => {
+            sqlx::query_scalar("SELECT CAST(payload AS TEXT) FROM events WHERE aggregate_type = 'account'")
+                .fetch_all(pool)
+                .await
+                .expect("events")
+        });
+        assert!(all
+            .iter()
+            .all(|p| !p.contains(&code) && !p.contains(PASSWORD) && !p.contains("argon2")));
+        server.stop().await;
+    }
+);
