@@ -2,7 +2,11 @@
 //!
 //! Adapters live beside the port: [`LogNotifier`] (development only: writes
 //! the message to the log) and [`MemoryNotifier`] (tests: keeps what was sent).
-//! The SMTP and SMS-gateway adapters are chosen from configuration at start-up.
+//! The SMTP and SMS-gateway adapters are chosen from configuration at start-up;
+//! [`ByChannel`] routes each message to the adapter of its channel.
+
+pub mod sms;
+pub mod smtp;
 
 use std::sync::{Arc, Mutex};
 
@@ -102,5 +106,22 @@ impl Notifier for MemoryNotifier {
             .unwrap_or_else(|e| e.into_inner())
             .push(message.clone());
         Ok(())
+    }
+}
+
+/// Routes each message to the adapter of its channel.
+#[derive(Clone)]
+pub struct ByChannel {
+    pub email: Arc<dyn Notifier>,
+    pub sms: Arc<dyn Notifier>,
+}
+
+#[async_trait]
+impl Notifier for ByChannel {
+    async fn send(&self, message: &Message) -> Result<(), NotifyError> {
+        match message.channel {
+            Channel::Email => self.email.send(message).await,
+            Channel::Sms => self.sms.send(message).await,
+        }
     }
 }

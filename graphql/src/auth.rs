@@ -22,6 +22,19 @@ pub struct Claims {
     pub iss: String,
     pub iat: i64,
     pub exp: i64,
+    /// The sign-in session the token belongs to; absent on development tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+}
+
+/// Lifetime of an access token issued by a sign-in session.
+pub const ACCESS_TTL_MINUTES: i64 = 15;
+
+/// A verified token: who it speaks for and, for session tokens, the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub actor: Actor,
+    pub session_id: Option<Uuid>,
 }
 
 /// Why a token was refused.
@@ -59,6 +72,24 @@ impl TokenKeys {
 
     /// Mints a token for `actor`, valid for `ttl`.
     pub fn mint(&self, actor: &Actor, ttl: Duration) -> Result<String, TokenError> {
+        self.mint_with(actor, ttl, None)
+    }
+
+    /// Mints a short-lived access token of session `session_id`.
+    pub fn mint_session(&self, actor: &Actor, session_id: Uuid) -> Result<String, TokenError> {
+        self.mint_with(
+            actor,
+            Duration::minutes(ACCESS_TTL_MINUTES),
+            Some(session_id),
+        )
+    }
+
+    fn mint_with(
+        &self,
+        actor: &Actor,
+        ttl: Duration,
+        session_id: Option<Uuid>,
+    ) -> Result<String, TokenError> {
         let now = Utc::now();
         let claims = Claims {
             sub: actor.account_id.to_string(),
@@ -67,6 +98,7 @@ impl TokenKeys {
             iss: ISSUER.to_string(),
             iat: now.timestamp(),
             exp: (now + ttl).timestamp(),
+            sid: session_id.map(|s| s.to_string()),
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|_| TokenError::Invalid)
@@ -74,6 +106,11 @@ impl TokenKeys {
 
     /// The caller a token speaks for.
     pub fn verify(&self, token: &str) -> Result<Actor, TokenError> {
+        self.verify_token(token).map(|t| t.actor)
+    }
+
+    /// The caller and session a token speaks for.
+    pub fn verify_token(&self, token: &str) -> Result<VerifiedToken, TokenError> {
         let data = decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| TokenError::Invalid)?;
         let claims = data.claims;
@@ -88,10 +125,19 @@ impl TokenKeys {
         if role.is_clinic_staff() && organisation_id.is_none() {
             return Err(TokenError::Invalid);
         }
-        Ok(Actor {
-            account_id,
-            role,
-            organisation_id,
+        let session_id = claims
+            .sid
+            .as_deref()
+            .map(Uuid::parse_str)
+            .transpose()
+            .map_err(|_| TokenError::Invalid)?;
+        Ok(VerifiedToken {
+            actor: Actor {
+                account_id,
+                role,
+                organisation_id,
+            },
+            session_id,
         })
     }
 }
@@ -150,6 +196,19 @@ mod tests {
         let expired = keys.mint(&patient(), Duration::minutes(-5)).expect("mint");
         assert_eq!(keys.verify(&expired), Err(TokenError::Invalid));
         assert_eq!(keys.verify("garbage"), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn session_tokens_carry_their_session() {
+        let keys = TokenKeys::new(b"0123456789abcdef0123456789abcdef");
+        let session = Uuid::now_v7();
+        let token = keys.mint_session(&patient(), session).expect("mint");
+        assert_eq!(
+            keys.verify_token(&token).expect("verify").session_id,
+            Some(session)
+        );
+        let dev = keys.mint(&patient(), Duration::minutes(5)).expect("mint");
+        assert_eq!(keys.verify_token(&dev).expect("verify").session_id, None);
     }
 
     #[test]

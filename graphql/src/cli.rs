@@ -7,7 +7,10 @@ use kabinet_domain::Db;
 use tracing_subscriber::EnvFilter;
 
 use crate::auth::{actor_from_args, TokenKeys, MAX_TTL_MINUTES};
-use crate::config::{Cli, Command, LogFormat, ServeConfig, TokenArgs, MIN_SECRET_BYTES};
+use crate::config::{
+    AdminCommand, Cli, Command, CreateAccountArgs, LogFormat, Mode, ServeConfig, TokenArgs,
+    MIN_SECRET_BYTES,
+};
 use crate::startup::{shutdown_signal, Application};
 
 fn init_tracing(format: LogFormat) {
@@ -63,6 +66,12 @@ pub async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Admin(AdminCommand::CreateAccount(args)) => {
+            init_tracing(LogFormat::Text);
+            let id = create_account(&args, admin_password()?).await?;
+            println!("{id}");
+            Ok(())
+        }
         Command::Schema { output } => {
             let sdl = crate::schema::sdl();
             match output {
@@ -78,6 +87,9 @@ pub async fn main() -> anyhow::Result<()> {
 }
 
 fn mint(args: &TokenArgs) -> anyhow::Result<String> {
+    if std::env::var("KABINET_MODE").is_ok_and(|m| m.eq_ignore_ascii_case("production")) {
+        anyhow::bail!("development tokens are not minted in production mode (KABINET_MODE=production); sign in instead");
+    }
     let Some(secret) = args.secret.bytes() else {
         anyhow::bail!("no signing secret configured: set KABINET_JWT_SECRET (the server's secret) or pass --jwt-secret");
     };
@@ -91,7 +103,114 @@ fn mint(args: &TokenArgs) -> anyhow::Result<String> {
     Ok(TokenKeys::new(&secret).mint(&actor, chrono::Duration::minutes(args.ttl_minutes))?)
 }
 
+/// In production, secrets come from the environment only: a flag would show
+/// them in the process list and shell history.
+fn secrets_from_environment(config: &ServeConfig) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    if config.mode != Mode::Production {
+        return Ok(());
+    }
+    let from_env = |name: &str, value: Option<&str>| -> anyhow::Result<()> {
+        match value {
+            Some(v) if std::env::var(name).ok().as_deref() != Some(v) => anyhow::bail!(
+                "in production mode {name} must come from the environment, not a command-line flag"
+            ),
+            _ => Ok(()),
+        }
+    };
+    from_env(
+        "KABINET_JWT_SECRET",
+        config.secret.jwt_secret.as_ref().map(|s| s.expose_secret()),
+    )?;
+    from_env(
+        "KABINET_SMTP_URL",
+        config.delivery.smtp_url.as_ref().map(|s| s.expose_secret()),
+    )?;
+    from_env(
+        "KABINET_SMS_GATEWAY_TOKEN",
+        config
+            .delivery
+            .sms_gateway_token
+            .as_ref()
+            .map(|s| s.expose_secret()),
+    )?;
+    Ok(())
+}
+
+/// The first administrator's password: `KABINET_ADMIN_PASSWORD`, else the first line of standard input.
+fn admin_password() -> anyhow::Result<String> {
+    if let Ok(password) = std::env::var("KABINET_ADMIN_PASSWORD") {
+        return Ok(password);
+    }
+    eprintln!("password (one line on standard input):");
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        anyhow::bail!(
+            "no password given: set KABINET_ADMIN_PASSWORD or write it to standard input"
+        );
+    }
+    Ok(password)
+}
+
+/// Opens a staff account through the same command path as `createStaffAccount`.
+pub async fn create_account(
+    args: &CreateAccountArgs,
+    password: String,
+) -> anyhow::Result<uuid::Uuid> {
+    use kabinet_domain::accounts::service::{AccountFailure, StaffAccountRequest};
+    let role: kabinet_domain::Role = args.role.parse()?;
+    let organisation_id = args
+        .organisation
+        .as_deref()
+        .map(uuid::Uuid::parse_str)
+        .transpose()
+        .map_err(|_| anyhow::anyhow!("--organisation must be a UUID"))?;
+    let db = Db::connect(&args.database.database_url, &PoolOptions::default()).await?;
+    db.migrate().await?;
+    let commands =
+        kabinet_domain::command::CommandService::new(kabinet_domain::Journal::new(db.clone()));
+    // No code is sent here (the password is given), so the code key need not be the server's.
+    let mut key = [0u8; 32];
+    kabinet_domain::accounts::secrets::random_bytes(&mut key)?;
+    let accounts = kabinet_domain::accounts::AccountService::new(
+        commands,
+        std::sync::Arc::new(kabinet_domain::clock::SystemClock),
+        std::sync::Arc::new(kabinet_domain::notify::LogNotifier),
+        kabinet_domain::accounts::secrets::CodeHasher::from_server_secret(&key),
+    );
+    let request = StaffAccountRequest {
+        role,
+        organisation_id,
+        login: args.login.clone(),
+        initial_password: Some(password),
+    };
+    let metadata = kabinet_domain::EventMetadata::new(
+        kabinet_domain::Actor::system(),
+        format!("cli-{}", uuid::Uuid::now_v7().simple()),
+    );
+    let result = accounts.create_staff(&request, &metadata).await;
+    db.close().await;
+    match result {
+        Ok((view, _)) => Ok(view.id),
+        Err(AccountFailure::User(e)) => {
+            let field = e.field.as_ref().and_then(|f| f.last()).cloned();
+            let field = match field.as_deref() {
+                Some("initialPassword") => " (password)".to_string(),
+                Some(f) => format!(" ({f})"),
+                None => String::new(),
+            };
+            anyhow::bail!("{}{field}: {}", e.code, e.message)
+        }
+        Err(AccountFailure::Internal(e)) => anyhow::bail!("internal error: {e}"),
+    }
+}
+
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    secrets_from_environment(&config)?;
     init_tracing(config.log_format);
     let demo = config.demo;
     let app = Application::build(config).await?;

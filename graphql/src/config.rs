@@ -34,6 +34,9 @@ pub enum Command {
         #[command(flatten)]
         size: crate::seed::SeedSize,
     },
+    /// Administration: `kabinet admin create-account …`.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Print the GraphQL schema (SDL).
     Schema {
         /// Write to this file instead of standard output.
@@ -106,6 +109,39 @@ impl SecretArgs {
     }
 }
 
+/// How codes and messages reach people: SMTP for e-mail, an HTTP gateway for SMS.
+#[derive(Clone, Args, Default)]
+pub struct DeliveryArgs {
+    /// SMTP relay for e-mail, e.g. `smtp://127.0.0.1:2525` (user:password@ allowed).
+    #[arg(long, env = "KABINET_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<SecretString>,
+    /// Sender of e-mail, e.g. `Kabinet <no-reply@kabinet.example>`.
+    #[arg(long, env = "KABINET_MAIL_FROM")]
+    pub mail_from: Option<String>,
+    /// URL the SMS gateway takes `POST {"to", "text"}` at.
+    #[arg(long, env = "KABINET_SMS_GATEWAY_URL")]
+    pub sms_gateway_url: Option<String>,
+    /// Bearer token of the SMS gateway.
+    #[arg(long, env = "KABINET_SMS_GATEWAY_TOKEN", hide_env_values = true)]
+    pub sms_gateway_token: Option<SecretString>,
+}
+
+impl std::fmt::Debug for DeliveryArgs {
+    // The SMTP URL may hold a password and the gateway token is a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |set: bool| if set { "[redacted]" } else { "none" };
+        f.debug_struct("DeliveryArgs")
+            .field("smtp_url", &shown(self.smtp_url.is_some()))
+            .field("mail_from", &self.mail_from)
+            .field("sms_gateway_url", &self.sms_gateway_url)
+            .field(
+                "sms_gateway_token",
+                &shown(self.sms_gateway_token.is_some()),
+            )
+            .finish()
+    }
+}
+
 /// Settings of `kabinet serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -113,6 +149,11 @@ pub struct ServeConfig {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub secret: SecretArgs,
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+    /// Trust the last `X-Forwarded-For` entry as the client address (only behind a proxy that sets it).
+    #[arg(long, env = "KABINET_TRUSTED_PROXY")]
+    pub trusted_proxy: bool,
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, env = "KABINET_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -162,6 +203,8 @@ impl ServeConfig {
             secret: SecretArgs {
                 jwt_secret: Some(SecretString::from(secret.to_string())),
             },
+            delivery: DeliveryArgs::default(),
+            trusted_proxy: false,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             mode: Mode::Development,
             introspection: None,
@@ -194,4 +237,28 @@ pub struct TokenArgs {
     /// Lifetime of the token in minutes.
     #[arg(long, default_value_t = 60)]
     pub ttl_minutes: i64,
+}
+
+/// Administration commands.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Open a staff account (the first administrator, for one); the password
+    /// comes from KABINET_ADMIN_PASSWORD or standard input, never a flag.
+    CreateAccount(CreateAccountArgs),
+}
+
+/// Arguments of `kabinet admin create-account`.
+#[derive(Debug, Clone, Args)]
+pub struct CreateAccountArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// registrar, doctor, lab, pharmacist, auditor, analyst or admin.
+    #[arg(long)]
+    pub role: String,
+    /// Phone number or e-mail address to sign in with.
+    #[arg(long)]
+    pub login: String,
+    /// The organisation (UUID) of clinic staff.
+    #[arg(long)]
+    pub organisation: Option<String>,
 }

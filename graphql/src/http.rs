@@ -1,12 +1,13 @@
 //! HTTP routes: GraphQL over POST and WebSocket, GraphiQL, health and metrics.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::Data;
 use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -16,7 +17,7 @@ use uuid::Uuid;
 
 use crate::auth::TokenKeys;
 use crate::metrics::Metrics;
-use crate::schema::context::{RequestContext, Services};
+use crate::schema::context::{CallerSession, ClientAddress, RequestContext, Services};
 use crate::schema::KabinetSchema;
 
 /// State shared by the HTTP handlers.
@@ -27,6 +28,10 @@ pub struct AppState {
     pub keys: TokenKeys,
     pub metrics: Arc<Metrics>,
     pub graphiql: bool,
+    /// Production mode: development tokens are refused.
+    pub production: bool,
+    /// Whether the last `X-Forwarded-For` entry names the client.
+    pub trusted_proxy: bool,
 }
 
 /// The router of the server.
@@ -69,28 +74,128 @@ fn request_id(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| Uuid::now_v7().simple().to_string())
 }
 
+/// Why a request's token was not accepted.
+enum AuthError {
+    /// HTTP 401 with this message.
+    Unauthenticated(&'static str),
+    /// The session could not be checked (logged); HTTP 500.
+    Internal,
+}
+
+/// A caller whose token was accepted.
+struct Authenticated {
+    actor: Actor,
+    session_id: Option<Uuid>,
+}
+
+const INVALID_TOKEN: &str = "the bearer token is malformed, expired or not signed by this server";
+
+/// Checks a bearer token: its signature, then its session (live, account
+/// active) or, for a development token, the account's state.
+async fn authenticate(state: &AppState, token: &str) -> Result<Authenticated, AuthError> {
+    let verified = state
+        .keys
+        .verify_token(token)
+        .map_err(|_| AuthError::Unauthenticated(INVALID_TOKEN))?;
+    let store = state.services.accounts.store();
+    let internal = |e: sqlx::Error| {
+        tracing::error!(error = %e, "cannot check a session");
+        AuthError::Internal
+    };
+    match verified.session_id {
+        Some(session_id) => {
+            let session = store.session(session_id).await.map_err(internal)?;
+            let now = state.services.clock.now();
+            match session {
+                Some(s) if s.live(now) && s.account_id == verified.actor.account_id => {
+                    Ok(Authenticated {
+                        actor: verified.actor,
+                        session_id: Some(session_id),
+                    })
+                }
+                _ => Err(AuthError::Unauthenticated(
+                    "the session has ended (signed out, expired or revoked); sign in again",
+                )),
+            }
+        }
+        None if state.production => Err(AuthError::Unauthenticated(
+            "development tokens are not accepted in production mode; sign in",
+        )),
+        None => {
+            // A development token speaks for its subject; if that subject has
+            // an account, the account's state decides.
+            match store
+                .status(verified.actor.account_id)
+                .await
+                .map_err(internal)?
+            {
+                None | Some(kabinet_domain::accounts::AccountStatus::Active) => Ok(Authenticated {
+                    actor: verified.actor,
+                    session_id: None,
+                }),
+                Some(_) => Err(AuthError::Unauthenticated(
+                    "the account is closed or deactivated",
+                )),
+            }
+        }
+    }
+}
+
 /// The caller of an `Authorization: Bearer` header; `Ok(None)` when there is none.
-fn caller(keys: &TokenKeys, headers: &HeaderMap) -> Result<Option<Actor>, &'static str> {
+async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Option<Authenticated>, AuthError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
     let value = value
         .to_str()
-        .map_err(|_| "the Authorization header is not valid text")?;
+        .map_err(|_| AuthError::Unauthenticated("the Authorization header is not valid text"))?;
     let token = value
         .strip_prefix("Bearer ")
-        .ok_or("the Authorization header must be 'Bearer <token>'")?;
-    keys.verify(token.trim())
-        .map(Some)
-        .map_err(|_| "the bearer token is malformed, expired or not signed by this server")
+        .ok_or(AuthError::Unauthenticated(
+            "the Authorization header must be 'Bearer <token>'",
+        ))?;
+    authenticate(state, token.trim()).await.map(Some)
 }
 
-async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+/// The client's address: the socket's peer, or behind a trusted proxy the
+/// last `X-Forwarded-For` entry (the one that proxy added).
+fn client_address(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    if state.trusted_proxy {
+        // Only the very last entry: earlier ones come from the client and may be forged.
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|v| v.trim().parse::<IpAddr>().ok());
+        if let Some(ip) = forwarded {
+            return ip;
+        }
+    }
+    peer.ip()
+}
+
+async fn graphql_post(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     Metrics::inc(&state.metrics.http_requests);
     let request_id = request_id(&headers);
-    let actor = match caller(&state.keys, &headers) {
-        Ok(actor) => actor,
-        Err(message) => {
+    let client = client_address(&state, peer, &headers);
+    let caller = match caller(&state, &headers).await {
+        Ok(caller) => caller,
+        Err(AuthError::Internal) => {
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                &format!("internal error (request id {request_id})"),
+                &request_id,
+            )
+        }
+        Err(AuthError::Unauthenticated(message)) => {
             Metrics::inc(&state.metrics.unauthenticated);
             let mut response = error_response(
                 StatusCode::UNAUTHORIZED,
@@ -131,11 +236,18 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     let operation = request.operation_name.clone().unwrap_or_default();
     let span = tracing::info_span!("graphql", request_id = %request_id, operation = %operation);
     let _guard = span.enter();
-    let request = request.data(RequestContext {
-        dev_token: actor.is_some(),
-        actor,
-        request_id: request_id.clone(),
-    });
+    let (actor, session_id) = match caller {
+        Some(c) => (Some(c.actor), c.session_id),
+        None => (None, None),
+    };
+    let request = request
+        .data(RequestContext {
+            dev_token: actor.is_some() && session_id.is_none(),
+            actor,
+            request_id: request_id.clone(),
+        })
+        .data(ClientAddress(Some(client)))
+        .data(CallerSession(session_id));
     drop(_guard);
     Metrics::inc(&state.metrics.graphql_requests);
     let response = tracing::Instrument::instrument(state.schema.execute(request), span).await;
@@ -160,16 +272,20 @@ async fn graphql_get(headers: HeaderMap) -> Response {
 
 async fn graphql_ws(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     Metrics::inc(&state.metrics.http_requests);
-    let keys = state.keys.clone();
+    let client = client_address(&state, peer, &headers);
+    let auth_state = state.clone();
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |stream| {
             GraphQLWebSocket::new(stream, state.schema.clone(), protocol)
                 .on_connection_init(move |payload| async move {
+                    let state = auth_state;
                     // The token comes in the connection_init payload:
                     // {"authorization": "Bearer <token>"} (or "Authorization").
                     let token = payload
@@ -177,18 +293,29 @@ async fn graphql_ws(
                         .or_else(|| payload.get("Authorization"))
                         .and_then(|v| v.as_str())
                         .and_then(|v| v.strip_prefix("Bearer "));
-                    let actor = match token {
+                    let caller = match token {
                         None => None,
-                        Some(token) => Some(keys.verify(token.trim()).map_err(|_| {
-                            async_graphql::Error::new("the bearer token is malformed, expired or not signed by this server")
-                        })?),
+                        Some(token) => Some(authenticate(&state, token.trim()).await.map_err(
+                            |e| match e {
+                                AuthError::Unauthenticated(message) => {
+                                    async_graphql::Error::new(message)
+                                }
+                                AuthError::Internal => async_graphql::Error::new("internal error"),
+                            },
+                        )?),
+                    };
+                    let (actor, session_id) = match caller {
+                        Some(c) => (Some(c.actor), c.session_id),
+                        None => (None, None),
                     };
                     let mut data = Data::default();
                     data.insert(RequestContext {
-                        dev_token: actor.is_some(),
+                        dev_token: actor.is_some() && session_id.is_none(),
                         actor,
                         request_id: Uuid::now_v7().simple().to_string(),
                     });
+                    data.insert(ClientAddress(Some(client)));
+                    data.insert(CallerSession(session_id));
                     Ok(data)
                 })
                 .serve()

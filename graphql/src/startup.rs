@@ -4,9 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use kabinet_domain::accounts::secrets::CodeHasher;
+use kabinet_domain::accounts::AccountService;
 use kabinet_domain::clock::SystemClock;
 use kabinet_domain::command::CommandService;
 use kabinet_domain::db::PoolOptions;
+use kabinet_domain::notify::sms::SmsGatewayNotifier;
+use kabinet_domain::notify::smtp::SmtpNotifier;
+use kabinet_domain::notify::{ByChannel, LogNotifier, Notifier};
 use kabinet_domain::{Actor, Db, Journal, Role};
 use kabinet_projections::{all_projections, Projector, ProjectorConfig, Wakeups};
 use tokio::net::TcpListener;
@@ -55,19 +60,78 @@ pub fn signing_secret(config: &ServeConfig) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+/// The notifier of `config`: SMTP for e-mail and an HTTP gateway for SMS;
+/// in development a missing channel writes to the log, in production it is an error.
+pub fn notifier(config: &ServeConfig) -> anyhow::Result<Arc<dyn Notifier>> {
+    use secrecy::ExposeSecret;
+    let production = config.mode == Mode::Production;
+    let delivery = &config.delivery;
+    let email: Arc<dyn Notifier> = match (&delivery.smtp_url, &delivery.mail_from) {
+        (Some(url), Some(from)) => Arc::new(
+            SmtpNotifier::new(url.expose_secret(), from)
+                .context("invalid e-mail delivery settings")?,
+        ),
+        (Some(url), None) if !production => Arc::new(
+            SmtpNotifier::new(url.expose_secret(), "Kabinet <no-reply@kabinet.localhost>")
+                .context("invalid e-mail delivery settings")?,
+        ),
+        (Some(_), None) => {
+            anyhow::bail!("production mode needs KABINET_MAIL_FROM (the sender of e-mail)")
+        }
+        (None, _) if production => {
+            anyhow::bail!(
+                "production mode needs KABINET_SMTP_URL: codes must really be delivered by e-mail"
+            )
+        }
+        (None, _) => Arc::new(LogNotifier),
+    };
+    let sms: Arc<dyn Notifier> = match &delivery.sms_gateway_url {
+        Some(url) => Arc::new(
+            SmsGatewayNotifier::new(
+                url,
+                delivery
+                    .sms_gateway_token
+                    .as_ref()
+                    .map(|t| t.expose_secret().to_string()),
+            )
+            .context("invalid SMS delivery settings")?,
+        ),
+        None if production => {
+            anyhow::bail!("production mode needs KABINET_SMS_GATEWAY_URL: codes must really be delivered by SMS")
+        }
+        None => Arc::new(LogNotifier),
+    };
+    Ok(Arc::new(ByChannel { email, sms }))
+}
+
+/// Parts of the application that tests replace.
+#[derive(Clone, Default)]
+pub struct Overrides {
+    /// The clock instead of the system clock.
+    pub clock: Option<Arc<dyn kabinet_domain::clock::Clock>>,
+    /// The notifier instead of the configured delivery adapters.
+    pub notifier: Option<Arc<dyn Notifier>>,
+}
+
 impl Application {
     /// Connects, migrates, starts the projector and the sealer, and binds the listener.
     pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
-        Application::build_with_notifier(config, None).await
+        Self::build_with(config, Overrides::default()).await
     }
 
-    /// [`Application::build`] delivering messages through `notifier` instead of
-    /// the configured adapter (tests).
-    pub async fn build_with_notifier(
+    /// [`Application::build`] with parts replaced (tests move the clock by
+    /// hand and read the messages the server sends).
+    pub async fn build_with(
         config: ServeConfig,
-        notifier: Option<Arc<dyn kabinet_domain::notify::Notifier>>,
+        overrides: Overrides,
     ) -> anyhow::Result<Application> {
         let secret = signing_secret(&config)?;
+        let notifier = match overrides.notifier {
+            Some(notifier) => notifier,
+            None => notifier(&config)?,
+        };
+        let clock: Arc<dyn kabinet_domain::clock::Clock> =
+            overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let keys = TokenKeys::new(&secret);
         let db = Db::connect(
             &config.database.database_url,
@@ -98,8 +162,6 @@ impl Application {
             Duration::from_millis(config.seal_interval_ms),
             shutdown.clone(),
         )));
-        let clock: Arc<dyn kabinet_domain::clock::Clock> = Arc::new(SystemClock);
-        let notifier = notifier.unwrap_or_else(|| Arc::new(kabinet_domain::notify::LogNotifier));
         background.push(tokio::spawn(
             crate::dispatcher::Dispatcher {
                 db: db.clone(),
@@ -112,6 +174,12 @@ impl Application {
             ),
         ));
         let commands = CommandService::new(journal.clone());
+        let accounts = AccountService::new(
+            commands.clone(),
+            clock.clone(),
+            notifier.clone(),
+            CodeHasher::from_server_secret(&secret),
+        );
         let services = Services {
             db: db.clone(),
             journal,
@@ -124,6 +192,8 @@ impl Application {
             clock,
             notifier,
             read_your_writes: Duration::from_millis(config.read_your_writes_ms),
+            accounts,
+            tokens: keys.clone(),
         };
         let limits = Limits {
             max_depth: config.max_depth,
@@ -137,6 +207,8 @@ impl Application {
             keys: keys.clone(),
             metrics: Arc::new(Metrics::default()),
             graphiql: config.mode == Mode::Development,
+            production: config.mode == Mode::Production,
+            trusted_proxy: config.trusted_proxy,
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -188,7 +260,10 @@ impl Application {
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let shutdown = self.shutdown.clone();
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let serve = axum::serve(self.listener, service).with_graceful_shutdown(async move {
             stop.await;
             tracing::info!("shutting down");
         });

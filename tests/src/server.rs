@@ -7,6 +7,7 @@ use std::time::Duration;
 use kabinet_domain::{Actor, Role};
 use kabinet_graphql::auth::TokenKeys;
 use kabinet_graphql::config::ServeConfig;
+use kabinet_graphql::startup::Overrides;
 use kabinet_graphql::Application;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -105,7 +106,20 @@ pub struct Server {
 impl Server {
     /// Starts a server on `test_db` with test settings changed by `adjust`.
     pub async fn start(test_db: &TestDb, adjust: impl FnOnce(&mut ServeConfig)) -> Server {
-        Server::start_with_notifier(test_db, None, adjust).await
+        Server::start_with(test_db, Overrides::default(), adjust).await
+    }
+
+    /// [`Server::start`] with the server reading time from `clock`.
+    pub async fn start_with_clock(
+        test_db: &TestDb,
+        clock: std::sync::Arc<dyn kabinet_domain::clock::Clock>,
+        adjust: impl FnOnce(&mut ServeConfig),
+    ) -> Server {
+        let overrides = Overrides {
+            clock: Some(clock),
+            ..Overrides::default()
+        };
+        Server::start_with(test_db, overrides, adjust).await
     }
 
     /// [`Server::start`] delivering messages through `notifier`.
@@ -114,9 +128,22 @@ impl Server {
         notifier: Option<std::sync::Arc<dyn kabinet_domain::notify::Notifier>>,
         adjust: impl FnOnce(&mut ServeConfig),
     ) -> Server {
+        let overrides = Overrides {
+            notifier,
+            ..Overrides::default()
+        };
+        Server::start_with(test_db, overrides, adjust).await
+    }
+
+    /// [`Server::start`] with parts of the application replaced.
+    pub async fn start_with(
+        test_db: &TestDb,
+        overrides: Overrides,
+        adjust: impl FnOnce(&mut ServeConfig),
+    ) -> Server {
         let mut config = ServeConfig::for_tests(&test_db.url, SECRET);
         adjust(&mut config);
-        let app = Application::build_with_notifier(config, notifier)
+        let app = Application::build_with(config, overrides)
             .await
             .expect("server builds");
         let base = format!("http://127.0.0.1:{}", app.port());

@@ -24,7 +24,19 @@ pub struct Services {
     pub notifier: Arc<dyn Notifier>,
     /// How long a mutation waits for the read models to show its effect.
     pub read_your_writes: Duration,
+    /// Registration, sign-in, sessions and staff accounts.
+    pub accounts: kabinet_domain::accounts::AccountService,
+    /// Signs access tokens of sign-in sessions.
+    pub tokens: crate::auth::TokenKeys,
 }
+
+/// The client's network address (from the socket, or from a trusted proxy).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub Option<std::net::IpAddr>);
+
+/// The sign-in session of the caller's token; absent for development tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct CallerSession(pub Option<uuid::Uuid>);
 
 /// Who is asking, for this request.
 #[derive(Debug, Clone)]

@@ -1,5 +1,6 @@
 //! The GraphQL schema: queries, mutations and subscriptions with their limits.
 
+pub mod accounts;
 pub mod activity;
 pub mod appointments;
 pub mod context;
@@ -111,6 +112,7 @@ pub struct Query(
     appointments::AppointmentsQuery,
     activity::ActivityQuery,
     notifications::NotificationsQuery,
+    accounts::AccountsQuery,
 );
 
 /// Every mutation.
@@ -120,6 +122,8 @@ pub struct Mutation(
     doctors::DoctorsMutation,
     appointments::AppointmentsMutation,
     notifications::NotificationsMutation,
+    accounts::AccountsMutation,
+    accounts::AccountAdminMutation,
 );
 
 /// Every subscription.
@@ -147,7 +151,8 @@ pub fn build(limits: Limits, services: Option<context::Services>) -> KabinetSche
     .limit_depth(limits.max_depth)
     .limit_complexity(limits.max_complexity)
     .limit_recursive_depth(32)
-    .limit_directives(8);
+    .limit_directives(8)
+    .extension(accounts::OneCredentialPerOperation);
     if !limits.introspection {
         builder = builder.disable_introspection();
     }

@@ -1,0 +1,104 @@
+//! Back-off and lock-out against guessing: failures are counted per login and
+//! per client address; a few are free, then each waits twice as long as the
+//! one before, and many lock the key for a while.
+
+use chrono::{DateTime, Duration, Utc};
+
+/// How failures of one key are answered.
+#[derive(Debug, Clone, Copy)]
+pub struct ThrottlePolicy {
+    /// Failures answered without delay.
+    pub free: i64,
+    /// Failures after which the key is locked for `lock`.
+    pub lock_after: i64,
+    pub lock: Duration,
+    /// Longest back-off before the lock.
+    pub max_backoff: Duration,
+    /// A counter whose last failure is older than this starts again.
+    pub forget_after: Duration,
+}
+
+/// Per login: 3 free failures, back-off up to a minute, 10 lock for 15 minutes.
+pub const PER_LOGIN: ThrottlePolicy = ThrottlePolicy {
+    free: 3,
+    lock_after: 10,
+    lock: Duration::minutes(15),
+    max_backoff: Duration::seconds(60),
+    forget_after: Duration::hours(24),
+};
+
+/// Per client address (many people may share one): 20 free, 100 lock.
+pub const PER_ADDRESS: ThrottlePolicy = ThrottlePolicy {
+    free: 20,
+    lock_after: 100,
+    lock: Duration::minutes(15),
+    max_backoff: Duration::seconds(60),
+    forget_after: Duration::hours(1),
+};
+
+/// Codes sent on behalf of one client address (against SMS pumping):
+/// 30 free within an hour, then back-off, 60 stop sending for an hour.
+pub const SENDS_PER_ADDRESS: ThrottlePolicy = ThrottlePolicy {
+    free: 30,
+    lock_after: 60,
+    lock: Duration::hours(1),
+    max_backoff: Duration::seconds(60),
+    forget_after: Duration::hours(1),
+};
+
+impl ThrottlePolicy {
+    /// Whether the counter has expired at `now`.
+    pub fn forgotten(&self, last_failure: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        now - last_failure > self.forget_after
+    }
+
+    /// How long a key with `failures`, the last at `last_failure`, must still
+    /// wait at `now` before its next attempt is checked; `None` when it may try.
+    pub fn wait(
+        &self,
+        failures: i64,
+        last_failure: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<Duration> {
+        if self.forgotten(last_failure, now) || failures <= self.free {
+            return None;
+        }
+        let pause = if failures >= self.lock_after {
+            self.lock
+        } else {
+            let doubling = (failures - self.free - 1).min(20) as u32;
+            Duration::seconds(1i64 << doubling).min(self.max_backoff)
+        };
+        let remaining = last_failure + pause - now;
+        (remaining > Duration::zero()).then_some(remaining)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + s, 0)
+            .single()
+            .expect("time")
+    }
+
+    #[test]
+    fn free_failures_then_doubling_back_off_then_lock_out() {
+        let p = PER_LOGIN;
+        assert_eq!(p.wait(3, at(0), at(0)), None);
+        assert_eq!(p.wait(4, at(0), at(0)), Some(Duration::seconds(1)));
+        assert_eq!(p.wait(5, at(0), at(1)), Some(Duration::seconds(1)));
+        assert_eq!(p.wait(5, at(0), at(2)), None);
+        assert_eq!(p.wait(9, at(0), at(0)), Some(Duration::seconds(32)));
+        assert_eq!(p.wait(10, at(0), at(60)), Some(Duration::minutes(14)));
+        assert_eq!(p.wait(10, at(0), at(15 * 60)), None);
+        assert_eq!(
+            p.wait(50, at(0), at(25 * 3600)),
+            None,
+            "forgotten after a day"
+        );
+    }
+}
