@@ -171,7 +171,10 @@ fn check_birth_date(birth_date: NaiveDate, today: NaiveDate) -> Result<(), &'sta
 
 impl ProfileUpdate {
     /// Parses every field of `raw`, returning all the wrong ones at once.
-    pub fn parse(raw: &RawProfileUpdate, today: NaiveDate) -> Result<ProfileUpdate, Vec<UserError>> {
+    pub fn parse(
+        raw: &RawProfileUpdate,
+        today: NaiveDate,
+    ) -> Result<ProfileUpdate, Vec<UserError>> {
         let mut errors = Vec::new();
         let name = |raw: &Option<String>, field: &str, errors: &mut Vec<UserError>| {
             raw.as_deref().and_then(|r| bounded(r, field, 100, errors))
@@ -209,8 +212,9 @@ impl ProfileUpdate {
         {
             None => Change::Keep,
             Some("") => Change::Clear,
-            Some(text) => bounded(text, field, MAX_ADDRESS_CHARS, errors)
-                .map_or(Change::Keep, Change::Set),
+            Some(text) => {
+                bounded(text, field, MAX_ADDRESS_CHARS, errors).map_or(Change::Keep, Change::Set)
+            }
         };
         let update = ProfileUpdate {
             surname,
@@ -219,7 +223,12 @@ impl ProfileUpdate {
             birth_date,
             sex: raw.sex,
             snils: optional(&raw.snils, "snils", Snils::parse, &mut errors),
-            oms_policy: optional(&raw.oms_policy, "omsPolicy", OmsPolicyNumber::parse, &mut errors),
+            oms_policy: optional(
+                &raw.oms_policy,
+                "omsPolicy",
+                OmsPolicyNumber::parse,
+                &mut errors,
+            ),
             passport_series: optional(
                 &raw.passport_series,
                 "passportSeries",
@@ -246,6 +255,54 @@ impl ProfileUpdate {
         } else {
             Err(errors)
         }
+    }
+}
+
+impl ProfileUpdate {
+    /// API names of the identity fields (name, birth date, SNILS, passport) this update
+    /// would change on `patient`: those are fixed once the identity is verified.
+    pub fn identity_changes(&self, patient: &Patient) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let basic = patient.profile.as_ref();
+        let d = &patient.details;
+        if self
+            .surname
+            .as_ref()
+            .is_some_and(|v| Some(v) != basic.map(|b| &b.surname))
+        {
+            changed.push("surname");
+        }
+        if self
+            .first_name
+            .as_ref()
+            .is_some_and(|v| Some(v) != basic.map(|b| &b.first_name))
+        {
+            changed.push("firstName");
+        }
+        if self.patronymic != Change::Keep
+            && self
+                .patronymic
+                .apply_to(&basic.and_then(|b| b.patronymic.clone()))
+                != basic.and_then(|b| b.patronymic.clone())
+        {
+            changed.push("patronymic");
+        }
+        if self
+            .birth_date
+            .is_some_and(|v| Some(v) != basic.map(|b| b.birth_date))
+        {
+            changed.push("birthDate");
+        }
+        if self.snils.apply_to(&d.snils) != d.snils {
+            changed.push("snils");
+        }
+        if self.passport_series.apply_to(&d.passport_series) != d.passport_series {
+            changed.push("passportSeries");
+        }
+        if self.passport_number.apply_to(&d.passport_number) != d.passport_number {
+            changed.push("passportNumber");
+        }
+        changed
     }
 }
 
@@ -330,30 +387,51 @@ pub struct Patient {
 
 impl Patient {
     /// Applies `update` to the current profile; all missing required parts are named.
-    fn updated(&self, update: &ProfileUpdate) -> Result<(PatientProfile, PatientDetails), PatientError> {
+    fn updated(
+        &self,
+        update: &ProfileUpdate,
+    ) -> Result<(PatientProfile, PatientDetails), PatientError> {
         let current = self.profile.as_ref();
         let mut errors = Vec::new();
         let mut required = |value: Option<String>, field: &'static str| {
             value.unwrap_or_else(|| {
-                errors.push(UserError::field(field, "REQUIRED", "needed for the first profile"));
+                errors.push(UserError::field(
+                    field,
+                    "REQUIRED",
+                    "needed for the first profile",
+                ));
                 String::new()
             })
         };
         let surname = required(
-            update.surname.clone().or(current.map(|c| c.surname.clone())),
+            update
+                .surname
+                .clone()
+                .or(current.map(|c| c.surname.clone())),
             "surname",
         );
         let first_name = required(
-            update.first_name.clone().or(current.map(|c| c.first_name.clone())),
+            update
+                .first_name
+                .clone()
+                .or(current.map(|c| c.first_name.clone())),
             "firstName",
         );
         let birth_date = update.birth_date.or(current.map(|c| c.birth_date));
         if birth_date.is_none() {
-            errors.push(UserError::field("birthDate", "REQUIRED", "needed for the first profile"));
+            errors.push(UserError::field(
+                "birthDate",
+                "REQUIRED",
+                "needed for the first profile",
+            ));
         }
         let sex = update.sex.or(current.map(|c| c.sex));
         if sex.is_none() {
-            errors.push(UserError::field("sex", "REQUIRED", "needed for the first profile"));
+            errors.push(UserError::field(
+                "sex",
+                "REQUIRED",
+                "needed for the first profile",
+            ));
         }
         let (Some(birth_date), Some(sex), true) = (birth_date, sex, errors.is_empty()) else {
             return Err(PatientError::Fields(errors));
@@ -375,7 +453,9 @@ impl Patient {
             passport_number: update.passport_number.apply_to(&d.passport_number),
             phone: update.phone.apply_to(&d.phone),
             email: update.email.apply_to(&d.email),
-            registration_address: update.registration_address.apply_to(&d.registration_address),
+            registration_address: update
+                .registration_address
+                .apply_to(&d.registration_address),
             actual_address: update.actual_address.apply_to(&d.actual_address),
         };
         Ok((profile, details))

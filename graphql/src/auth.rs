@@ -22,6 +22,10 @@ pub struct Claims {
     pub iss: String,
     pub iat: i64,
     pub exp: i64,
+    /// True for development tokens (`kabinet token`, the demo), which pass the
+    /// identity-verification gate; absent in tokens issued by a sign-in.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dev: bool,
 }
 
 /// Why a token was refused.
@@ -57,8 +61,17 @@ impl TokenKeys {
         }
     }
 
-    /// Mints a token for `actor`, valid for `ttl`.
+    /// Mints a development token for `actor`, valid for `ttl`.
     pub fn mint(&self, actor: &Actor, ttl: Duration) -> Result<String, TokenError> {
+        self.mint_with(actor, ttl, true)
+    }
+
+    /// Mints a token for `actor` as a sign-in session issues it (no development mark).
+    pub fn mint_session(&self, actor: &Actor, ttl: Duration) -> Result<String, TokenError> {
+        self.mint_with(actor, ttl, false)
+    }
+
+    fn mint_with(&self, actor: &Actor, ttl: Duration, dev: bool) -> Result<String, TokenError> {
         let now = Utc::now();
         let claims = Claims {
             sub: actor.account_id.to_string(),
@@ -67,6 +80,7 @@ impl TokenKeys {
             iss: ISSUER.to_string(),
             iat: now.timestamp(),
             exp: (now + ttl).timestamp(),
+            dev,
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|_| TokenError::Invalid)
@@ -74,6 +88,11 @@ impl TokenKeys {
 
     /// The caller a token speaks for.
     pub fn verify(&self, token: &str) -> Result<Actor, TokenError> {
+        self.verify_token(token).map(|(actor, _)| actor)
+    }
+
+    /// The caller a token speaks for, and whether it is a development token.
+    pub fn verify_token(&self, token: &str) -> Result<(Actor, bool), TokenError> {
         let data = decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| TokenError::Invalid)?;
         let claims = data.claims;
@@ -88,11 +107,14 @@ impl TokenKeys {
         if role.is_clinic_staff() && organisation_id.is_none() {
             return Err(TokenError::Invalid);
         }
-        Ok(Actor {
-            account_id,
-            role,
-            organisation_id,
-        })
+        Ok((
+            Actor {
+                account_id,
+                role,
+                organisation_id,
+            },
+            claims.dev,
+        ))
     }
 }
 

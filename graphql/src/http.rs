@@ -38,12 +38,22 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(
+            "/identity/passport-scan",
+            axum::routing::post(crate::identity_http::upload_passport_scan)
+                .layer(DefaultBodyLimit::max(crate::identity_http::BODY_LIMIT)),
+        )
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
 
 /// A GraphQL-shaped error response outside normal execution.
-fn error_response(status: StatusCode, code: &str, message: &str, request_id: &str) -> Response {
+pub(crate) fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &str,
+) -> Response {
     let body = serde_json::json!({
         "data": null,
         "errors": [{ "message": message, "extensions": { "code": code, "requestId": request_id } }],
@@ -56,7 +66,7 @@ fn error_response(status: StatusCode, code: &str, message: &str, request_id: &st
 }
 
 /// The request id: the caller's `x-request-id` when it is sane, else a new one.
-fn request_id(headers: &HeaderMap) -> String {
+pub(crate) fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
@@ -69,8 +79,12 @@ fn request_id(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| Uuid::now_v7().simple().to_string())
 }
 
-/// The caller of an `Authorization: Bearer` header; `Ok(None)` when there is none.
-fn caller(keys: &TokenKeys, headers: &HeaderMap) -> Result<Option<Actor>, &'static str> {
+/// The caller of an `Authorization: Bearer` header, with whether the token is a
+/// development one; `Ok(None)` when there is none.
+pub(crate) fn caller(
+    keys: &TokenKeys,
+    headers: &HeaderMap,
+) -> Result<Option<(Actor, bool)>, &'static str> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
@@ -80,7 +94,7 @@ fn caller(keys: &TokenKeys, headers: &HeaderMap) -> Result<Option<Actor>, &'stat
     let token = value
         .strip_prefix("Bearer ")
         .ok_or("the Authorization header must be 'Bearer <token>'")?;
-    keys.verify(token.trim())
+    keys.verify_token(token.trim())
         .map(Some)
         .map_err(|_| "the bearer token is malformed, expired or not signed by this server")
 }
@@ -132,8 +146,8 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     let span = tracing::info_span!("graphql", request_id = %request_id, operation = %operation);
     let _guard = span.enter();
     let request = request.data(RequestContext {
-        dev_token: actor.is_some(),
-        actor,
+        dev_token: actor.as_ref().is_some_and(|(_, dev)| *dev),
+        actor: actor.map(|(actor, _)| actor),
         request_id: request_id.clone(),
     });
     drop(_guard);
@@ -179,14 +193,14 @@ async fn graphql_ws(
                         .and_then(|v| v.strip_prefix("Bearer "));
                     let actor = match token {
                         None => None,
-                        Some(token) => Some(keys.verify(token.trim()).map_err(|_| {
+                        Some(token) => Some(keys.verify_token(token.trim()).map_err(|_| {
                             async_graphql::Error::new("the bearer token is malformed, expired or not signed by this server")
                         })?),
                     };
                     let mut data = Data::default();
                     data.insert(RequestContext {
-                        dev_token: actor.is_some(),
-                        actor,
+                        dev_token: actor.as_ref().is_some_and(|(_, dev)| *dev),
+                        actor: actor.map(|(actor, _)| actor),
                         request_id: Uuid::now_v7().simple().to_string(),
                     });
                     Ok(data)

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod identity_http;
 pub mod metrics;
 pub mod schema;
 pub mod seed;

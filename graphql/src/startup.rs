@@ -4,9 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use kabinet_domain::access::AccessLog;
 use kabinet_domain::clock::SystemClock;
 use kabinet_domain::command::CommandService;
 use kabinet_domain::db::PoolOptions;
+use kabinet_domain::identity::service::{IdentityService, TableSnilsRegistry};
 use kabinet_domain::{Actor, Db, Journal, Role};
 use kabinet_projections::{all_projections, Projector, ProjectorConfig, Wakeups};
 use tokio::net::TcpListener;
@@ -59,6 +61,12 @@ impl Application {
     /// Connects, migrates, starts the projector and the sealer, and binds the listener.
     pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
         let secret = signing_secret(&config)?;
+        let configured_data_key = config.data_key()?;
+        if configured_data_key.is_none() && config.mode == Mode::Production {
+            anyhow::bail!(
+                "KABINET_DATA_KEY is required in production mode (32 bytes, hex or base64)"
+            );
+        }
         let keys = TokenKeys::new(&secret);
         let db = Db::connect(
             &config.database.database_url,
@@ -69,6 +77,13 @@ impl Application {
         )
         .await?;
         db.migrate().await?;
+        let data_key = kabinet_domain::identity::service::resolve_data_key(
+            &db,
+            configured_data_key,
+            config.mode == Mode::Production,
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
         let journal = Journal::new(db.clone());
         let shutdown = CancellationToken::new();
         let projector = Projector::new(
@@ -91,7 +106,16 @@ impl Application {
         )));
         let clock: Arc<dyn kabinet_domain::clock::Clock> = Arc::new(SystemClock);
         let commands = CommandService::new(journal.clone());
+        let snils_registry = TableSnilsRegistry::new(db.clone());
         let services = Services {
+            identity: IdentityService::new(
+                db.clone(),
+                commands.clone(),
+                Arc::new(snils_registry.clone()),
+                data_key,
+            ),
+            snils_registry,
+            access: AccessLog::new(db.clone()),
             db: db.clone(),
             journal,
             booking: kabinet_domain::appointments::BookingService::new(

@@ -230,7 +230,10 @@ mod tests {
 
     #[test]
     fn complete_pdf_and_jpeg_are_accepted() {
-        assert_eq!(check_scan(&pdf(), Some("application/pdf")), Ok(ScanFormat::Pdf));
+        assert_eq!(
+            check_scan(&pdf(), Some("application/pdf")),
+            Ok(ScanFormat::Pdf)
+        );
         let jpeg = [&[0xFF, 0xD8, 0xFF, 0xE0][..], b"JFIF data", &[0xFF, 0xD9]].concat();
         assert_eq!(check_scan(&jpeg, None), Ok(ScanFormat::Jpeg));
     }
@@ -262,9 +265,15 @@ mod tests {
         let key = DataKey::random();
         let sealed = key.seal(b"passport bytes", b"patient-1");
         assert!(!contains(&sealed.ciphertext, b"passport"));
-        assert_eq!(key.open(&sealed, b"patient-1"), Ok(b"passport bytes".to_vec()));
+        assert_eq!(
+            key.open(&sealed, b"patient-1"),
+            Ok(b"passport bytes".to_vec())
+        );
         assert_eq!(key.open(&sealed, b"patient-2"), Err(OpenError));
-        assert_eq!(DataKey::random().open(&sealed, b"patient-1"), Err(OpenError));
+        assert_eq!(
+            DataKey::random().open(&sealed, b"patient-1"),
+            Err(OpenError)
+        );
     }
 
     #[test]

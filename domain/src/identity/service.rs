@@ -97,8 +97,13 @@ impl RegistryEntry {
                     ))
                 })
                 .ok();
-            if let (Some(snils), Some(surname), Some(first_name), Some(patronymic), Some(birth_date)) =
-                (snils, surname, first_name, patronymic, birth_date)
+            if let (
+                Some(snils),
+                Some(surname),
+                Some(first_name),
+                Some(patronymic),
+                Some(birth_date),
+            ) = (snils, surname, first_name, patronymic, birth_date)
             {
                 entries.push(RegistryEntry {
                     snils,
@@ -137,7 +142,11 @@ impl TableSnilsRegistry {
     }
 
     /// Adds or replaces `entries` in one transaction; returns how many were written.
-    pub async fn load(&self, entries: &[RegistryEntry], now: DateTime<Utc>) -> Result<usize, sqlx::Error> {
+    pub async fn load(
+        &self,
+        entries: &[RegistryEntry],
+        now: DateTime<Utc>,
+    ) -> Result<usize, sqlx::Error> {
         const SQL: &str = "INSERT INTO snils_registry (snils, surname, first_name, patronymic, \
              birth_date, loaded_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (snils) DO UPDATE SET \
              surname = excluded.surname, first_name = excluded.first_name, \
@@ -181,7 +190,8 @@ impl SnilsRegistry for TableSnilsRegistry {
                 surname,
                 first_name,
                 patronymic,
-                birth_date: NaiveDate::parse_from_str(&birth, "%Y-%m-%d").map_err(|e| e.to_string())?,
+                birth_date: NaiveDate::parse_from_str(&birth, "%Y-%m-%d")
+                    .map_err(|e| e.to_string())?,
             })
         })
         .transpose()
@@ -213,7 +223,9 @@ impl<E: std::error::Error + AsUserError> From<CommandError<E>> for IdentityFailu
     fn from(e: CommandError<E>) -> Self {
         match e {
             CommandError::Rejected(e) => IdentityFailure::User(e.to_user_errors()),
-            CommandError::Conflict => IdentityFailure::user(UserError::new("CONFLICT", e.to_string())),
+            CommandError::Conflict => {
+                IdentityFailure::user(UserError::new("CONFLICT", e.to_string()))
+            }
             CommandError::IdempotencyKeyReused => IdentityFailure::user(UserError::field(
                 "idempotencyKey",
                 "IDEMPOTENCY_KEY_REUSED",
@@ -282,7 +294,9 @@ pub async fn resolve_data_key(
         return Ok(key);
     }
     if production {
-        return Err("KABINET_DATA_KEY is required in production mode (32 bytes, hex or base64)".into());
+        return Err(
+            "KABINET_DATA_KEY is required in production mode (32 bytes, hex or base64)".into(),
+        );
     }
     const SELECT: &str = "SELECT key_base64 FROM development_data_keys ORDER BY created_at LIMIT 1";
     const INSERT: &str = "INSERT INTO development_data_keys (key_id, key_base64, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
@@ -310,7 +324,12 @@ pub async fn resolve_data_key(
 
 impl IdentityService {
     /// The service over `db`, sealing scans with `key`.
-    pub fn new(db: Db, commands: CommandService, registry: Arc<dyn SnilsRegistry>, key: DataKey) -> Self {
+    pub fn new(
+        db: Db,
+        commands: CommandService,
+        registry: Arc<dyn SnilsRegistry>,
+        key: DataKey,
+    ) -> Self {
         IdentityService {
             db,
             commands,
@@ -339,7 +358,12 @@ impl IdentityService {
     }
 
     async fn refuse_if_verified(&self, patient_id: Uuid) -> Result<(), IdentityFailure> {
-        if self.status(patient_id).await.map_err(internal)?.is_verified() {
+        if self
+            .status(patient_id)
+            .await
+            .map_err(internal)?
+            .is_verified()
+        {
             return Err(IdentityFailure::user(
                 super::verification::VerificationError::AlreadyVerified.to_user_error(),
             ));
@@ -379,15 +403,29 @@ impl IdentityService {
         let patient = self.patient(patient_id).await?;
         let mut missing = Vec::new();
         if patient.profile.is_none() {
-            missing.push(UserError::field("profile", "PROFILE_INCOMPLETE", "record the name and birth date in the profile first"));
+            missing.push(UserError::field(
+                "profile",
+                "PROFILE_INCOMPLETE",
+                "record the name and birth date in the profile first",
+            ));
         }
         if patient.details.snils.is_none() {
-            missing.push(UserError::field("snils", "PROFILE_INCOMPLETE", "add the SNILS to the profile first"));
+            missing.push(UserError::field(
+                "snils",
+                "PROFILE_INCOMPLETE",
+                "add the SNILS to the profile first",
+            ));
         }
-        let (Some(profile), Some(snils), true) = (patient.profile, patient.details.snils, missing.is_empty()) else {
+        let (Some(profile), Some(snils), true) =
+            (patient.profile, patient.details.snils, missing.is_empty())
+        else {
             return Err(IdentityFailure::User(missing));
         };
-        let entry = self.registry.lookup(&snils).await.map_err(IdentityFailure::Internal)?;
+        let entry = self
+            .registry
+            .lookup(&snils)
+            .await
+            .map_err(IdentityFailure::Internal)?;
         let matches = entry.is_some_and(|e| {
             same_name(&e.surname, &profile.surname)
                 && same_name(&e.first_name, &profile.first_name)
@@ -403,8 +441,13 @@ impl IdentityService {
             RegistryAnswer::DoesNotMatch
         };
         let input = json!({ "step": "snils", "snils": snils.digits() });
-        self.run(patient_id, VerificationCommand::MatchSnils { snils, answer, now }, meta, input)
-            .await
+        self.run(
+            patient_id,
+            VerificationCommand::MatchSnils { snils, answer, now },
+            meta,
+            input,
+        )
+        .await
     }
 
     /// Checks, seals and stores a passport scan, then records it (digest and size only).
@@ -417,13 +460,15 @@ impl IdentityService {
         declared_type: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(CommandOutcome, StoredScan), IdentityFailure> {
-        let format = check_scan(bytes, declared_type)
-            .map_err(|e: ScanError| IdentityFailure::user(UserError::new(e.code(), e.to_string())))?;
+        let format = check_scan(bytes, declared_type).map_err(|e: ScanError| {
+            IdentityFailure::user(UserError::new(e.code(), e.to_string()))
+        })?;
         self.refuse_if_verified(patient_id).await?;
         let sha256 = hex::encode(Sha256::digest(bytes));
         let context = format!("{patient_id}:{sha256}");
         let sealed = self.key.seal(bytes, context.as_bytes());
-        const SQL: &str = "INSERT INTO passport_scans (patient_id, sha256, size, format, key_id, nonce, \
+        const SQL: &str =
+            "INSERT INTO passport_scans (patient_id, sha256, size, format, key_id, nonce, \
              ciphertext, uploaded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (patient_id, sha256) DO NOTHING";
         let patient = patient_id.to_string();
@@ -460,8 +505,13 @@ impl IdentityService {
     }
 
     /// The plaintext of a stored scan (for staff review tools and tests).
-    pub async fn open_scan(&self, patient_id: Uuid, sha256: &str) -> Result<Option<Vec<u8>>, String> {
-        const SQL: &str = "SELECT nonce, ciphertext FROM passport_scans WHERE patient_id = $1 AND sha256 = $2";
+    pub async fn open_scan(
+        &self,
+        patient_id: Uuid,
+        sha256: &str,
+    ) -> Result<Option<Vec<u8>>, String> {
+        const SQL: &str =
+            "SELECT nonce, ciphertext FROM passport_scans WHERE patient_id = $1 AND sha256 = $2";
         let patient = patient_id.to_string();
         let row: Option<(Vec<u8>, Vec<u8>)> = crate::on_db!(&self.db, pool => {
             sqlx::query_as(SQL).bind(&patient).bind(sha256).fetch_optional(pool).await.map_err(|e| e.to_string())?
@@ -471,7 +521,10 @@ impl IdentityService {
         };
         let context = format!("{patient_id}:{sha256}");
         self.key
-            .open(&super::scan::Sealed { nonce, ciphertext }, context.as_bytes())
+            .open(
+                &super::scan::Sealed { nonce, ciphertext },
+                context.as_bytes(),
+            )
             .map(Some)
             .map_err(|e| e.to_string())
     }
@@ -507,7 +560,10 @@ impl IdentityService {
             if wait > Duration::zero() {
                 return Err(IdentityFailure::user(UserError::new(
                     "CODE_RESEND_TOO_SOON",
-                    format!("a code was sent a moment ago; ask again in {} s", wait.num_seconds().max(1)),
+                    format!(
+                        "a code was sent a moment ago; ask again in {} s",
+                        wait.num_seconds().max(1)
+                    ),
                 )));
             }
         }
@@ -601,7 +657,11 @@ impl IdentityService {
         };
         if claimed == 0 {
             return Err(IdentityFailure::user(if expires_at <= at {
-                UserError::field("code", "CODE_EXPIRED", "the code has expired; ask for a new one")
+                UserError::field(
+                    "code",
+                    "CODE_EXPIRED",
+                    "the code has expired; ask for a new one",
+                )
             } else {
                 UserError::field(
                     "code",
@@ -627,7 +687,12 @@ impl IdentityService {
         });
         let phone = super::values::PhoneNumber::parse(&phone).map_err(internal)?;
         let input = json!({ "step": "phone_confirmed", "at": at });
-        self.run(patient_id, VerificationCommand::ConfirmPhone { phone, now }, meta, input)
-            .await
+        self.run(
+            patient_id,
+            VerificationCommand::ConfirmPhone { phone, now },
+            meta,
+            input,
+        )
+        .await
     }
 }

@@ -1,11 +1,13 @@
 //! The GraphQL schema: queries, mutations and subscriptions with their limits.
 
+pub mod account_journal;
 pub mod activity;
 pub mod appointments;
 pub mod context;
 pub mod directory;
 pub mod doctors;
 pub mod errors;
+pub mod identity;
 pub mod ids;
 pub mod pagination;
 pub mod slots_ids;
@@ -109,6 +111,8 @@ pub struct Query(
     doctors::DoctorsQuery,
     appointments::AppointmentsQuery,
     activity::ActivityQuery,
+    identity::IdentityQuery,
+    account_journal::AccountJournalQuery,
 );
 
 /// Every mutation.
@@ -117,6 +121,7 @@ pub struct Mutation(
     directory::DirectoryMutation,
     doctors::DoctorsMutation,
     appointments::AppointmentsMutation,
+    identity::IdentityMutation,
 );
 
 /// Every subscription.
