@@ -60,6 +60,15 @@ pub fn signing_secret(config: &ServeConfig) -> anyhow::Result<Vec<u8>> {
 impl Application {
     /// Connects, migrates, starts the projector and the sealer, and binds the listener.
     pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
+        Self::build_with_notifier(config, None).await
+    }
+
+    /// [`Application::build`] delivering messages through `notifier` when given
+    /// (tests read the codes they send).
+    pub async fn build_with_notifier(
+        config: ServeConfig,
+        notifier: Option<Arc<dyn kabinet_domain::notify::Notifier>>,
+    ) -> anyhow::Result<Application> {
         let secret = signing_secret(&config)?;
         let configured_data_key = config.data_key()?;
         if configured_data_key.is_none() && config.mode == Mode::Production {
@@ -125,7 +134,7 @@ impl Application {
             commands,
             projector,
             clock,
-            notifier: Arc::new(kabinet_domain::notify::LogNotifier),
+            notifier: notifier.unwrap_or_else(|| Arc::new(kabinet_domain::notify::LogNotifier)),
             read_your_writes: Duration::from_millis(config.read_your_writes_ms),
         };
         let limits = Limits {
