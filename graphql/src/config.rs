@@ -151,6 +151,11 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// Sets the data key (e.g. for tests of production mode).
+    pub fn set_data_key(&mut self, key: &str) {
+        self.data_key = Some(SecretString::from(key.to_string()));
+    }
+
     /// The configured data key, if any (never printed).
     pub fn data_key(&self) -> anyhow::Result<Option<kabinet_domain::identity::scan::DataKey>> {
         self.data_key

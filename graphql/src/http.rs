@@ -41,7 +41,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(
             "/identity/passport-scan",
             axum::routing::post(crate::identity_http::upload_passport_scan)
-                .layer(DefaultBodyLimit::max(crate::identity_http::BODY_LIMIT)),
+                // The handler reads the body under its own limit.
+                .layer(DefaultBodyLimit::disable()),
         )
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)

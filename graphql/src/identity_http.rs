@@ -5,20 +5,50 @@
 //! JSON error. The content decides the type: a disguised or truncated file is refused
 //! with a precise code, and nothing is stored.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures::StreamExt;
 use kabinet_domain::identity::scan::MAX_SCAN_BYTES;
 use kabinet_domain::identity::service::IdentityFailure;
 use kabinet_domain::{EventMetadata, Role};
 
 use crate::http::{caller, error_response, request_id, AppState};
 
-/// The route's body limit: the largest scan plus room for nothing else (raw body).
+/// The route's body limit: the largest scan plus a little (the body is the raw file).
 pub const BODY_LIMIT: usize = MAX_SCAN_BYTES + 1024;
+
+/// How much of an oversized body is read (and dropped) before answering 413, so
+/// ordinary clients see the answer instead of a reset connection. Bodies declared
+/// larger than this are answered at once.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The body, or `None` when it is larger than [`BODY_LIMIT`].
+async fn read_limited(headers: &HeaderMap, body: Body) -> Result<Option<Vec<u8>>, String> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+        return Ok(None);
+    }
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(BODY_LIMIT));
+    let mut seen = 0usize;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        seen += chunk.len();
+        if seen > DRAIN_LIMIT {
+            return Ok(None);
+        }
+        if seen <= BODY_LIMIT {
+            bytes.extend_from_slice(&chunk);
+        }
+    }
+    Ok((seen <= BODY_LIMIT).then_some(bytes))
+}
 
 fn too_large(request_id: &str) -> Response {
     error_response(
@@ -33,7 +63,7 @@ fn too_large(request_id: &str) -> Response {
 pub async fn upload_passport_scan(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     let request_id = request_id(&headers);
     let actor = match caller(&state.keys, &headers) {
@@ -59,16 +89,14 @@ pub async fn upload_passport_scan(
             &request_id,
         );
     }
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return too_large(&request_id)
-        }
-        Err(rejection) => {
+    let body = match read_limited(&headers, body).await {
+        Ok(Some(body)) => body,
+        Ok(None) => return too_large(&request_id),
+        Err(message) => {
             return error_response(
                 StatusCode::BAD_REQUEST,
                 "BAD_REQUEST",
-                &rejection.body_text(),
+                &message,
                 &request_id,
             )
         }

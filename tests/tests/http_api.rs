@@ -302,7 +302,11 @@ conformance!(
 conformance!(
     production_mode_hides_introspection_and_graphiql,
     |test_db| async move {
-        let server = Server::start(&test_db, |c| c.mode = Mode::Production).await;
+        let server = Server::start(&test_db, |c| {
+            c.mode = Mode::Production;
+            c.set_data_key("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
+        })
+        .await;
         let introspection = server
             .graphql(None, "{ __schema { queryType { name } } }", json!({}))
             .await;

@@ -499,7 +499,7 @@ conformance!(
         let (status, body) = upload(&server, &token, "application/pdf", too_big).await;
         assert_eq!(status, 413, "{body}");
         assert_eq!(body["errors"][0]["extensions"]["code"], "SCAN_TOO_LARGE");
-        let far_too_big = vec![0u8; 6 * 1024 * 1024];
+        let far_too_big = vec![0u8; 8 * 1024 * 1024];
         let (status, body) = upload(&server, &token, "application/pdf", far_too_big).await;
         assert_eq!(status, 413);
         assert_eq!(body["errors"][0]["extensions"]["code"], "SCAN_TOO_LARGE");
@@ -786,5 +786,38 @@ conformance!(
             .await;
         assert_eq!(future["accountJournal"]["edges"], json!([]));
         server.stop().await;
+    }
+);
+
+conformance!(
+    production_needs_a_data_key_and_development_keeps_one,
+    |test_db| async move {
+        let mut config = kabinet_graphql::config::ServeConfig::for_tests(
+            &test_db.url,
+            kabinet_tests::server::SECRET,
+        );
+        config.mode = kabinet_graphql::config::Mode::Production;
+        let refused = kabinet_graphql::Application::build(config.clone()).await;
+        let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("KABINET_DATA_KEY"), "{message}");
+        config.set_data_key("not a key");
+        let refused = kabinet_graphql::Application::build(config).await;
+        assert!(refused.is_err());
+
+        // Development keeps one key per database across restarts.
+        for _ in 0..2 {
+            let server = Server::start(&test_db, |_| {}).await;
+            let (_, token) = session_patient(&server);
+            let (status, _) = upload(&server, &token, "application/pdf", pdf_with("k")).await;
+            assert_eq!(status, 201);
+            server.stop().await;
+        }
+        let keys: i64 = kabinet_domain::on_db!(&test_db.db, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM development_data_keys")
+                .fetch_one(pool)
+                .await
+                .expect("count")
+        });
+        assert_eq!(keys, 1);
     }
 );

@@ -248,6 +248,9 @@ pub struct StoredScan {
     pub size: u64,
 }
 
+/// An outstanding code: phone, salt, hash, expiry (µs) and tries used.
+type CodeRow = (String, String, String, i64, i32);
+
 /// Runs identity verification.
 #[derive(Clone)]
 pub struct IdentityService {
@@ -632,7 +635,7 @@ impl IdentityService {
         const CLAIM: &str = "UPDATE identity_codes SET attempts = attempts + 1 \
              WHERE patient_id = $1 AND attempts < $2 AND expires_at > $3";
         const READ: &str = "SELECT phone, salt, code_hash, expires_at, attempts FROM identity_codes WHERE patient_id = $1";
-        let (claimed, row): (u64, Option<(String, String, String, i64, i32)>) = crate::on_db!(&self.db, pool => {
+        let (claimed, row): (u64, Option<CodeRow>) = crate::on_db!(&self.db, pool => {
             let claimed = sqlx::query(CLAIM)
                 .bind(&patient)
                 .bind(CODE_MAX_ATTEMPTS)

@@ -282,7 +282,7 @@ impl AccountJournalQuery {
                 .map_err(|e| internal(ctx, e))?;
             entries.extend(reads.into_iter().map(|r| from_read(owner, r)));
         }
-        entries.sort_by(|a, b| b.key.cmp(&a.key));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.key));
         let has_next = entries.len() > limit;
         entries.truncate(limit);
         let mut connection = Connection::new(cursor.is_some(), has_next);
