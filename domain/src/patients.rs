@@ -548,6 +548,146 @@ impl Reserving for Patient {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cqrs_es::test::TestFramework;
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 20).expect("date")
+    }
+
+    fn basic() -> PatientProfile {
+        PatientProfile {
+            surname: "Петров".into(),
+            first_name: "Пётр".into(),
+            patronymic: None,
+            birth_date: NaiveDate::from_ymd_opt(1980, 1, 2).expect("date"),
+            sex: Sex::Male,
+        }
+    }
+
+    fn raw(pairs: &[(&str, &str)]) -> RawProfileUpdate {
+        let mut raw = RawProfileUpdate::default();
+        for (field, value) in pairs {
+            let value = Some(value.to_string());
+            match *field {
+                "surname" => raw.surname = value,
+                "snils" => raw.snils = value,
+                "omsPolicy" => raw.oms_policy = value,
+                "passportSeries" => raw.passport_series = value,
+                "passportNumber" => raw.passport_number = value,
+                "phone" => raw.phone = value,
+                "email" => raw.email = value,
+                "birthDate" => raw.birth_date = value,
+                "actualAddress" => raw.actual_address = value,
+                other => panic!("unknown field {other}"),
+            }
+        }
+        raw
+    }
+
+    #[test]
+    fn a_profile_update_names_every_wrong_field() {
+        let errors = ProfileUpdate::parse(
+            &raw(&[
+                ("snils", "112-233-445 96"),
+                ("omsPolicy", "123"),
+                ("passportSeries", "45 0"),
+                ("passportNumber", "12 3456"),
+                ("phone", "+1 212 555 0100"),
+                ("email", "nobody"),
+                ("birthDate", "2030-01-01"),
+                ("surname", "Иванов"),
+            ]),
+            today(),
+        )
+        .expect_err("wrong fields");
+        let fields: Vec<(String, &str)> = errors
+            .iter()
+            .map(|e| (e.field.clone().unwrap_or_default()[1].clone(), e.code))
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                ("birthDate".to_string(), "INVALID_BIRTH_DATE"),
+                ("snils".to_string(), "INVALID_SNILS_CHECKSUM"),
+                ("omsPolicy".to_string(), "INVALID_OMS_POLICY_FORMAT"),
+                ("passportSeries".to_string(), "INVALID_PASSPORT_SERIES"),
+                ("passportNumber".to_string(), "INVALID_PASSPORT_NUMBER"),
+                ("phone".to_string(), "INVALID_PHONE"),
+                ("email".to_string(), "INVALID_EMAIL"),
+            ]
+        );
+    }
+
+    #[test]
+    fn unchecked_old_snils_numbers_are_accepted() {
+        // Numbers up to 001-001-998 carry no check number.
+        let update =
+            ProfileUpdate::parse(&raw(&[("snils", "001-001-998 00")]), today()).expect("valid");
+        assert!(matches!(update.snils, Change::Set(_)));
+    }
+
+    #[test]
+    fn an_update_records_the_details_beside_the_unchanged_profile() {
+        let update = ProfileUpdate::parse(
+            &raw(&[("phone", "8 912 345 67 89"), ("actualAddress", "Тверь")]),
+            today(),
+        )
+        .expect("valid");
+        TestFramework::<Patient>::with(())
+            .given(vec![PatientEvent::PatientProfileRecorded(basic())])
+            .when(PatientCommand::UpdateProfile {
+                update,
+                today: today(),
+            })
+            .then_expect_events(vec![PatientEvent::PatientDetailsRecorded(PatientDetails {
+                phone: Some(PhoneNumber::parse("+79123456789").expect("phone")),
+                actual_address: Some("Тверь".into()),
+                ..PatientDetails::default()
+            })]);
+    }
+
+    #[test]
+    fn a_first_update_needs_name_birth_date_and_sex() {
+        let update = ProfileUpdate::parse(&raw(&[("surname", "Иванов")]), today()).expect("valid");
+        TestFramework::<Patient>::with(())
+            .given_no_previous_events()
+            .when(PatientCommand::UpdateProfile {
+                update,
+                today: today(),
+            })
+            .then_expect_error(PatientError::Fields(vec![
+                UserError::field("firstName", "REQUIRED", "needed for the first profile"),
+                UserError::field("birthDate", "REQUIRED", "needed for the first profile"),
+                UserError::field("sex", "REQUIRED", "needed for the first profile"),
+            ]));
+    }
+
+    #[test]
+    fn an_update_that_changes_nothing_records_nothing() {
+        let update = ProfileUpdate::parse(&raw(&[("surname", "Петров")]), today()).expect("valid");
+        TestFramework::<Patient>::with(())
+            .given(vec![PatientEvent::PatientProfileRecorded(basic())])
+            .when(PatientCommand::UpdateProfile {
+                update,
+                today: today(),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn version_one_profile_events_still_read() {
+        // As written before documents and contacts existed.
+        let old = serde_json::json!({ "PatientProfileRecorded": {
+            "surname": "Петров", "first_name": "Пётр", "patronymic": null,
+            "birth_date": "1980-01-02", "sex": "male" } });
+        let event: PatientEvent = serde_json::from_value(old).expect("old event decodes");
+        let mut patient = Patient::default();
+        patient.apply(event);
+        assert_eq!(patient.profile, Some(basic()));
+        assert_eq!(patient.details, PatientDetails::default());
+        let state = serde_json::json!({ "profile": null });
+        assert!(serde_json::from_value::<Patient>(state).is_ok());
+    }
 
     #[test]
     fn age_counts_full_years() {
