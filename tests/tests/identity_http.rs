@@ -352,6 +352,37 @@ conformance!(
         assert_eq!(contact["profile"]["email"], "new@example.ru", "{contact}");
         let twice = step(&server, &token, "verifySnils", json!({})).await;
         assert_eq!(twice["userErrors"][0]["code"], "IDENTITY_ALREADY_VERIFIED");
+
+        // The same SNILS cannot complete a second account's verification.
+        let (_, second) = session_patient(&server);
+        update(&server, &second, valid_profile()).await;
+        assert_eq!(
+            upload(
+                &server,
+                &second,
+                "image/jpeg",
+                vec![0xFF, 0xD8, 0xFF, 0xE0, 7, 0xFF, 0xD9]
+            )
+            .await
+            .0,
+            201
+        );
+        step(&server, &second, "sendIdentityCode", json!({})).await;
+        let code = last_code(&notifier, "+79123456789");
+        step(
+            &server,
+            &second,
+            "confirmIdentityCode",
+            json!({ "code": code }),
+        )
+        .await;
+        let taken = step(&server, &second, "verifySnils", json!({})).await;
+        assert_eq!(
+            taken["userErrors"][0]["code"], "SNILS_ALREADY_VERIFIED",
+            "{taken}"
+        );
+        let status = server.data(Some(&second), STATUS, json!({})).await;
+        assert_eq!(status["myIdentityVerification"]["status"], "IN_PROGRESS");
         server.stop().await;
     }
 );

@@ -231,6 +231,15 @@ impl<E: std::error::Error + AsUserError> From<CommandError<E>> for IdentityFailu
                 "IDEMPOTENCY_KEY_REUSED",
                 e.to_string(),
             )),
+            CommandError::Reserved(taken)
+                if taken.scope == super::verification::VERIFIED_SNILS_SCOPE =>
+            {
+                IdentityFailure::user(UserError::field(
+                    "snils",
+                    "SNILS_ALREADY_VERIFIED",
+                    "this SNILS belongs to another verified account; contact support",
+                ))
+            }
             CommandError::Reserved(taken) => IdentityFailure::Internal(taken.to_string()),
             CommandError::Internal(e) => IdentityFailure::Internal(e),
         }
@@ -577,8 +586,9 @@ impl IdentityService {
         const UPSERT: &str = "INSERT INTO identity_codes (patient_id, phone, salt, code_hash, sent_at, \
              expires_at, attempts) VALUES ($1, $2, $3, $4, $5, $6, 0) ON CONFLICT (patient_id) DO UPDATE SET \
              phone = excluded.phone, salt = excluded.salt, code_hash = excluded.code_hash, \
-             sent_at = excluded.sent_at, expires_at = excluded.expires_at, attempts = 0";
-        crate::on_db!(&self.db, pool => {
+             sent_at = excluded.sent_at, expires_at = excluded.expires_at, attempts = 0 \
+             WHERE identity_codes.sent_at <= $7";
+        let written = crate::on_db!(&self.db, pool => {
             sqlx::query(UPSERT)
                 .bind(&patient)
                 .bind(phone.as_str())
@@ -586,10 +596,19 @@ impl IdentityService {
                 .bind(&hash)
                 .bind(now.timestamp_micros())
                 .bind(expires_at.timestamp_micros())
+                .bind((now - Duration::seconds(CODE_RESEND_SECONDS)).timestamp_micros())
                 .execute(pool)
                 .await
-                .map_err(internal)?;
+                .map_err(internal)?
+                .rows_affected()
         });
+        // Another request sent a code in the meantime.
+        if written == 0 {
+            return Err(IdentityFailure::user(UserError::new(
+                "CODE_RESEND_TOO_SOON",
+                "a code was sent a moment ago; ask again in a minute",
+            )));
+        }
         notifier
             .send(&Message {
                 channel: Channel::Sms,

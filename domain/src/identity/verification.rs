@@ -11,7 +11,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 use super::values::{PhoneNumber, Snils};
-use crate::journal::reservations::Reserving;
+use crate::journal::reservations::{ReservationOp, Reserving};
 use crate::user_error::{AsUserError, UserError};
 
 /// Stream type of identity verifications.
@@ -93,7 +93,9 @@ pub enum VerificationEvent {
         phone: PhoneNumber,
         at: DateTime<Utc>,
     },
+    /// All steps are done; `snils` is the one matched, now bound to this account.
     IdentityVerified {
+        snils: Snils,
         at: DateTime<Utc>,
     },
 }
@@ -221,8 +223,8 @@ impl Aggregate for IdentityVerification {
             }
         };
         sink.write(event, self).await;
-        if self.steps_done() {
-            sink.write(VerificationEvent::IdentityVerified { at: now }, self)
+        if let (true, Some(snils)) = (self.steps_done(), self.matched_snils.clone()) {
+            sink.write(VerificationEvent::IdentityVerified { snils, at: now }, self)
                 .await;
         }
         Ok(())
@@ -253,12 +255,29 @@ impl Aggregate for IdentityVerification {
                 self.confirmed_phone = Some(phone);
                 self.phone_confirmed_at = Some(at);
             }
-            VerificationEvent::IdentityVerified { at } => self.verified_at = Some(at),
+            VerificationEvent::IdentityVerified { at, .. } => self.verified_at = Some(at),
         }
     }
 }
 
-impl Reserving for IdentityVerification {}
+/// Reservation scope: a SNILS belongs to at most one verified account.
+pub const VERIFIED_SNILS_SCOPE: &str = "verified_snils";
+
+impl Reserving for IdentityVerification {
+    fn reservations(aggregate_id: &str, events: &[Self::Event]) -> Vec<ReservationOp> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                VerificationEvent::IdentityVerified { snils, .. } => Some(ReservationOp::Take {
+                    scope: VERIFIED_SNILS_SCOPE,
+                    key: snils.digits(),
+                    owner: aggregate_id.to_string(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -314,7 +333,10 @@ mod tests {
                     snils: snils(),
                     at: now(),
                 },
-                VerificationEvent::IdentityVerified { at: now() },
+                VerificationEvent::IdentityVerified {
+                    snils: snils(),
+                    at: now(),
+                },
             ]);
     }
 
@@ -359,7 +381,10 @@ mod tests {
     #[test]
     fn a_verified_identity_takes_no_more_steps() {
         Framework::with(())
-            .given(vec![VerificationEvent::IdentityVerified { at: now() }])
+            .given(vec![VerificationEvent::IdentityVerified {
+                snils: snils(),
+                at: now(),
+            }])
             .when(VerificationCommand::RecordPassportScan {
                 sha256: "cd".repeat(32),
                 size: 10,
