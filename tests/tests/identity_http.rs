@@ -852,3 +852,196 @@ conformance!(
         assert_eq!(keys, 1);
     }
 );
+
+conformance!(
+    parallel_guesses_get_five_tries_in_all,
+    |test_db| async move {
+        let notifier = MemoryNotifier::default();
+        let server =
+            Server::start_with_notifier(&test_db, |_| {}, Some(Arc::new(notifier.clone()))).await;
+        let (_, token) = session_patient(&server);
+        update(&server, &token, valid_profile()).await;
+        step(&server, &token, "sendIdentityCode", json!({})).await;
+        let code = last_code(&notifier, "+79123456789");
+        let wrong_code = if code == "000000" { "111111" } else { "000000" };
+        let guesses = (0..12).map(|_| {
+            step(
+                &server,
+                &token,
+                "confirmIdentityCode",
+                json!({ "code": wrong_code }),
+            )
+        });
+        let answers = futures::future::join_all(guesses).await;
+        let count = |code: &str| {
+            answers
+                .iter()
+                .filter(|a| a["userErrors"][0]["code"] == code)
+                .count()
+        };
+        assert_eq!(count("CODE_WRONG"), 5, "{answers:?}");
+        assert_eq!(count("CODE_TOO_MANY_ATTEMPTS"), 7, "{answers:?}");
+        let right = step(
+            &server,
+            &token,
+            "confirmIdentityCode",
+            json!({ "code": code }),
+        )
+        .await;
+        assert_eq!(right["userErrors"][0]["code"], "CODE_TOO_MANY_ATTEMPTS");
+        server.stop().await;
+    }
+);
+
+/// Stands in for the account aggregate of sign-in: its stream type is `account`,
+/// and the journal must show its events without knowing them.
+mod sign_in_stand_in {
+    use cqrs_es::{Aggregate, DomainEvent};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+    pub struct Account;
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum AccountEvent {
+        SignedIn { ip: String },
+        SignInFailed { ip: String },
+        SomethingNew { detail: String },
+    }
+
+    impl DomainEvent for AccountEvent {
+        fn event_type(&self) -> String {
+            match self {
+                AccountEvent::SignedIn { .. } => "SignedIn",
+                AccountEvent::SignInFailed { .. } => "SignInFailed",
+                AccountEvent::SomethingNew { .. } => "SomethingNew",
+            }
+            .to_string()
+        }
+        fn event_version(&self) -> String {
+            "1".to_string()
+        }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("never")]
+    pub struct Never;
+
+    impl Aggregate for Account {
+        const TYPE: &'static str = "account";
+        type Command = AccountEvent;
+        type Event = AccountEvent;
+        type Error = Never;
+        type Services = ();
+
+        async fn handle(
+            &mut self,
+            command: AccountEvent,
+            _: &(),
+            sink: &cqrs_es::event_sink::EventSink<Self>,
+        ) -> Result<(), Never> {
+            sink.write(command, self).await;
+            Ok(())
+        }
+
+        fn apply(&mut self, _: AccountEvent) {}
+    }
+
+    impl kabinet_domain::journal::reservations::Reserving for Account {}
+}
+
+conformance!(
+    sign_ins_and_new_account_events_appear_in_the_journal,
+    |test_db| async move {
+        use sign_in_stand_in::{Account, AccountEvent};
+        let server = Server::start(&test_db, |_| {}).await;
+        let account = Uuid::now_v7();
+        let commands = kabinet_domain::command::CommandService::new(kabinet_domain::Journal::new(
+            test_db.db.clone(),
+        ));
+        for (i, event) in [
+            AccountEvent::SignInFailed {
+                ip: "10.0.0.1".into(),
+            },
+            AccountEvent::SignedIn {
+                ip: "10.0.0.1".into(),
+            },
+            AccountEvent::SomethingNew { detail: "x".into() },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let meta = kabinet_tests::metadata_of(account);
+            commands
+                .execute::<Account>(
+                    &account.to_string(),
+                    event,
+                    &(),
+                    &meta,
+                    &json!({ "n": i }),
+                    kabinet_domain::command::Retry::OnConflict,
+                )
+                .await
+                .expect("commit");
+        }
+        let token = server.session_token_for(account, Role::Patient, None);
+        let query = "{ accountJournal(filter: { kinds: [SIGN_IN, CHANGE] }) { edges { node { kind action labelEn labelRu byOwner } } } }";
+        let mut entries = Value::Null;
+        for _ in 0..100 {
+            let data = server.data(Some(&token), query, json!({})).await;
+            entries = data["accountJournal"]["edges"].clone();
+            if entries.as_array().is_some_and(|e| e.len() == 3) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let nodes: Vec<(String, String, String)> = entries
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|e| {
+                let n = &e["node"];
+                (
+                    n["kind"].as_str().unwrap_or_default().to_string(),
+                    n["action"].as_str().unwrap_or_default().to_string(),
+                    n["labelRu"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            nodes,
+            vec![
+                (
+                    "CHANGE".into(),
+                    "SomethingNew".into(),
+                    "SomethingNew".into()
+                ),
+                ("SIGN_IN".into(), "SignedIn".into(), "Вход в систему".into()),
+                (
+                    "SIGN_IN".into(),
+                    "SignInFailed".into(),
+                    "Неудачная попытка входа".into()
+                ),
+            ],
+            "{entries}"
+        );
+        let only_sign_ins = server
+            .data(
+                Some(&token),
+                "{ accountJournal(filter: { kinds: [SIGN_IN] }) { edges { node { action } } } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(
+            only_sign_ins["accountJournal"]["edges"]
+                .as_array()
+                .map(Vec::len),
+            Some(2)
+        );
+        // Nobody else sees them.
+        let other = server.token(Role::Patient, None);
+        let theirs = server.data(Some(&other), query, json!({})).await;
+        assert_eq!(theirs["accountJournal"]["edges"], json!([]));
+        server.stop().await;
+    }
+);
