@@ -525,6 +525,13 @@ conformance!(
     |test_db| async move {
         let server = Server::start(&test_db, |_| {}).await;
         let (patient_id, token) = session_patient(&server);
+        let (status, body) = upload(&server, &token, "application/pdf", pdf_with("x")).await;
+        assert_eq!(status, 422);
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "PROFILE_INCOMPLETE",
+            "{body}"
+        );
+        update(&server, &token, valid_profile()).await;
 
         let too_big = vec![b'%'; 5 * 1024 * 1024 + 1];
         let (status, body) = upload(&server, &token, "application/pdf", too_big).await;
@@ -839,6 +846,7 @@ conformance!(
         for _ in 0..2 {
             let server = Server::start(&test_db, |_| {}).await;
             let (_, token) = session_patient(&server);
+            update(&server, &token, valid_profile()).await;
             let (status, _) = upload(&server, &token, "application/pdf", pdf_with("k")).await;
             assert_eq!(status, 201);
             server.stop().await;

@@ -476,6 +476,26 @@ impl IdentityService {
             IdentityFailure::user(UserError::new(e.code(), e.to_string()))
         })?;
         self.refuse_if_verified(patient_id).await?;
+        // The scan goes with the passport data of the profile.
+        let details = self.patient(patient_id).await?.details;
+        let mut missing = Vec::new();
+        if details.passport_series.is_none() {
+            missing.push(UserError::field(
+                "passportSeries",
+                "PROFILE_INCOMPLETE",
+                "add the passport series to the profile first",
+            ));
+        }
+        if details.passport_number.is_none() {
+            missing.push(UserError::field(
+                "passportNumber",
+                "PROFILE_INCOMPLETE",
+                "add the passport number to the profile first",
+            ));
+        }
+        if !missing.is_empty() {
+            return Err(IdentityFailure::User(missing));
+        }
         let sha256 = hex::encode(Sha256::digest(bytes));
         let context = format!("{patient_id}:{sha256}");
         let sealed = self.key.seal(bytes, context.as_bytes());
