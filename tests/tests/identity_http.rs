@@ -869,7 +869,14 @@ conformance!(
             Server::start_with_notifier(&test_db, |_| {}, Some(Arc::new(notifier.clone()))).await;
         let (_, token) = session_patient(&server);
         update(&server, &token, valid_profile()).await;
-        step(&server, &token, "sendIdentityCode", json!({})).await;
+        let keyed = json!({ "idempotencyKey": "send-1" });
+        let first = step(&server, &token, "sendIdentityCode", keyed.clone()).await;
+        let retry = step(&server, &token, "sendIdentityCode", keyed).await;
+        assert_eq!(
+            first, retry,
+            "a retry under the same key reports the first result"
+        );
+        assert_eq!(notifier.sent().len(), 1, "a retry sends no second code");
         let code = last_code(&notifier, "+79123456789");
         let wrong_code = if code == "000000" { "111111" } else { "000000" };
         let guesses = (0..12).map(|_| {

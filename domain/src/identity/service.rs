@@ -570,6 +570,15 @@ impl IdentityService {
         notifier: &dyn Notifier,
         now: DateTime<Utc>,
     ) -> Result<CommandOutcome, IdentityFailure> {
+        // A retry under the same idempotency key sends no second code.
+        let input = json!({ "step": "send_phone_code" });
+        if let Some(outcome) = self
+            .commands
+            .earlier_outcome::<IdentityVerification>(meta, &input)
+            .await?
+        {
+            return Ok(outcome);
+        }
         self.refuse_if_verified(patient_id).await?;
         let patient = self.patient(patient_id).await?;
         let Some(phone) = patient.details.phone else {
@@ -640,7 +649,6 @@ impl IdentityService {
             })
             .await
             .map_err(internal)?;
-        let input = json!({ "step": "phone_code_sent", "sent_at": now.timestamp_micros() });
         self.run(
             patient_id,
             VerificationCommand::RecordPhoneCodeSent { phone, expires_at },
@@ -666,6 +674,14 @@ impl IdentityService {
                 "INVALID_CODE",
                 "the code has six digits",
             )));
+        }
+        let input = json!({ "step": "confirm_phone_code" });
+        if let Some(outcome) = self
+            .commands
+            .earlier_outcome::<IdentityVerification>(meta, &input)
+            .await?
+        {
+            return Ok(outcome);
         }
         self.refuse_if_verified(patient_id).await?;
         let patient = patient_id.to_string();
@@ -728,7 +744,6 @@ impl IdentityService {
                 .map_err(internal)?;
         });
         let phone = super::values::PhoneNumber::parse(&phone).map_err(internal)?;
-        let input = json!({ "step": "phone_confirmed", "at": at });
         self.run(
             patient_id,
             VerificationCommand::ConfirmPhone { phone, now },
