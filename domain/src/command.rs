@@ -256,6 +256,31 @@ impl CommandService {
         }
     }
 
+    /// The outcome of an earlier command under `metadata`'s idempotency key, when
+    /// there was one: for commands with effects outside the journal (a message sent),
+    /// which check before acting. A key used for a different `input` is refused.
+    pub async fn earlier_outcome<A>(
+        &self,
+        metadata: &EventMetadata,
+        input: &Value,
+    ) -> Result<Option<CommandOutcome>, CommandError<A::Error>>
+    where
+        A: Aggregate,
+    {
+        let Some(key) = &metadata.idempotency_key else {
+            return Ok(None);
+        };
+        let claim = IdempotencyClaim {
+            scope: metadata.actor.account_id.to_string(),
+            key: key.clone(),
+            fingerprint: fingerprint(A::TYPE, input),
+        };
+        Ok(self
+            .replay_idempotent::<A>(&claim)
+            .await?
+            .map(|(outcome, _)| outcome))
+    }
+
     /// The outcome recorded under `claim`'s key, if the key was used before.
     async fn replay_idempotent<A>(
         &self,

@@ -1,5 +1,6 @@
 //! Kabinet's domain: aggregates, commands, events, value types, and the journal.
 
+pub mod access;
 pub mod accounts;
 pub mod appointments;
 pub mod canonical;

@@ -34,4 +34,9 @@ impl UserError {
 pub trait AsUserError {
     /// The caller-facing form of this error.
     fn to_user_error(&self) -> UserError;
+
+    /// Every caller-facing error this refusal carries (one, unless it names several fields).
+    fn to_user_errors(&self) -> Vec<UserError> {
+        vec![self.to_user_error()]
+    }
 }

@@ -25,6 +25,10 @@ pub struct Claims {
     /// The sign-in session the token belongs to; absent on development tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// True for development tokens (`kabinet token`, the demo), which pass the
+    /// identity-verification gate; absent in tokens issued by a sign-in.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dev: bool,
 }
 
 /// Lifetime of an access token issued by a sign-in session.
@@ -35,6 +39,8 @@ pub const ACCESS_TTL_MINUTES: i64 = 15;
 pub struct VerifiedToken {
     pub actor: Actor,
     pub session_id: Option<Uuid>,
+    /// A development token, exempt from the identity-verification gate.
+    pub dev: bool,
 }
 
 /// Why a token was refused.
@@ -72,7 +78,13 @@ impl TokenKeys {
 
     /// Mints a token for `actor`, valid for `ttl`.
     pub fn mint(&self, actor: &Actor, ttl: Duration) -> Result<String, TokenError> {
-        self.mint_with(actor, ttl, None)
+        self.mint_with(actor, ttl, None, true)
+    }
+
+    /// Mints a development token without the identity-gate exemption: the
+    /// caller is treated like a signed-in person (tests of the gate).
+    pub fn mint_unmarked(&self, actor: &Actor, ttl: Duration) -> Result<String, TokenError> {
+        self.mint_with(actor, ttl, None, false)
     }
 
     /// Mints a short-lived access token of session `session_id`.
@@ -81,6 +93,7 @@ impl TokenKeys {
             actor,
             Duration::minutes(ACCESS_TTL_MINUTES),
             Some(session_id),
+            false,
         )
     }
 
@@ -89,6 +102,7 @@ impl TokenKeys {
         actor: &Actor,
         ttl: Duration,
         session_id: Option<Uuid>,
+        dev: bool,
     ) -> Result<String, TokenError> {
         let now = Utc::now();
         let claims = Claims {
@@ -99,6 +113,7 @@ impl TokenKeys {
             iat: now.timestamp(),
             exp: (now + ttl).timestamp(),
             sid: session_id.map(|s| s.to_string()),
+            dev,
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|_| TokenError::Invalid)
@@ -138,6 +153,7 @@ impl TokenKeys {
                 organisation_id,
             },
             session_id,
+            dev: claims.dev && claims.sid.is_none(),
         })
     }
 }

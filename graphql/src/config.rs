@@ -185,9 +185,27 @@ pub struct ServeConfig {
     /// Seed demonstration data into an empty database and print tokens to try it.
     #[arg(long, env = "KABINET_DEMO")]
     pub demo: bool,
+    /// Key sealing passport scans at rest (AES-256-GCM): 32 bytes as 64 hex digits or
+    /// base64. Required in production; development keeps a random key in the database.
+    #[arg(long = "data-key", env = "KABINET_DATA_KEY", hide_env_values = true)]
+    pub data_key: Option<SecretString>,
 }
 
 impl ServeConfig {
+    /// Sets the data key (e.g. for tests of production mode).
+    pub fn set_data_key(&mut self, key: &str) {
+        self.data_key = Some(SecretString::from(key.to_string()));
+    }
+
+    /// The configured data key, if any (never printed).
+    pub fn data_key(&self) -> anyhow::Result<Option<kabinet_domain::identity::scan::DataKey>> {
+        self.data_key
+            .as_ref()
+            .map(|k| kabinet_domain::identity::scan::DataKey::parse(k.expose_secret()))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("KABINET_DATA_KEY: {e}"))
+    }
+
     /// Whether introspection is served.
     pub fn introspection_enabled(&self) -> bool {
         self.introspection.unwrap_or(self.mode == Mode::Development)
@@ -216,6 +234,7 @@ impl ServeConfig {
             poll_interval_ms: 200,
             log_format: LogFormat::Text,
             demo: false,
+            data_key: None,
         }
     }
 }

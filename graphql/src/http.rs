@@ -43,12 +43,23 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(
+            "/identity/passport-scan",
+            axum::routing::post(crate::identity_http::upload_passport_scan)
+                // The handler reads the body under its own limit.
+                .layer(DefaultBodyLimit::disable()),
+        )
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
 
 /// A GraphQL-shaped error response outside normal execution.
-fn error_response(status: StatusCode, code: &str, message: &str, request_id: &str) -> Response {
+pub(crate) fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &str,
+) -> Response {
     let body = serde_json::json!({
         "data": null,
         "errors": [{ "message": message, "extensions": { "code": code, "requestId": request_id } }],
@@ -61,7 +72,7 @@ fn error_response(status: StatusCode, code: &str, message: &str, request_id: &st
 }
 
 /// The request id: the caller's `x-request-id` when it is sane, else a new one.
-fn request_id(headers: &HeaderMap) -> String {
+pub(crate) fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
@@ -86,6 +97,8 @@ enum AuthError {
 struct Authenticated {
     actor: Actor,
     session_id: Option<Uuid>,
+    /// A development token, exempt from the identity-verification gate.
+    dev: bool,
 }
 
 const INVALID_TOKEN: &str = "the bearer token is malformed, expired or not signed by this server";
@@ -111,6 +124,7 @@ async fn authenticate(state: &AppState, token: &str) -> Result<Authenticated, Au
                     Ok(Authenticated {
                         actor: verified.actor,
                         session_id: Some(session_id),
+                        dev: false,
                     })
                 }
                 _ => Err(AuthError::Unauthenticated(
@@ -132,6 +146,7 @@ async fn authenticate(state: &AppState, token: &str) -> Result<Authenticated, Au
                 None | Some(kabinet_domain::accounts::AccountStatus::Active) => Ok(Authenticated {
                     actor: verified.actor,
                     session_id: None,
+                    dev: verified.dev,
                 }),
                 Some(_) => Err(AuthError::Unauthenticated(
                     "the account is closed or deactivated",
@@ -142,6 +157,38 @@ async fn authenticate(state: &AppState, token: &str) -> Result<Authenticated, Au
 }
 
 /// The caller of an `Authorization: Bearer` header; `Ok(None)` when there is none.
+/// The signed-in caller of a plain HTTP route, or the 401 / 500 response to
+/// send instead.
+pub(crate) async fn require_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    request_id: &str,
+) -> Result<Actor, Response> {
+    let unauthenticated = |message: &str| {
+        let mut response = error_response(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            message,
+            request_id,
+        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        response
+    };
+    match caller(state, headers).await {
+        Ok(Some(c)) => Ok(c.actor),
+        Ok(None) => Err(unauthenticated("sign in first: this needs a bearer token")),
+        Err(AuthError::Unauthenticated(message)) => Err(unauthenticated(message)),
+        Err(AuthError::Internal) => Err(error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            &format!("internal error (request id {request_id})"),
+            request_id,
+        )),
+    }
+}
+
 async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Option<Authenticated>, AuthError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
@@ -236,13 +283,13 @@ async fn graphql_post(
     let operation = request.operation_name.clone().unwrap_or_default();
     let span = tracing::info_span!("graphql", request_id = %request_id, operation = %operation);
     let _guard = span.enter();
-    let (actor, session_id) = match caller {
-        Some(c) => (Some(c.actor), c.session_id),
-        None => (None, None),
+    let (actor, session_id, dev) = match caller {
+        Some(c) => (Some(c.actor), c.session_id, c.dev),
+        None => (None, None, false),
     };
     let request = request
         .data(RequestContext {
-            dev_token: actor.is_some() && session_id.is_none(),
+            dev_token: dev,
             actor,
             request_id: request_id.clone(),
         })
@@ -304,13 +351,13 @@ async fn graphql_ws(
                             },
                         )?),
                     };
-                    let (actor, session_id) = match caller {
-                        Some(c) => (Some(c.actor), c.session_id),
-                        None => (None, None),
+                    let (actor, session_id, dev) = match caller {
+                        Some(c) => (Some(c.actor), c.session_id, c.dev),
+                        None => (None, None, false),
                     };
                     let mut data = Data::default();
                     data.insert(RequestContext {
-                        dev_token: actor.is_some() && session_id.is_none(),
+                        dev_token: dev,
                         actor,
                         request_id: Uuid::now_v7().simple().to_string(),
                     });

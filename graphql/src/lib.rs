@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod dispatcher;
 pub mod http;
+pub mod identity_http;
 pub mod metrics;
 pub mod schema;
 pub mod seed;

@@ -4,11 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use kabinet_domain::access::AccessLog;
 use kabinet_domain::accounts::secrets::CodeHasher;
 use kabinet_domain::accounts::AccountService;
 use kabinet_domain::clock::SystemClock;
 use kabinet_domain::command::CommandService;
 use kabinet_domain::db::PoolOptions;
+use kabinet_domain::identity::service::{IdentityService, TableSnilsRegistry};
 use kabinet_domain::notify::sms::SmsGatewayNotifier;
 use kabinet_domain::notify::smtp::SmtpNotifier;
 use kabinet_domain::notify::{ByChannel, LogNotifier, Notifier};
@@ -132,6 +134,12 @@ impl Application {
         };
         let clock: Arc<dyn kabinet_domain::clock::Clock> =
             overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let configured_data_key = config.data_key()?;
+        if configured_data_key.is_none() && config.mode == Mode::Production {
+            anyhow::bail!(
+                "KABINET_DATA_KEY is required in production mode (32 bytes, hex or base64)"
+            );
+        }
         let keys = TokenKeys::new(&secret);
         let db = Db::connect(
             &config.database.database_url,
@@ -142,6 +150,13 @@ impl Application {
         )
         .await?;
         db.migrate().await?;
+        let data_key = kabinet_domain::identity::service::resolve_data_key(
+            &db,
+            configured_data_key,
+            config.mode == Mode::Production,
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
         let journal = Journal::new(db.clone());
         let shutdown = CancellationToken::new();
         let projector = Projector::new(
@@ -180,7 +195,16 @@ impl Application {
             notifier.clone(),
             CodeHasher::from_server_secret(&secret),
         );
+        let snils_registry = TableSnilsRegistry::new(db.clone());
         let services = Services {
+            identity: IdentityService::new(
+                db.clone(),
+                commands.clone(),
+                Arc::new(snils_registry.clone()),
+                data_key,
+            ),
+            snils_registry,
+            access: AccessLog::new(db.clone()),
             db: db.clone(),
             journal,
             booking: kabinet_domain::appointments::BookingService::new(

@@ -1,5 +1,6 @@
 //! Kabinet's read models and the catch-up projector that keeps them.
 
+pub mod account_journal;
 pub mod activity_log;
 pub mod appointments;
 pub mod doctors;
@@ -35,5 +36,6 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(referrals::Referrals),
         Arc::new(notifications::NotificationPreferences),
         Arc::new(notifications::Notifications),
+        Arc::new(account_journal::AccountJournal),
     ]
 }

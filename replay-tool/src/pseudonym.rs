@@ -11,11 +11,17 @@ pub const MIN_KEY_BYTES: usize = 16;
 
 /// Aggregates whose stream id is a person's id (a doctor's schedule is keyed by
 /// the doctor's id).
-pub const PERSON_AGGREGATES: [&str; 4] = ["patient", "doctor", "schedule", "account"];
+pub const PERSON_AGGREGATES: [&str; 5] = [
+    "patient",
+    "doctor",
+    "schedule",
+    "account",
+    "identity_verification",
+];
 
 /// Field names (or prefixes, ending in `*`) of personal data, removed unless
 /// the export includes personal data.
-pub const PERSONAL_FIELDS: [&str; 21] = [
+pub const PERSONAL_FIELDS: [&str; 23] = [
     "full_name",
     "surname",
     "first_name",
@@ -33,6 +39,8 @@ pub const PERSONAL_FIELDS: [&str; 21] = [
     "phone*",
     "email*",
     "address*",
+    "registration_address",
+    "actual_address",
     "diagnosis_text",
     "recommendations",
     "comment*",

@@ -256,8 +256,9 @@ type Fold = fn(&[StreamEvent]) -> anyhow::Result<Value>;
 fn fold_known(aggregate_type: &str, events: &[StreamEvent]) -> Option<anyhow::Result<Value>> {
     use kabinet_domain::appointments::{Appointment, Referral};
     use kabinet_domain::directory::{Doctor, MedicalService, Organisation, Schedule};
+    use kabinet_domain::identity::verification::IdentityVerification;
     use kabinet_domain::patients::Patient;
-    let known: [(&str, Fold); 7] = [
+    let known: [(&str, Fold); 8] = [
         (Organisation::TYPE, fold::<Organisation>),
         (Doctor::TYPE, fold::<Doctor>),
         (MedicalService::TYPE, fold::<MedicalService>),
@@ -265,6 +266,7 @@ fn fold_known(aggregate_type: &str, events: &[StreamEvent]) -> Option<anyhow::Re
         (Patient::TYPE, fold::<Patient>),
         (Appointment::TYPE, fold::<Appointment>),
         (Referral::TYPE, fold::<Referral>),
+        (IdentityVerification::TYPE, fold::<IdentityVerification>),
     ];
     known
         .iter()

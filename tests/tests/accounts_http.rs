@@ -821,6 +821,7 @@ conformance!(
             c.delivery.sms_gateway_token = Some(SecretString::from(SMS_TOKEN.to_string()));
             c.delivery.smtp_url = Some(SecretString::from("smtp://127.0.0.1:25".to_string()));
             c.delivery.mail_from = Some("no-reply@kabinet.test".into());
+            c.set_data_key("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
             c
         };
         let weak = Application::build(production("short-secret")).await;

@@ -308,6 +308,7 @@ conformance!(
             c.delivery.smtp_url = Some("smtp://127.0.0.1:25".to_string().into());
             c.delivery.mail_from = Some("no-reply@kabinet.test".into());
             c.delivery.sms_gateway_url = Some("http://127.0.0.1:9/sms".into());
+            c.set_data_key("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
         })
         .await;
         let introspection = server

@@ -1,6 +1,9 @@
 //! Identity of an account holder: the documents and contacts a profile carries.
 
+pub mod scan;
+pub mod service;
 pub mod values;
+pub mod verification;
 
 pub use values::{
     field_error, Email, EmailError, OmsPolicyError, OmsPolicyNumber, PassportNumber,

@@ -20,7 +20,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::context::{
-    actor, bad_input, forbidden, internal, metadata, read_your_writes, services as svc,
+    actor, bad_input, forbidden, internal, medical_patient, metadata, read_your_writes,
+    record_medical_read, services as svc,
 };
 use super::directory::Organisation;
 use super::doctors::{local, local_time, Doctor};
@@ -142,14 +143,23 @@ impl Appointment {
     async fn cancelled_by(&self) -> Option<String> {
         self.0.cancelled_by.as_ref().map(|b| b.to_uppercase())
     }
-    async fn outcome(&self) -> Option<VisitOutcome> {
-        self.0.outcome.as_ref().map(|o| VisitOutcome {
+    /// The doctor's record of the visit (diagnosis): medical data, so patients need a
+    /// verified identity, and every read is recorded in the patient's account journal.
+    async fn outcome(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<VisitOutcome>> {
+        if self.0.outcome.is_none() {
+            return Ok(None);
+        }
+        if actor(ctx)?.role == Role::Patient {
+            medical_patient(ctx).await?;
+        }
+        record_medical_read(ctx, self.0.patient_id, "visit_outcome", Some(self.0.id)).await?;
+        Ok(self.0.outcome.as_ref().map(|o| VisitOutcome {
             diagnosis_code: o.diagnosis_code.as_str().to_string(),
             diagnosis_text: o.diagnosis_text.clone(),
             recommendations: o.recommendations.clone(),
             prescriptions: o.prescriptions.clone(),
             referrals: o.referrals.clone(),
-        })
+        }))
     }
     /// The patient's rating of the visit, once reviewed.
     async fn review_rating(&self) -> Option<i32> {
@@ -388,13 +398,11 @@ impl AppointmentsQuery {
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<Connection<String, Appointment, EmptyFields, EmptyFields>> {
-        let actor = actor(ctx)?;
-        if actor.role != Role::Patient {
-            return Err(forbidden());
-        }
+        let actor = medical_patient(ctx).await?;
         let filter = filter.unwrap_or_default();
         let (first, offset) = forward_page(first, after)?;
         let (from, to) = date_bounds(filter.from.clone(), filter.to.clone())?;
+        record_medical_read(ctx, actor.account_id, "visit_history", None).await?;
         let doctor_id = match &filter.doctor_id {
             None => None,
             Some(id) => Some(
@@ -497,11 +505,9 @@ impl AppointmentsQuery {
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<Connection<String, ReferralRequest, EmptyFields, EmptyFields>> {
-        let actor = actor(ctx)?;
-        if actor.role != Role::Patient {
-            return Err(forbidden());
-        }
+        let actor = medical_patient(ctx).await?;
         let (first, offset) = forward_page(first, after)?;
+        record_medical_read(ctx, actor.account_id, "referral_requests", None).await?;
         let status = status.map(|s| match s {
             ReferralDecisionStatus::Processing => "processing",
             ReferralDecisionStatus::Approved => "approved",
@@ -1098,6 +1104,7 @@ impl AppointmentsMutation {
         ctx: &Context<'_>,
         input: ReviewVisitInput,
     ) -> async_graphql::Result<AppointmentPayload> {
+        medical_patient(ctx).await?;
         let (rating, text) = (input.rating, input.text.clone());
         Self::act(
             ctx,
@@ -1120,10 +1127,7 @@ impl AppointmentsMutation {
         ctx: &Context<'_>,
         input: RequestReferralInput,
     ) -> async_graphql::Result<ReferralPayload> {
-        let actor = actor(ctx)?;
-        if actor.role != Role::Patient {
-            return Err(forbidden());
-        }
+        let actor = medical_patient(ctx).await?;
         let failed = |e: UserError| {
             Ok(ReferralPayload {
                 referral: None,
@@ -1251,6 +1255,9 @@ async fn referral_payload(
     let view = referrals::get(&svc(ctx).db, id)
         .await
         .map_err(|e| internal(ctx, e))?;
+    if let Some(v) = &view {
+        record_medical_read(ctx, v.patient_id, "referral", Some(v.id)).await?;
+    }
     Ok(ReferralPayload {
         referral: view.map(ReferralRequest),
         user_errors: vec![],
@@ -1275,12 +1282,17 @@ pub async fn referral_node(
     let view = referrals::get(&svc(ctx).db, id)
         .await
         .map_err(|e| internal(ctx, e))?;
-    Ok(view
-        .filter(|v| match actor.role {
-            Role::Patient => v.patient_id == actor.account_id,
-            Role::Doctor | Role::Registrar => actor.organisation_id == Some(v.organisation_id),
-            Role::Admin => true,
-            _ => false,
-        })
-        .map(ReferralRequest))
+    let Some(view) = view.filter(|v| match actor.role {
+        Role::Patient => v.patient_id == actor.account_id,
+        Role::Doctor | Role::Registrar => actor.organisation_id == Some(v.organisation_id),
+        Role::Admin => true,
+        _ => false,
+    }) else {
+        return Ok(None);
+    };
+    if actor.role == Role::Patient {
+        medical_patient(ctx).await?;
+    }
+    record_medical_read(ctx, view.patient_id, "referral", Some(view.id)).await?;
+    Ok(Some(ReferralRequest(view)))
 }

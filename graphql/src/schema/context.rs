@@ -4,9 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::{Context, Error, ErrorExtensions};
+use kabinet_domain::access::{AccessLog, MedicalRead};
 use kabinet_domain::appointments::BookingService;
 use kabinet_domain::clock::Clock;
 use kabinet_domain::command::CommandService;
+use kabinet_domain::identity::service::{IdentityService, TableSnilsRegistry};
 use kabinet_domain::notify::Notifier;
 use kabinet_domain::{Actor, Db, EventMetadata, Journal, JournalOrder, Role};
 use kabinet_projections::Projector;
@@ -28,6 +30,12 @@ pub struct Services {
     pub accounts: kabinet_domain::accounts::AccountService,
     /// Signs access tokens of sign-in sessions.
     pub tokens: crate::auth::TokenKeys,
+    /// Identity verification: registry, sealed scans, SMS codes.
+    pub identity: IdentityService,
+    /// The SNILS registry table administrators load.
+    pub snils_registry: TableSnilsRegistry,
+    /// The record of reads of medical data.
+    pub access: AccessLog,
 }
 
 /// The client's network address (from the socket, or from a trusted proxy).
@@ -117,10 +125,31 @@ pub async fn read_your_writes(ctx: &Context<'_>, names: &[&str], order: Option<J
 /// The caller as a patient who may see and change their own medical data.
 ///
 /// The one gate of every patient-facing medical query and mutation: it refuses
-/// callers who are not patients (`FORBIDDEN`) and, once identity verification
-/// exists, patients whose identity is not verified (`IDENTITY_NOT_VERIFIED`).
+/// callers who are not patients (`FORBIDDEN`) and patients whose identity is not
+/// verified (`IDENTITY_NOT_VERIFIED`, a top-level error for queries and mutations
+/// alike). Development tokens (`kabinet token`, the demo) pass the identity check.
 pub async fn medical_patient<'a>(ctx: &Context<'a>) -> Result<&'a Actor, Error> {
-    actor_in(ctx, &[Role::Patient])
+    let actor = actor_in(ctx, &[Role::Patient])?;
+    identity_verified(ctx, actor).await?;
+    Ok(actor)
+}
+
+/// Refuses a patient whose identity is not verified (development tokens pass).
+pub async fn identity_verified(ctx: &Context<'_>, actor: &Actor) -> Result<(), Error> {
+    if request(ctx).dev_token {
+        return Ok(());
+    }
+    match services(ctx).identity.is_verified(actor.account_id).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(identity_not_verified()),
+        Err(e) => Err(internal(ctx, e)),
+    }
+}
+
+/// Medical data stays closed until the identity is verified.
+pub fn identity_not_verified() -> Error {
+    Error::new("medical data opens once identity verification is complete (myIdentityVerification)")
+        .extend_with(|_, e| e.set("code", "IDENTITY_NOT_VERIFIED"))
 }
 
 /// Records that the caller read medical data of `patient_id` (`what` names the
@@ -134,6 +163,15 @@ pub async fn record_medical_read(
     what: &str,
     object_id: Option<uuid::Uuid>,
 ) -> Result<(), Error> {
-    let _ = (ctx, patient_id, what, object_id);
-    Ok(())
+    let reader = actor(ctx)?.clone();
+    let s = services(ctx);
+    let read = MedicalRead {
+        patient_id,
+        reader,
+        what: what.to_string(),
+        object_id,
+        request_id: request(ctx).request_id.clone(),
+        at: s.clock.now(),
+    };
+    s.access.record(&read).await.map_err(|e| internal(ctx, e))
 }

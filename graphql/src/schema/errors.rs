@@ -89,7 +89,11 @@ where
         .await;
     match result {
         Ok(done) => Ok(Ok(done)),
-        Err(CommandError::Rejected(e)) => Ok(Err(vec![e.to_user_error().into()])),
+        Err(CommandError::Rejected(e)) => Ok(Err(e
+            .to_user_errors()
+            .into_iter()
+            .map(UserError::from)
+            .collect())),
         Err(CommandError::Conflict) => Ok(Err(vec![UserError {
             field: None,
             message: CommandError::<A::Error>::Conflict.to_string(),

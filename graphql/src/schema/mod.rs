@@ -1,5 +1,6 @@
 //! The GraphQL schema: queries, mutations and subscriptions with their limits.
 
+pub mod account_journal;
 pub mod accounts;
 pub mod activity;
 pub mod appointments;
@@ -7,6 +8,7 @@ pub mod context;
 pub mod directory;
 pub mod doctors;
 pub mod errors;
+pub mod identity;
 pub mod ids;
 pub mod notifications;
 pub mod pagination;
@@ -113,6 +115,8 @@ pub struct Query(
     activity::ActivityQuery,
     notifications::NotificationsQuery,
     accounts::AccountsQuery,
+    identity::IdentityQuery,
+    account_journal::AccountJournalQuery,
 );
 
 /// Every mutation.
@@ -124,6 +128,7 @@ pub struct Mutation(
     notifications::NotificationsMutation,
     accounts::AccountsMutation,
     accounts::AccountAdminMutation,
+    identity::IdentityMutation,
 );
 
 /// Every subscription.
