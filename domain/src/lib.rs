@@ -11,6 +11,8 @@ pub mod journal;
 pub mod metadata;
 pub mod notify;
 pub mod patients;
+pub mod policies;
+pub mod prescriptions;
 pub mod user_error;
 
 pub use db::{Backend, Db};
