@@ -5,6 +5,8 @@ pub mod appointments;
 pub mod doctors;
 pub mod organisations;
 pub mod page;
+pub mod policies;
+pub mod prescriptions;
 mod projection;
 mod projector;
 mod rebuild;
@@ -32,5 +34,9 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(slots::Slots),
         Arc::new(appointments::Appointments),
         Arc::new(referrals::Referrals),
+        Arc::new(prescriptions::Prescriptions),
+        Arc::new(prescriptions::PrescriptionJournal),
+        Arc::new(prescriptions::Pharmacies),
+        Arc::new(policies::Policies),
     ]
 }
