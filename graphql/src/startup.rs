@@ -89,8 +89,32 @@ impl Application {
             Duration::from_millis(config.seal_interval_ms),
             shutdown.clone(),
         )));
-        let clock: Arc<dyn kabinet_domain::clock::Clock> = Arc::new(SystemClock);
+        let clock: Arc<dyn kabinet_domain::clock::Clock> = match &config.clock.0 {
+            Some(clock) => clock.clone(),
+            None => Arc::new(SystemClock),
+        };
         let commands = CommandService::new(journal.clone());
+        let prescription_signer = crate::keys::prescription_signer(&config, &db).await?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        // Links on documents need the bound port when port 0 was asked for.
+        let public_url = match &config.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", listener.local_addr()?),
+        };
+        background.push(tokio::spawn(
+            crate::scheduler::Scheduler {
+                db: db.clone(),
+                commands: commands.clone(),
+                clock: clock.clone(),
+                renewal_days: config.policy_renewal_days,
+            }
+            .run(
+                Duration::from_millis(config.scheduler_interval_ms),
+                shutdown.clone(),
+            ),
+        ));
         let services = Services {
             db: db.clone(),
             journal,
@@ -103,6 +127,8 @@ impl Application {
             clock,
             notifier: Arc::new(kabinet_domain::notify::LogNotifier),
             read_your_writes: Duration::from_millis(config.read_your_writes_ms),
+            prescription_signer: Arc::new(prescription_signer),
+            public_url,
         };
         let limits = Limits {
             max_depth: config.max_depth,
@@ -117,9 +143,6 @@ impl Application {
             metrics: Arc::new(Metrics::default()),
             graphiql: config.mode == Mode::Development,
         };
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
         Ok(Application {
             listener,
             router: router(state, config.max_body_bytes),

@@ -24,6 +24,10 @@ pub struct Services {
     pub notifier: Arc<dyn Notifier>,
     /// How long a mutation waits for the read models to show its effect.
     pub read_your_writes: Duration,
+    /// Signs and verifies the QR tokens of printed prescriptions.
+    pub prescription_signer: Arc<kabinet_domain::prescriptions::PrescriptionSigner>,
+    /// Public base URL of the server (no trailing slash), for links on documents.
+    pub public_url: String,
 }
 
 /// Who is asking, for this request.

@@ -8,6 +8,7 @@ pub mod doctors;
 pub mod errors;
 pub mod ids;
 pub mod pagination;
+pub mod prescriptions;
 pub mod slots_ids;
 
 use async_graphql::{
@@ -25,6 +26,7 @@ pub enum Node {
     Doctor(doctors::Doctor),
     Appointment(appointments::Appointment),
     ReferralRequest(appointments::ReferralRequest),
+    Prescription(prescriptions::Prescription),
 }
 
 /// The signed-in caller.
@@ -63,6 +65,9 @@ impl CoreQuery {
                 "ReferralRequest" => Ok(appointments::referral_node(ctx, uuid)
                     .await?
                     .map(Node::ReferralRequest)),
+                "Prescription" => Ok(prescriptions::node(ctx, uuid)
+                    .await?
+                    .map(Node::Prescription)),
                 _ => Ok(None),
             },
             None => Ok(None),
@@ -109,6 +114,7 @@ pub struct Query(
     doctors::DoctorsQuery,
     appointments::AppointmentsQuery,
     activity::ActivityQuery,
+    prescriptions::PrescriptionsQuery,
 );
 
 /// Every mutation.
@@ -117,6 +123,7 @@ pub struct Mutation(
     directory::DirectoryMutation,
     doctors::DoctorsMutation,
     appointments::AppointmentsMutation,
+    prescriptions::PrescriptionsMutation,
 );
 
 /// Every subscription.
