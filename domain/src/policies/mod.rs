@@ -30,8 +30,8 @@ pub fn reservation_error(taken: &ReservationTaken) -> Option<UserError> {
             "this person already has an active OMS policy or an application in progress",
         )),
         NUMBER_SCOPE => Some(UserError::new(
-            "CONFLICT",
-            "the policy number was taken at the same moment; try again",
+            "POLICY_NUMBER_TAKEN",
+            "the drawn policy number is already in use; try again",
         )),
         _ => None,
     }

@@ -8,6 +8,7 @@ pub mod doctors;
 pub mod errors;
 pub mod ids;
 pub mod pagination;
+pub mod policies;
 pub mod prescriptions;
 pub mod slots_ids;
 
@@ -27,6 +28,7 @@ pub enum Node {
     Appointment(appointments::Appointment),
     ReferralRequest(appointments::ReferralRequest),
     Prescription(prescriptions::Prescription),
+    Policy(policies::Policy),
 }
 
 /// The signed-in caller.
@@ -68,6 +70,7 @@ impl CoreQuery {
                 "Prescription" => Ok(prescriptions::node(ctx, uuid)
                     .await?
                     .map(Node::Prescription)),
+                "Policy" => Ok(policies::node(ctx, uuid).await?.map(Node::Policy)),
                 _ => Ok(None),
             },
             None => Ok(None),
@@ -115,6 +118,7 @@ pub struct Query(
     appointments::AppointmentsQuery,
     activity::ActivityQuery,
     prescriptions::PrescriptionsQuery,
+    policies::PoliciesQuery,
 );
 
 /// Every mutation.
@@ -124,11 +128,15 @@ pub struct Mutation(
     doctors::DoctorsMutation,
     appointments::AppointmentsMutation,
     prescriptions::PrescriptionsMutation,
+    policies::PoliciesMutation,
 );
 
 /// Every subscription.
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(activity::ActivitySubscription);
+pub struct Subscription(
+    activity::ActivitySubscription,
+    policies::PoliciesSubscription,
+);
 
 /// The Kabinet schema type.
 pub type KabinetSchema = Schema<Query, Mutation, Subscription>;
