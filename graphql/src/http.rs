@@ -38,6 +38,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/files/{sha256}", get(crate::files::download))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
@@ -70,7 +71,7 @@ fn request_id(headers: &HeaderMap) -> String {
 }
 
 /// The caller of an `Authorization: Bearer` header; `Ok(None)` when there is none.
-fn caller(keys: &TokenKeys, headers: &HeaderMap) -> Result<Option<Actor>, &'static str> {
+pub(crate) fn caller(keys: &TokenKeys, headers: &HeaderMap) -> Result<Option<Actor>, &'static str> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };

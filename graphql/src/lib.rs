@@ -3,8 +3,10 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod files;
 pub mod http;
 pub mod metrics;
+pub mod pdf;
 pub mod schema;
 pub mod seed;
 pub mod startup;

@@ -103,6 +103,8 @@ impl Application {
             clock,
             notifier: Arc::new(kabinet_domain::notify::LogNotifier),
             read_your_writes: Duration::from_millis(config.read_your_writes_ms),
+            files: crate::files::FileStore::new(db.clone()),
+            file_links: crate::files::FileLinks::new(&secret),
         };
         let limits = Limits {
             max_depth: config.max_depth,

@@ -24,6 +24,10 @@ pub struct Services {
     pub notifier: Arc<dyn Notifier>,
     /// How long a mutation waits for the read models to show its effect.
     pub read_your_writes: Duration,
+    /// Content-addressed storage of rendered documents.
+    pub files: crate::files::FileStore,
+    /// Signs and checks short-lived download links of stored files.
+    pub file_links: crate::files::FileLinks,
 }
 
 /// Who is asking, for this request.
