@@ -39,6 +39,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/verify/prescription/{token}", get(verify_prescription))
+        .route("/files/{sha256}", get(crate::files::download))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
@@ -71,7 +72,7 @@ fn request_id(headers: &HeaderMap) -> String {
 }
 
 /// The caller of an `Authorization: Bearer` header; `Ok(None)` when there is none.
-fn caller(keys: &TokenKeys, headers: &HeaderMap) -> Result<Option<Actor>, &'static str> {
+pub(crate) fn caller(keys: &TokenKeys, headers: &HeaderMap) -> Result<Option<Actor>, &'static str> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };

@@ -3,10 +3,12 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod files;
 pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod scheduler;
+pub mod pdf;
 pub mod schema;
 pub mod seed;
 pub mod startup;

@@ -129,6 +129,8 @@ impl Application {
             read_your_writes: Duration::from_millis(config.read_your_writes_ms),
             prescription_signer: Arc::new(prescription_signer),
             public_url,
+            files: crate::files::FileStore::new(db.clone()),
+            file_links: crate::files::FileLinks::new(&secret),
         };
         let limits = Limits {
             max_depth: config.max_depth,

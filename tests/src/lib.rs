@@ -3,6 +3,7 @@
 //! that runs one test body on both, a tiny aggregate and a recording projection.
 
 pub mod api_bench;
+pub mod pdf_text;
 mod seen;
 pub mod server;
 mod tally;

@@ -28,6 +28,10 @@ pub struct Services {
     pub prescription_signer: Arc<kabinet_domain::prescriptions::PrescriptionSigner>,
     /// Public base URL of the server (no trailing slash), for links on documents.
     pub public_url: String,
+    /// Content-addressed storage of rendered documents.
+    pub files: crate::files::FileStore,
+    /// Signs and checks short-lived download links of stored files.
+    pub file_links: crate::files::FileLinks,
 }
 
 /// Who is asking, for this request.
