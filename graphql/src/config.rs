@@ -147,7 +147,11 @@ pub struct ClockOverride(pub Option<std::sync::Arc<dyn kabinet_domain::clock::Cl
 
 impl std::fmt::Debug for ClockOverride {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "ClockOverride(set)" } else { "ClockOverride(system)" })
+        f.write_str(if self.0.is_some() {
+            "ClockOverride(set)"
+        } else {
+            "ClockOverride(system)"
+        })
     }
 }
 

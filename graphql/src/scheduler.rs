@@ -46,7 +46,10 @@ fn system_metadata(what: &str) -> EventMetadata {
         role: Role::System,
         organisation_id: None,
     };
-    EventMetadata::new(actor, format!("scheduler-{what}-{}", Uuid::now_v7().simple()))
+    EventMetadata::new(
+        actor,
+        format!("scheduler-{what}-{}", Uuid::now_v7().simple()),
+    )
 }
 
 /// Whether a failed scheduled command is worth a warning (refusals are not:
@@ -87,9 +90,7 @@ impl Scheduler {
                 )
                 .await;
             match result {
-                Ok((outcome, _)) if !outcome.events.is_empty() => {
-                    report.prescriptions_expired += 1
-                }
+                Ok((outcome, _)) if !outcome.events.is_empty() => report.prescriptions_expired += 1,
                 Ok(_) => {}
                 Err(e) if is_fault(&e) => {
                     tracing::warn!(prescription = %id, error = %e, "cannot expire prescription")

@@ -76,8 +76,12 @@ impl Projection for Policies {
     fn create_indexes(&self, _backend: Backend, table: &str) -> Vec<String> {
         vec![
             format!("CREATE UNIQUE INDEX IF NOT EXISTS {table}_key ON {table} (id)"),
-            format!("CREATE INDEX IF NOT EXISTS {table}_by_patient ON {table} (patient_id, applied_at)"),
-            format!("CREATE INDEX IF NOT EXISTS {table}_by_status ON {table} (status, valid_until)"),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {table}_by_patient ON {table} (patient_id, applied_at)"
+            ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {table}_by_status ON {table} (status, valid_until)"
+            ),
         ]
     }
 
@@ -167,7 +171,8 @@ impl Projection for Policies {
                     });
                 }
                 PolicyEvent::PolicyExpired { status, .. } => {
-                    let sql = format!("UPDATE {table} SET status = $2, updated_at = $3 WHERE id = $1");
+                    let sql =
+                        format!("UPDATE {table} SET status = $2, updated_at = $3 WHERE id = $1");
                     crate::on_tx!(tx, conn => {
                         sqlx::query(&sql)
                             .bind(id)

@@ -248,8 +248,9 @@ impl Projection for Prescriptions {
                 E::PrescriptionResendRequested {
                     pharmacy, reason, ..
                 } => {
-                    let sql =
-                        set("pending_request = $3, pending_pharmacy_name = $4, pending_reason = $5");
+                    let sql = set(
+                        "pending_request = $3, pending_pharmacy_name = $4, pending_reason = $5",
+                    );
                     exec(
                         tx,
                         &sql,
@@ -264,8 +265,9 @@ impl Projection for Prescriptions {
                     .await?;
                 }
                 E::PrescriptionCancellationRequested { reason, .. } => {
-                    let sql =
-                        set("pending_request = $3, pending_pharmacy_name = NULL, pending_reason = $4");
+                    let sql = set(
+                        "pending_request = $3, pending_pharmacy_name = NULL, pending_reason = $4",
+                    );
                     exec(
                         tx,
                         &sql,

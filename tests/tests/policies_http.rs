@@ -36,19 +36,38 @@ async fn apply(client: &Client, token: &str, input: Value) -> Value {
         "mutation($input: ApplyForPolicyInput!) {{ applyForPolicy(input: $input) {{
             policy {{ {POLICY} }} userErrors {{ field code message }} }} }}"
     );
-    client.data(Some(token), &query, json!({ "input": input })).await["applyForPolicy"].clone()
+    client
+        .data(Some(token), &query, json!({ "input": input }))
+        .await["applyForPolicy"]
+        .clone()
 }
 
-async fn admin_act(client: &Client, admin: &str, name: &str, input_type: &str, input: Value) -> Value {
+async fn admin_act(
+    client: &Client,
+    admin: &str,
+    name: &str,
+    input_type: &str,
+    input: Value,
+) -> Value {
     let query = format!(
         "mutation($input: {input_type}!) {{ {name}(input: $input) {{
             policy {{ {POLICY} }} userErrors {{ field code message }} }} }}"
     );
-    client.data(Some(admin), &query, json!({ "input": input })).await[name].clone()
+    client
+        .data(Some(admin), &query, json!({ "input": input }))
+        .await[name]
+        .clone()
 }
 
 async fn issue(client: &Client, admin: &str, id: &str) -> Value {
-    admin_act(client, admin, "issuePolicy", "IssuePolicyInput", json!({ "policyId": id })).await
+    admin_act(
+        client,
+        admin,
+        "issuePolicy",
+        "IssuePolicyInput",
+        json!({ "policyId": id }),
+    )
+    .await
 }
 
 async fn my_policy(client: &Client, token: &str) -> Value {
@@ -79,6 +98,14 @@ conformance!(
         assert_eq!(policy["snils"], "112-233-445 95");
         assert_eq!(policy["holderName"], "Иванова Мария Петровна");
         assert_eq!(policy["number"], Value::Null);
+        let no_pdf = server
+            .data(Some(&patient), "{ myPolicy { downloadUrl } }", json!({}))
+            .await;
+        assert_eq!(
+            no_pdf["myPolicy"]["downloadUrl"],
+            Value::Null,
+            "no PDF before issuance"
+        );
         let id = policy["id"].as_str().expect("id").to_string();
 
         let issued = issue(&server, &admin, &id).await;
@@ -86,12 +113,45 @@ conformance!(
         assert_eq!(issued["policy"]["status"], "ACTIVE");
         let number = issued["policy"]["number"].as_str().expect("number");
         assert_eq!(number.len(), 16);
-        assert!(OmsPolicyNumber::parse(number).is_ok(), "check digit of {number}");
+        assert!(
+            OmsPolicyNumber::parse(number).is_ok(),
+            "check digit of {number}"
+        );
         assert_eq!(my_policy(&server, &patient).await["number"], number);
+        let link = server
+            .data(Some(&patient), "{ myPolicy { downloadUrl } }", json!({}))
+            .await["myPolicy"]["downloadUrl"]
+            .as_str()
+            .expect("download url")
+            .to_string();
+        let response = server
+            .http
+            .get(&link)
+            .bearer_auth(&patient)
+            .send()
+            .await
+            .expect("download");
+        assert_eq!(response.status().as_u16(), 200);
+        let pdf = response.bytes().await.expect("pdf").to_vec();
+        if let Some(text) = kabinet_tests::pdf_text::pdf_text(&pdf) {
+            for expected in [
+                number,
+                "Иванова Мария Петровна",
+                "12.04.1990",
+                "региональный",
+                "Действует",
+            ] {
+                assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+            }
+        }
 
         let twice = issue(&server, &admin, &id).await;
         assert_eq!(twice["userErrors"][0]["code"], "INVALID_TRANSITION");
-        assert_eq!(my_policy(&server, &patient).await["number"], number, "unchanged");
+        assert_eq!(
+            my_policy(&server, &patient).await["number"],
+            number,
+            "unchanged"
+        );
 
         // Numbers of many policies are all different and all valid.
         let mut numbers = vec![number.to_string()];
@@ -99,8 +159,16 @@ conformance!(
             let p = server.token(Role::Patient, None);
             let applied = apply(&server, &p, application(snils)).await;
             assert_eq!(applied["userErrors"], json!([]), "{snils}: {applied}");
-            let issued = issue(&server, &admin, applied["policy"]["id"].as_str().expect("id")).await;
-            let n = issued["policy"]["number"].as_str().expect("number").to_string();
+            let issued = issue(
+                &server,
+                &admin,
+                applied["policy"]["id"].as_str().expect("id"),
+            )
+            .await;
+            let n = issued["policy"]["number"]
+                .as_str()
+                .expect("number")
+                .to_string();
             assert!(OmsPolicyNumber::parse(&n).is_ok());
             numbers.push(n);
         }
@@ -127,15 +195,33 @@ conformance!(
         .await;
         assert_eq!(
             fields(&bad),
-            ["surname", "region", "birthDate", "passportNumber", "snils", "passportSeries", "validUntil", "consent"],
+            [
+                "surname",
+                "region",
+                "birthDate",
+                "passportNumber",
+                "snils",
+                "passportSeries",
+                "validUntil",
+                "consent"
+            ],
             "{bad}"
         );
-        let codes: Vec<&str> = bad["userErrors"].as_array().expect("errors").iter().map(|e| e["code"].as_str().unwrap_or("")).collect();
+        let codes: Vec<&str> = bad["userErrors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .map(|e| e["code"].as_str().unwrap_or(""))
+            .collect();
         assert!(codes.contains(&"INVALID_SNILS_CHECKSUM"), "{codes:?}");
         assert!(codes.contains(&"CONSENT_REQUIRED"), "{codes:?}");
         assert!(codes.contains(&"INVALID_PERIOD"), "{codes:?}");
         assert_eq!(bad["policy"], Value::Null);
-        assert_eq!(my_policy(&server, &patient).await, Value::Null, "nothing was recorded");
+        assert_eq!(
+            my_policy(&server, &patient).await,
+            Value::Null,
+            "nothing was recorded"
+        );
         server.stop().await;
     }
 );
@@ -152,17 +238,26 @@ conformance!(
                 .map(|t| apply(&server, t, application("112-233-445 95"))),
         )
         .await;
-        let winners: Vec<&Value> = attempts.iter().filter(|a| a["userErrors"] == json!([])).collect();
+        let winners: Vec<&Value> = attempts
+            .iter()
+            .filter(|a| a["userErrors"] == json!([]))
+            .collect();
         assert_eq!(winners.len(), 1, "{attempts:?}");
         for loser in attempts.iter().filter(|a| a["userErrors"] != json!([])) {
-            assert_eq!(loser["userErrors"][0]["code"], "POLICY_ALREADY_ACTIVE", "{loser}");
+            assert_eq!(
+                loser["userErrors"][0]["code"], "POLICY_ALREADY_ACTIVE",
+                "{loser}"
+            );
             assert_eq!(loser["userErrors"][0]["field"], json!(["input", "snils"]));
         }
         let id = winners[0]["policy"]["id"].as_str().expect("id").to_string();
         let issued = issue(&server, &admin, &id).await;
         assert_eq!(issued["policy"]["status"], "ACTIVE");
         let second = apply(&server, &tokens[0], application("11223344595")).await;
-        assert_eq!(second["userErrors"][0]["code"], "POLICY_ALREADY_ACTIVE", "{second}");
+        assert_eq!(
+            second["userErrors"][0]["code"], "POLICY_ALREADY_ACTIVE",
+            "{second}"
+        );
 
         // A rejected application frees the person.
         let other = server.token(Role::Patient, None);
@@ -177,9 +272,15 @@ conformance!(
         )
         .await;
         assert_eq!(rejected["policy"]["status"], "REJECTED", "{rejected}");
-        assert_eq!(rejected["policy"]["rejectionReason"], "Паспорт недействителен");
+        assert_eq!(
+            rejected["policy"]["rejectionReason"],
+            "Паспорт недействителен"
+        );
         let issue_rejected = issue(&server, &admin, &first_id).await;
-        assert_eq!(issue_rejected["userErrors"][0]["code"], "INVALID_TRANSITION");
+        assert_eq!(
+            issue_rejected["userErrors"][0]["code"],
+            "INVALID_TRANSITION"
+        );
         let again = apply(&server, &other, application("123-456-789 64")).await;
         assert_eq!(again["userErrors"], json!([]), "{again}");
         server.stop().await;
@@ -203,7 +304,11 @@ conformance!(
         let id = applied["policy"]["id"].as_str().expect("id").to_string();
         issue(&server, &admin, &id).await;
         tokio::time::sleep(StdDuration::from_millis(500)).await;
-        assert_eq!(my_policy(&server, &patient).await["renewalRemindedAt"], Value::Null, "not due yet");
+        assert_eq!(
+            my_policy(&server, &patient).await["renewalRemindedAt"],
+            Value::Null,
+            "not due yet"
+        );
 
         clock.set(Utc::now() + Duration::days(40));
         let mut policy = Value::Null;
@@ -254,7 +359,11 @@ conformance!(
             let server = &server;
             async move {
                 server
-                    .data(Some(&token), "query($id: ID!) { node(id: $id) { ... on Policy { id } } }", json!({ "id": id }))
+                    .data(
+                        Some(&token),
+                        "query($id: ID!) { node(id: $id) { ... on Policy { id } } }",
+                        json!({ "id": id }),
+                    )
                     .await["node"]
                     .clone()
             }
@@ -262,11 +371,21 @@ conformance!(
         assert_eq!(node(patient.clone()).await["id"], id.as_str());
         assert_eq!(node(admin.clone()).await["id"], id.as_str());
         assert_eq!(node(server.token(Role::Patient, None)).await, Value::Null);
-        assert_eq!(node(server.token(Role::Registrar, Some(uuid::Uuid::now_v7()))).await, Value::Null);
+        assert_eq!(
+            node(server.token(Role::Registrar, Some(uuid::Uuid::now_v7()))).await,
+            Value::Null
+        );
         let listed = server
-            .data(Some(&admin), "{ policyApplications(status: APPLIED) { edges { node { id } } } }", json!({}))
+            .data(
+                Some(&admin),
+                "{ policyApplications(status: APPLIED) { edges { node { id } } } }",
+                json!({}),
+            )
             .await;
-        assert_eq!(listed["policyApplications"]["edges"][0]["node"]["id"], id.as_str());
+        assert_eq!(
+            listed["policyApplications"]["edges"][0]["node"]["id"],
+            id.as_str()
+        );
         for (token, query) in [
             (patient.clone(), format!("mutation {{ issuePolicy(input: {{ policyId: \"{id}\" }}) {{ userErrors {{ code }} }} }}")),
             (patient.clone(), "{ policyApplications { edges { node { id } } } }".to_string()),

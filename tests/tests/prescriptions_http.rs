@@ -71,7 +71,12 @@ async fn designate(client: &Client, admin: &str, organisation: &str) -> Value {
         .clone()
 }
 
-async fn register_doctor(client: &Client, registrar: &str, organisation: &str, surname: &str) -> Uuid {
+async fn register_doctor(
+    client: &Client,
+    registrar: &str,
+    organisation: &str,
+    surname: &str,
+) -> Uuid {
     let doctor = client
         .data(
             Some(registrar),
@@ -101,13 +106,18 @@ impl World {
                     "form": "IN_PERSON", "cost": "0", "requiredDocuments": [] } }),
             )
             .await;
-        assert_eq!(service["registerMedicalService"]["userErrors"], json!([]), "{service}");
+        assert_eq!(
+            service["registerMedicalService"]["userErrors"],
+            json!([]),
+            "{service}"
+        );
         let (organisation, clinic_uuid) =
             register_organisation(client, &admin, "Городская поликлиника №3").await;
         let registrar = client.token(Role::Registrar, Some(clinic_uuid));
         let doctor_uuid = register_doctor(client, &registrar, &organisation, "Иванова").await;
         let other_uuid = register_doctor(client, &registrar, &organisation, "Петрова").await;
-        let (pharmacy, pharmacy_uuid) = register_organisation(client, &admin, "Аптека «Здоровье»").await;
+        let (pharmacy, pharmacy_uuid) =
+            register_organisation(client, &admin, "Аптека «Здоровье»").await;
         let (other_pharmacy, other_pharmacy_uuid) =
             register_organisation(client, &admin, "Аптека №2").await;
         let (plain_organisation, _) = register_organisation(client, &admin, "Стоматология").await;
@@ -181,7 +191,10 @@ async fn act(client: &Client, token: &str, name: &str, input_type: &str, input: 
         "mutation($input: {input_type}!) {{ {name}(input: $input) {{
             prescription {{ {FIELDS} }} userErrors {{ field code message }} }} }}"
     );
-    client.data(Some(token), &query, json!({ "input": input })).await[name].clone()
+    client
+        .data(Some(token), &query, json!({ "input": input }))
+        .await[name]
+        .clone()
 }
 
 async fn send(client: &Client, w: &World, id: &str, pharmacy: &str) -> Value {
@@ -207,7 +220,8 @@ async fn pharmacy_act(client: &Client, token: &str, name: &str, id: &str) -> Val
 }
 
 async fn read(client: &Client, token: &str, id: &str) -> Value {
-    let query = format!("query($id: ID!) {{ node(id: $id) {{ ... on Prescription {{ {FIELDS} }} }} }}");
+    let query =
+        format!("query($id: ID!) {{ node(id: $id) {{ ... on Prescription {{ {FIELDS} }} }} }}");
     client.data(Some(token), &query, json!({ "id": id })).await["node"].clone()
 }
 
@@ -261,17 +275,43 @@ conformance!(
                 json!({}),
             )
             .await;
-        assert_eq!(listed["pharmacyPrescriptions"]["edges"][0]["node"]["id"], id.as_str());
+        assert_eq!(
+            listed["pharmacyPrescriptions"]["edges"][0]["node"]["id"],
+            id.as_str()
+        );
 
         let ready = pharmacy_act(&server, &w.pharmacist, "markPrescriptionReady", &id).await;
-        assert_eq!(ready["prescription"]["status"], "READY_AT_PHARMACY", "{ready}");
+        assert_eq!(
+            ready["prescription"]["status"], "READY_AT_PHARMACY",
+            "{ready}"
+        );
         let dispensed = pharmacy_act(&server, &w.pharmacist, "dispensePrescription", &id).await;
-        assert_eq!(dispensed["prescription"]["status"], "DISPENSED", "{dispensed}");
+        assert_eq!(
+            dispensed["prescription"]["status"], "DISPENSED",
+            "{dispensed}"
+        );
 
-        let journal = dispensed["prescription"]["journal"].as_array().expect("journal").clone();
-        let statuses: Vec<&str> = journal.iter().map(|e| e["status"].as_str().expect("status")).collect();
-        assert_eq!(statuses, ["READY_TO_PRINT", "SENT_TO_PHARMACY", "READY_AT_PHARMACY", "DISPENSED"]);
-        let roles: Vec<&str> = journal.iter().map(|e| e["actorRole"].as_str().expect("role")).collect();
+        let journal = dispensed["prescription"]["journal"]
+            .as_array()
+            .expect("journal")
+            .clone();
+        let statuses: Vec<&str> = journal
+            .iter()
+            .map(|e| e["status"].as_str().expect("status"))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                "READY_TO_PRINT",
+                "SENT_TO_PHARMACY",
+                "READY_AT_PHARMACY",
+                "DISPENSED"
+            ]
+        );
+        let roles: Vec<&str> = journal
+            .iter()
+            .map(|e| e["actorRole"].as_str().expect("role"))
+            .collect();
         assert_eq!(roles, ["doctor", "patient", "pharmacist", "pharmacist"]);
         for entry in &journal {
             assert_eq!(entry["prescribingDoctor"], "Иванова Анна Сергеевна");
@@ -307,7 +347,10 @@ conformance!(
     |test_db| async move {
         let server = Server::start(&test_db, |_| {}).await;
         let w = World::open(&server).await;
-        let id = issued(&server, &w).await["id"].as_str().expect("id").to_string();
+        let id = issued(&server, &w).await["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
         send(&server, &w, &id, &w.pharmacy).await;
 
         let asked = act(
@@ -318,8 +361,14 @@ conformance!(
             json!({ "prescriptionId": id, "pharmacyId": w.other_pharmacy, "reason": "нет в наличии" }),
         )
         .await;
-        assert_eq!(asked["prescription"]["pendingRequest"]["kind"], "RESEND", "{asked}");
-        assert_eq!(asked["prescription"]["pendingRequest"]["pharmacyName"], "Аптека №2");
+        assert_eq!(
+            asked["prescription"]["pendingRequest"]["kind"], "RESEND",
+            "{asked}"
+        );
+        assert_eq!(
+            asked["prescription"]["pendingRequest"]["pharmacyName"],
+            "Аптека №2"
+        );
         let twice = act(
             &server,
             &w.patient,
@@ -348,8 +397,14 @@ conformance!(
         let not_mine = decide(&w.other_doctor, true).await;
         assert_eq!(code(&not_mine), "NOT_PRESCRIBER");
         let approved = decide(&w.doctor, true).await;
-        assert_eq!(approved["prescription"]["status"], "SENT_TO_PHARMACY", "{approved}");
-        assert_eq!(approved["prescription"]["pharmacy"]["id"], w.other_pharmacy.as_str());
+        assert_eq!(
+            approved["prescription"]["status"], "SENT_TO_PHARMACY",
+            "{approved}"
+        );
+        assert_eq!(
+            approved["prescription"]["pharmacy"]["id"],
+            w.other_pharmacy.as_str()
+        );
         assert_eq!(approved["prescription"]["pendingRequest"], Value::Null);
         // The first pharmacy no longer has it.
         let gone = pharmacy_act(&server, &w.pharmacist, "markPrescriptionReady", &id).await;
@@ -372,7 +427,10 @@ conformance!(
         assert_eq!(declined["prescription"]["pendingRequest"], Value::Null);
         assert_eq!(cancel("очень прошу").await["userErrors"], json!([]));
         let cancelled = decide(&w.doctor, true).await;
-        assert_eq!(cancelled["prescription"]["status"], "CANCELLED", "{cancelled}");
+        assert_eq!(
+            cancelled["prescription"]["status"], "CANCELLED",
+            "{cancelled}"
+        );
         let actions: Vec<String> = cancelled["prescription"]["journal"]
             .as_array()
             .expect("journal")
@@ -403,7 +461,10 @@ conformance!(
     |test_db| async move {
         let server = Server::start(&test_db, |_| {}).await;
         let w = World::open(&server).await;
-        let id = issued(&server, &w).await["id"].as_str().expect("id").to_string();
+        let id = issued(&server, &w).await["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
 
         // Not yet sent: the pharmacy does not have it.
         let early = pharmacy_act(&server, &w.pharmacist, "dispensePrescription", &id).await;
@@ -423,7 +484,10 @@ conformance!(
             json!({ "prescriptionId": id, "reason": "ошибка в дозировке" }),
         )
         .await;
-        assert_eq!(cancelled["prescription"]["status"], "CANCELLED", "{cancelled}");
+        assert_eq!(
+            cancelled["prescription"]["status"], "CANCELLED",
+            "{cancelled}"
+        );
         let before = read(&server, &w.patient, &id).await;
 
         let dispensed = pharmacy_act(&server, &w.pharmacist, "dispensePrescription", &id).await;
@@ -449,7 +513,11 @@ conformance!(
         )
         .await;
         assert_eq!(code(&asked), "PRESCRIPTION_CANCELLED");
-        assert_eq!(read(&server, &w.patient, &id).await, before, "nothing changed");
+        assert_eq!(
+            read(&server, &w.patient, &id).await,
+            before,
+            "nothing changed"
+        );
         server.stop().await;
     }
 );
@@ -486,20 +554,45 @@ conformance!(
         assert_eq!(code(&nobody), "NOT_FOUND");
         assert_eq!(field(&nobody), json!(["input", "patientId"]));
         let mine = server
-            .data(Some(&w.patient), "{ myPrescriptions { edges { node { id } } } }", json!({}))
+            .data(
+                Some(&w.patient),
+                "{ myPrescriptions { edges { node { id } } } }",
+                json!({}),
+            )
             .await;
-        assert_eq!(mine["myPrescriptions"]["edges"], json!([]), "nothing was issued");
+        assert_eq!(
+            mine["myPrescriptions"]["edges"],
+            json!([]),
+            "nothing was issued"
+        );
 
-        let id = issued(&server, &w).await["id"].as_str().expect("id").to_string();
-        let unknown = send(&server, &w, &id, &ids::encode("Organisation", Uuid::now_v7()).0).await;
+        let id = issued(&server, &w).await["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        let unknown = send(
+            &server,
+            &w,
+            &id,
+            &ids::encode("Organisation", Uuid::now_v7()).0,
+        )
+        .await;
         assert_eq!(code(&unknown), "NOT_FOUND");
         assert_eq!(field(&unknown), json!(["input", "pharmacyId"]));
         let not_pharmacy = send(&server, &w, &id, &w.plain_organisation).await;
         assert_eq!(code(&not_pharmacy), "NOT_A_PHARMACY");
         let junk = send(&server, &w, &id, "not-an-id").await;
         assert_eq!(code(&junk), "NOT_FOUND");
-        assert_eq!(read(&server, &w.patient, &id).await["status"], "READY_TO_PRINT");
-        let unknown_org = designate(&server, &w.admin, &ids::encode("Organisation", Uuid::now_v7()).0).await;
+        assert_eq!(
+            read(&server, &w.patient, &id).await["status"],
+            "READY_TO_PRINT"
+        );
+        let unknown_org = designate(
+            &server,
+            &w.admin,
+            &ids::encode("Organisation", Uuid::now_v7()).0,
+        )
+        .await;
         assert_eq!(code(&unknown_org), "NOT_FOUND");
         server.stop().await;
     }
@@ -510,12 +603,25 @@ conformance!(
     |test_db| async move {
         let server = Server::start(&test_db, |_| {}).await;
         let w = World::open(&server).await;
-        let id = issued(&server, &w).await["id"].as_str().expect("id").to_string();
+        let id = issued(&server, &w).await["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
         let stranger = server.token(Role::Patient, None);
         assert_eq!(read(&server, &stranger, &id).await, Value::Null);
-        let theirs = send(&server, &World { patient: stranger.clone(), ..w_clone(&w) }, &id, &w.pharmacy).await;
+        let theirs = send(
+            &server,
+            &World {
+                patient: stranger.clone(),
+                ..w_clone(&w)
+            },
+            &id,
+            &w.pharmacy,
+        )
+        .await;
         assert_eq!(code(&theirs), "NOT_FOUND");
-        let (other_clinic, other_uuid) = register_organisation(&server, &w.admin, "Другая клиника").await;
+        let (other_clinic, other_uuid) =
+            register_organisation(&server, &w.admin, "Другая клиника").await;
         let _ = other_clinic;
         let foreign_doctor = server.token(Role::Doctor, Some(other_uuid));
         assert_eq!(read(&server, &foreign_doctor, &id).await, Value::Null);
@@ -533,13 +639,20 @@ conformance!(
             doctor: server.token(Role::Doctor, Some(w.clinic_uuid)),
             ..w_clone(&w)
         };
-        assert_eq!(code(&issue(&server, &unlisted, json!({})).await), "NOT_A_DOCTOR");
+        assert_eq!(
+            code(&issue(&server, &unlisted, json!({})).await),
+            "NOT_A_DOCTOR"
+        );
 
         send(&server, &w, &id, &w.pharmacy).await;
         assert_eq!(read(&server, &w.other_pharmacist, &id).await, Value::Null);
-        let foreign_ready = pharmacy_act(&server, &w.other_pharmacist, "markPrescriptionReady", &id).await;
+        let foreign_ready =
+            pharmacy_act(&server, &w.other_pharmacist, "markPrescriptionReady", &id).await;
         assert_eq!(code(&foreign_ready), "NOT_FOUND");
-        assert_eq!(read(&server, &w.pharmacist, &id).await["status"], "SENT_TO_PHARMACY");
+        assert_eq!(
+            read(&server, &w.pharmacist, &id).await["status"],
+            "SENT_TO_PHARMACY"
+        );
 
         // Wrong roles get FORBIDDEN; no token gets UNAUTHENTICATED.
         let forbidden = [
@@ -550,10 +663,22 @@ conformance!(
         ];
         for (token, query) in forbidden {
             let response = server.graphql(Some(&token), query, json!({})).await;
-            assert_eq!(response["errors"][0]["extensions"]["code"], "FORBIDDEN", "{query}: {response}");
+            assert_eq!(
+                response["errors"][0]["extensions"]["code"], "FORBIDDEN",
+                "{query}: {response}"
+            );
         }
-        let anonymous = server.graphql(None, "{ myPrescriptions { edges { node { id } } } }", json!({})).await;
-        assert_eq!(anonymous["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+        let anonymous = server
+            .graphql(
+                None,
+                "{ myPrescriptions { edges { node { id } } } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(
+            anonymous["errors"][0]["extensions"]["code"],
+            "UNAUTHENTICATED"
+        );
         server.stop().await;
     }
 );
@@ -611,7 +736,10 @@ conformance!(
         // The scheduler keeps running, yet expiry is recorded once.
         tokio::time::sleep(StdDuration::from_millis(600)).await;
         let again = read(&server, &w.patient, &id).await;
-        assert_eq!(again["journal"].as_array().map(Vec::len), Some(journal.len()));
+        assert_eq!(
+            again["journal"].as_array().map(Vec::len),
+            Some(journal.len())
+        );
         let dispensed = pharmacy_act(&server, &w.pharmacist, "dispensePrescription", &id).await;
         assert_eq!(code(&dispensed), "PRESCRIPTION_EXPIRED");
         assert_eq!(verify_http(&server, &token).await.1["result"], "expired");
@@ -626,7 +754,10 @@ conformance!(
         let w = World::open(&server).await;
         let p = issued(&server, &w).await;
         let url = p["verificationUrl"].as_str().expect("url").to_string();
-        assert!(url.starts_with(&format!("{}/verify/prescription/", server.base)), "{url}");
+        assert!(
+            url.starts_with(&format!("{}/verify/prescription/", server.base)),
+            "{url}"
+        );
         let token = token_of(&url);
         let (status, answer) = verify_http(&server, &token).await;
         assert_eq!(status, 200);
@@ -643,7 +774,12 @@ conformance!(
         let middle = changed.len() / 2;
         changed[middle] = if changed[middle] == 'A' { 'B' } else { 'A' };
         let changed: String = changed.into_iter().collect();
-        for bad in [changed.as_str(), "garbage", "%20", &token[..token.len() - 1]] {
+        for bad in [
+            changed.as_str(),
+            "garbage",
+            "%20",
+            &token[..token.len() - 1],
+        ] {
             let (status, answer) = verify_http(&server, bad).await;
             assert_eq!(status, 200, "{bad}");
             assert_eq!(answer["result"], "invalid", "{bad}: {answer}");
@@ -658,6 +794,157 @@ conformance!(
             .await;
         assert_eq!(graphql["verifyPrescription"]["result"], "VALID");
         assert_eq!(graphql["verifyPrescription"]["patientInitials"], "С. О. И.");
+        server.stop().await;
+    }
+);
+
+/// Whether a missing external tool fails the test (under CI) or skips it.
+fn missing_tool(tool: &str, e: &std::io::Error) -> Option<String> {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{tool} is required under CI (install poppler-utils and zbar-tools): {e}");
+    }
+    println!("SKIPPED ({tool} not installed: {e}; install poppler-utils and zbar-tools)");
+    None
+}
+
+/// The text of every QR code in `pdf`: its pages rendered by `pdftoppm`, decoded by `zbarimg`.
+fn qr_codes_of(pdf: &[u8]) -> Option<String> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("prescription.pdf");
+    std::fs::write(&input, pdf).expect("write pdf");
+    let prefix = dir.path().join("page");
+    let rendered = std::process::Command::new("pdftoppm")
+        .args(["-png", "-r", "200"])
+        .arg(&input)
+        .arg(&prefix)
+        .output();
+    let rendered = match rendered {
+        Ok(out) => out,
+        Err(e) => return missing_tool("pdftoppm", &e),
+    };
+    assert!(
+        rendered.status.success(),
+        "pdftoppm: {}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let mut pages: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("pages")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "png"))
+        .collect();
+    pages.sort();
+    assert!(!pages.is_empty(), "pdftoppm rendered no page");
+    let decoded = std::process::Command::new("zbarimg")
+        .args(["--raw", "-q"])
+        .args(&pages)
+        .output();
+    let decoded = match decoded {
+        Ok(out) => out,
+        Err(e) => return missing_tool("zbarimg", &e),
+    };
+    assert!(
+        decoded.status.success(),
+        "zbarimg found no code: {}",
+        String::from_utf8_lossy(&decoded.stderr)
+    );
+    Some(
+        String::from_utf8(decoded.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_string(),
+    )
+}
+
+async fn download(client: &Client, token: &str, url: &str) -> Vec<u8> {
+    let response = client
+        .http
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(response.status().as_u16(), 200, "{url}");
+    response.bytes().await.expect("body").to_vec()
+}
+
+conformance!(
+    the_qr_code_of_the_printed_prescription_verifies,
+    |test_db| async move {
+        let server = Server::start(&test_db, |_| {}).await;
+        let w = World::open(&server).await;
+        let id = issued(&server, &w).await["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        let query = "query($id: ID!) { node(id: $id) { ... on Prescription { downloadUrl verificationUrl } } }";
+        let node = server
+            .data(Some(&w.patient), query, json!({ "id": id }))
+            .await["node"]
+            .clone();
+        let url = node["downloadUrl"]
+            .as_str()
+            .expect("download url")
+            .to_string();
+        let pdf = download(&server, &w.patient, &url).await;
+        assert!(pdf.starts_with(b"%PDF"), "not a PDF");
+        let again = server
+            .data(Some(&w.patient), query, json!({ "id": id }))
+            .await["node"]
+            .clone();
+        let again_pdf = download(
+            &server,
+            &w.patient,
+            again["downloadUrl"].as_str().expect("url"),
+        )
+        .await;
+        assert_eq!(
+            pdf, again_pdf,
+            "the same prescription renders to the same bytes"
+        );
+        // Someone else's token cannot use the link.
+        let stranger = server.token(Role::Patient, None);
+        let refused = server
+            .http
+            .get(&url)
+            .bearer_auth(&stranger)
+            .send()
+            .await
+            .expect("download");
+        assert_eq!(refused.status().as_u16(), 403);
+        // Other patients get no link at all.
+        let theirs = server
+            .graphql(Some(&stranger), query, json!({ "id": id }))
+            .await;
+        assert_eq!(theirs["data"]["node"], Value::Null);
+
+        if let Some(text) = kabinet_tests::pdf_text::pdf_text(&pdf) {
+            for expected in [
+                "Рецепт на лекарственный препарат",
+                "Амоксициллин 500 мг",
+                "по 1 капсуле 3 раза в день",
+                "С. О. И.",
+                "Иванова Анна Сергеевна",
+                "Городская поликлиника №3",
+                "Готов к печати",
+            ] {
+                assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+            }
+        }
+        let Some(decoded) = qr_codes_of(&pdf) else {
+            return;
+        };
+        assert_eq!(
+            decoded,
+            node["verificationUrl"].as_str().expect("verification url")
+        );
+        let token = token_of(&decoded);
+        assert_eq!(verify_http(&server, &token).await.1["result"], "valid");
+        let mut changed: Vec<char> = token.chars().collect();
+        let last = changed.len() - 2;
+        changed[last] = if changed[last] == 'x' { 'y' } else { 'x' };
+        let changed: String = changed.into_iter().collect();
+        let (status, answer) = verify_http(&server, &changed).await;
+        assert_eq!((status, answer["result"].as_str()), (200, Some("invalid")));
         server.stop().await;
     }
 );

@@ -81,21 +81,22 @@ pub fn parse_application(
     today: NaiveDate,
 ) -> Result<PolicyApplication, Vec<UserError>> {
     let mut errors = Vec::new();
-    let mut text = |field: &str, value: &Option<String>, max: usize, required: bool| {
-        match value.as_deref().map(str::trim) {
-            None | Some("") if required => {
-                errors.push(missing(field));
+    let mut text = |field: &str, value: &Option<String>, max: usize, required: bool| match value
+        .as_deref()
+        .map(str::trim)
+    {
+        None | Some("") if required => {
+            errors.push(missing(field));
+            None
+        }
+        None | Some("") => None,
+        Some(t) => match BoundedText::parse(t, max) {
+            Ok(t) => Some(t.as_str().to_string()),
+            Err(e) => {
+                errors.push(UserError::field(field, "INVALID_INPUT", e.to_string()));
                 None
             }
-            None | Some("") => None,
-            Some(t) => match BoundedText::parse(t, max) {
-                Ok(t) => Some(t.as_str().to_string()),
-                Err(e) => {
-                    errors.push(UserError::field(field, "INVALID_INPUT", e.to_string()));
-                    None
-                }
-            },
-        }
+        },
     };
     let surname = text("surname", &raw.surname, 100, true);
     let first_name = text("firstName", &raw.first_name, 100, true);
@@ -193,7 +194,15 @@ pub fn parse_application(
         ));
     }
     match (
-        surname, first_name, birth_date, snils, series, number, raw.kind, valid_from, valid_until,
+        surname,
+        first_name,
+        birth_date,
+        snils,
+        series,
+        number,
+        raw.kind,
+        valid_from,
+        valid_until,
     ) {
         (
             Some(surname),
@@ -216,7 +225,11 @@ pub fn parse_application(
                 passport_number,
             },
             kind,
-            region: if kind == PolicyKind::Regional { region } else { None },
+            region: if kind == PolicyKind::Regional {
+                region
+            } else {
+                None
+            },
             valid_from,
             valid_until,
         }),
@@ -331,6 +344,9 @@ mod tests {
             kind: Some(PolicyKind::Federal),
             ..good()
         };
-        assert_eq!(parse_application(&raw, today()).expect("valid").region, None);
+        assert_eq!(
+            parse_application(&raw, today()).expect("valid").region,
+            None
+        );
     }
 }

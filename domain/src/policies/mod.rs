@@ -9,9 +9,7 @@ pub use application::{
     parse_application, PolicyApplication, PolicyHolder, PolicyKind, RawApplication,
     MAX_POLICY_YEARS, MAX_START_AHEAD_DAYS,
 };
-pub use policy::{
-    complete_number, Policy, PolicyCommand, PolicyError, PolicyEvent, PolicyStatus,
-};
+pub use policy::{complete_number, Policy, PolicyCommand, PolicyError, PolicyEvent, PolicyStatus};
 
 use crate::journal::reservations::ReservationTaken;
 use crate::user_error::UserError;

@@ -239,10 +239,11 @@ impl Policy {
             }
             PolicyCommand::Reject { reason } => {
                 require("reject", S::Applied)?;
-                let reason = BoundedText::parse(&reason, 1000).map_err(|e| PolicyError::Invalid {
-                    field: "reason",
-                    message: e.to_string(),
-                })?;
+                let reason =
+                    BoundedText::parse(&reason, 1000).map_err(|e| PolicyError::Invalid {
+                        field: "reason",
+                        message: e.to_string(),
+                    })?;
                 PolicyEvent::PolicyApplicationRejected {
                     patient_id,
                     reason: reason.as_str().to_string(),
@@ -340,11 +341,10 @@ impl Reserving for Policy {
                     key: number.as_str().to_string(),
                     owner: format!("{aggregate_id}/number"),
                 }),
-                PolicyEvent::PolicyApplicationRejected { .. } | PolicyEvent::PolicyExpired { .. } => {
-                    Some(ReservationOp::ReleaseAll {
-                        owner: aggregate_id.to_string(),
-                    })
-                }
+                PolicyEvent::PolicyApplicationRejected { .. }
+                | PolicyEvent::PolicyExpired { .. } => Some(ReservationOp::ReleaseAll {
+                    owner: aggregate_id.to_string(),
+                }),
                 PolicyEvent::PolicyRenewalDue { .. } => None,
             })
             .collect()
@@ -543,9 +543,7 @@ mod tests {
     fn commands_on_an_unknown_policy_are_not_found() {
         TestFramework::<Policy>::with(())
             .given_no_previous_events()
-            .when(PolicyCommand::Reject {
-                reason: "x".into(),
-            })
+            .when(PolicyCommand::Reject { reason: "x".into() })
             .then_expect_error(PolicyError::NotFound);
     }
 

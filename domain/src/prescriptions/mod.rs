@@ -8,7 +8,7 @@ pub mod token;
 
 pub use prescription::{
     Medication, Pharmacy, Prescriber, Prescription, PrescriptionCommand, PrescriptionError,
-    PrescriptionEvent, PrescriptionStatus, RequestKind, Validity, MAX_VALIDITY_DAYS,
-    MAX_START_AHEAD_DAYS,
+    PrescriptionEvent, PrescriptionStatus, RequestKind, Validity, MAX_START_AHEAD_DAYS,
+    MAX_VALIDITY_DAYS,
 };
 pub use token::{PrescriptionSigner, TokenError};

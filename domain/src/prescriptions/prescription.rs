@@ -395,7 +395,10 @@ fn check_validity(
         ));
     }
     if v.from < today {
-        return Err(period("validFrom", "the validity cannot start in the past".into()));
+        return Err(period(
+            "validFrom",
+            "the validity cannot start in the past".into(),
+        ));
     }
     if (v.from - today).num_days() > MAX_START_AHEAD_DAYS {
         return Err(period(
@@ -410,7 +413,10 @@ fn check_validity(
         ));
     }
     if v.expires_at <= now {
-        return Err(period("validUntil", "the validity has already ended".into()));
+        return Err(period(
+            "validUntil",
+            "the validity has already ended".into(),
+        ));
     }
     Ok(())
 }
@@ -443,7 +449,10 @@ impl Prescription {
         }
     }
 
-    fn decide(&self, command: PrescriptionCommand) -> Result<Vec<PrescriptionEvent>, PrescriptionError> {
+    fn decide(
+        &self,
+        command: PrescriptionCommand,
+    ) -> Result<Vec<PrescriptionEvent>, PrescriptionError> {
         use PrescriptionEvent as E;
         use PrescriptionStatus as S;
         const OPEN: [S; 3] = [S::ReadyToPrint, S::SentToPharmacy, S::ReadyAtPharmacy];
@@ -603,8 +612,7 @@ impl Prescription {
                             Self::require(status, "cancel", &OPEN)?;
                             E::PrescriptionCancelled {
                                 patient_id,
-                                reason: reason
-                                    .unwrap_or_else(|| "по просьбе пациента".to_string()),
+                                reason: reason.unwrap_or_else(|| "по просьбе пациента".to_string()),
                                 status: S::Cancelled,
                             }
                         }
@@ -861,7 +869,10 @@ mod tests {
             .inspect_result();
         assert!(matches!(
             result,
-            Err(PrescriptionError::InvalidPeriod { field: "validUntil", .. })
+            Err(PrescriptionError::InvalidPeriod {
+                field: "validUntil",
+                ..
+            })
         ));
     }
 
@@ -908,7 +919,10 @@ mod tests {
             .inspect_result();
         assert!(matches!(
             result,
-            Err(PrescriptionError::Invalid { field: "quantity", .. })
+            Err(PrescriptionError::Invalid {
+                field: "quantity",
+                ..
+            })
         ));
         let bad = issue_with(
             Medication {
@@ -923,7 +937,10 @@ mod tests {
             .inspect_result();
         assert!(matches!(
             result,
-            Err(PrescriptionError::Invalid { field: "medication", .. })
+            Err(PrescriptionError::Invalid {
+                field: "medication",
+                ..
+            })
         ));
     }
 
@@ -1246,14 +1263,20 @@ mod tests {
 
     #[test]
     fn a_final_state_closes_a_waiting_request() {
-        given(vec![issued(), sent(), ready(), resend_requested(), dispensed()])
-            .when(C::DecideRequest {
-                doctor_id: doctor(),
-                approve: true,
-                comment: None,
-                now: now(),
-            })
-            .then_expect_error(PrescriptionError::NoPendingRequest);
+        given(vec![
+            issued(),
+            sent(),
+            ready(),
+            resend_requested(),
+            dispensed(),
+        ])
+        .when(C::DecideRequest {
+            doctor_id: doctor(),
+            approve: true,
+            comment: None,
+            now: now(),
+        })
+        .then_expect_error(PrescriptionError::NoPendingRequest);
     }
 
     #[test]

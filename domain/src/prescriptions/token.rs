@@ -118,8 +118,7 @@ impl PrescriptionSigner {
             .try_into()
             .map_err(|_| TokenError::Malformed)?;
         let micros = i64::from_be_bytes(micros_bytes);
-        let signature =
-            Signature::from_slice(&bytes[25..]).map_err(|_| TokenError::Malformed)?;
+        let signature = Signature::from_slice(&bytes[25..]).map_err(|_| TokenError::Malformed)?;
         self.public
             .verify(&Self::message(id, micros), &signature)
             .map_err(|_| TokenError::BadSignature)?;

@@ -11,8 +11,8 @@ use kabinet_domain::policies::{
     PolicyKind as DomainKind, PolicyStatus as DomainStatus, RawApplication,
 };
 use kabinet_domain::Role;
-use kabinet_projections::policies::{self, PolicyView};
 use kabinet_projections::activity_log;
+use kabinet_projections::policies::{self, PolicyView};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -23,6 +23,7 @@ use super::context::{
 use super::errors::{idempotency_key, run_command, UserError};
 use super::ids;
 use super::pagination::forward_page;
+use crate::pdf::{PdfBlock, PdfDocument};
 
 /// Read models a policy mutation waits for.
 const MODELS: &[&str] = &[policies::NAME, activity_log::NAME];
@@ -146,6 +147,71 @@ impl Policy {
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
+    /// A short-lived link to the policy's PDF, once issued (the holder; the
+    /// bearer token is needed to download).
+    async fn download_url(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        let actor = actor(ctx)?;
+        if actor.account_id != self.0.patient_id || self.0.number.is_none() {
+            return Ok(None);
+        }
+        let doc = policy_pdf(&self.0);
+        super::prescriptions::download_link(ctx, &doc, actor.account_id)
+            .await
+            .map(Some)
+    }
+}
+
+/// The printable policy, built from the read model.
+fn policy_pdf(view: &PolicyView) -> PdfDocument {
+    let field = |label: &str, value: String| PdfBlock::Field {
+        label: label.to_string(),
+        value,
+    };
+    let date = |d: chrono::NaiveDate| d.format("%d.%m.%Y").to_string();
+    let mut blocks = vec![
+        field("Номер полиса", view.number.clone().unwrap_or_default()),
+        field(
+            "Застрахованное лицо",
+            [
+                Some(view.surname.as_str()),
+                Some(view.first_name.as_str()),
+                view.patronymic.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" "),
+        ),
+        field("Дата рождения", date(view.birth_date)),
+        field(
+            "Вид полиса",
+            match view.kind.as_str() {
+                "regional" => "региональный",
+                _ => "федеральный",
+            }
+            .to_string(),
+        ),
+    ];
+    if let Some(region) = &view.region {
+        blocks.push(field("Регион", region.clone()));
+    }
+    blocks.push(field(
+        "Срок действия",
+        format!(
+            "с {} по {} включительно",
+            date(view.valid_from),
+            date(view.valid_until)
+        ),
+    ));
+    blocks.push(field(
+        "Статус",
+        status_of(&view.status).label_ru().to_string(),
+    ));
+    PdfDocument {
+        title: "Полис обязательного медицинского страхования".to_string(),
+        blocks,
+        qr: None,
+    }
 }
 
 /// Input of `applyForPolicy`. Every field is checked and all faults are reported together.
@@ -239,7 +305,9 @@ async fn list(
     let mut connection = Connection::new(page.has_previous, page.has_next);
     for (cursor, view) in page.items {
         record_medical_read(ctx, view.patient_id, "oms_policy", Some(view.id)).await?;
-        connection.edges.push(Edge::new(cursor.encode(), Policy(view)));
+        connection
+            .edges
+            .push(Edge::new(cursor.encode(), Policy(view)));
     }
     Ok(connection)
 }
@@ -405,7 +473,8 @@ impl PoliciesMutation {
         let mut last = Vec::new();
         for _ in 0..NUMBER_DRAWS {
             // 15 random digits (first one non-zero) and the check digit.
-            let fifteen = 100_000_000_000_000 + (Uuid::new_v4().as_u128() % 900_000_000_000_000) as u64;
+            let fifteen =
+                100_000_000_000_000 + (Uuid::new_v4().as_u128() % 900_000_000_000_000) as u64;
             let Some(number) = complete_number(fifteen) else {
                 continue;
             };
@@ -471,7 +540,10 @@ impl PoliciesMutation {
     }
 }
 
-async fn payload(ctx: &Context<'_>, outcome: CommandOutcome) -> async_graphql::Result<PolicyPayload> {
+async fn payload(
+    ctx: &Context<'_>,
+    outcome: CommandOutcome,
+) -> async_graphql::Result<PolicyPayload> {
     read_your_writes(ctx, MODELS, outcome.last_order()).await;
     let id = Uuid::parse_str(&outcome.aggregate_id).map_err(|e| internal(ctx, e))?;
     let view = policies::get(&svc(ctx).db, id)
@@ -505,7 +577,9 @@ impl PoliciesSubscription {
             state,
             move |(s, mut progress, mut seen)| async move {
                 loop {
-                    let page = policies::list(&s.db, Some(patient), None, 100, 0).await.ok()?;
+                    let page = policies::list(&s.db, Some(patient), None, 100, 0)
+                        .await
+                        .ok()?;
                     let views: Vec<PolicyView> = page.items.into_iter().map(|(_, v)| v).collect();
                     let pick = views
                         .iter()

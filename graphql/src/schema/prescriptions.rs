@@ -29,6 +29,7 @@ use super::directory::Organisation;
 use super::errors::{idempotency_key, run_command, UserError};
 use super::ids;
 use super::pagination::forward_page;
+use crate::pdf::{PdfBlock, PdfDocument};
 
 /// Read models a prescription mutation waits for.
 const MODELS: &[&str] = &[
@@ -124,7 +125,79 @@ async fn organisation_zone(ctx: &Context<'_>, id: Uuid) -> async_graphql::Result
     let view = organisations::get(&svc(ctx).db, id)
         .await
         .map_err(|e| internal(ctx, e))?;
-    Ok(view.map(|o| zone(&o.details.time_zone)).unwrap_or(chrono_tz::Europe::Moscow))
+    Ok(view
+        .map(|o| zone(&o.details.time_zone))
+        .unwrap_or(chrono_tz::Europe::Moscow))
+}
+
+/// How long a download link of a rendered document stays valid.
+pub const DOWNLOAD_LINK_MINUTES: i64 = 15;
+
+fn ru_date(day: NaiveDate) -> String {
+    day.format("%d.%m.%Y").to_string()
+}
+
+/// The printable prescription: what a pharmacist needs, and the QR code of its
+/// verification link. Built from the read model only, so the same prescription
+/// in the same state always renders to the same bytes.
+pub fn prescription_pdf(view: &PrescriptionView, verification: String, tz: Tz) -> PdfDocument {
+    let field = |label: &str, value: String| PdfBlock::Field {
+        label: label.to_string(),
+        value,
+    };
+    let status = status_of(&view.status);
+    PdfDocument {
+        title: "Рецепт на лекарственный препарат".to_string(),
+        blocks: vec![
+            field("Номер рецепта", view.id.to_string()),
+            field(
+                "Дата выписки",
+                view.issued_at
+                    .with_timezone(&tz)
+                    .format("%d.%m.%Y %H:%M")
+                    .to_string(),
+            ),
+            field("Пациент (инициалы)", view.patient_initials.clone()),
+            field("Врач", view.doctor_name.clone()),
+            field("Медицинская организация", view.organisation_name.clone()),
+            PdfBlock::Rule,
+            field("Препарат", view.medication.clone()),
+            field("Способ применения", view.dosage.clone()),
+            field("Количество упаковок", view.quantity.to_string()),
+            field(
+                "Действителен",
+                format!(
+                    "с {} по {} включительно",
+                    ru_date(view.valid_from),
+                    ru_date(view.valid_until)
+                ),
+            ),
+            field("Статус", status.label_ru().to_string()),
+            PdfBlock::Rule,
+            PdfBlock::Paragraph(
+                "Подлинность и статус рецепта проверяются по QR-коду ниже.".to_string(),
+            ),
+        ],
+        qr: Some(verification),
+    }
+}
+
+/// Stores `doc` rendered and returns a short-lived download link for `account`.
+pub async fn download_link(
+    ctx: &Context<'_>,
+    doc: &PdfDocument,
+    account: Uuid,
+) -> async_graphql::Result<String> {
+    let s = svc(ctx);
+    let bytes = crate::pdf::render(doc);
+    let sha256 = s
+        .files
+        .store(&bytes, crate::pdf::MEDIA_TYPE)
+        .await
+        .map_err(|e| internal(ctx, e))?;
+    let expires = s.clock.now() + chrono::Duration::minutes(DOWNLOAD_LINK_MINUTES);
+    let link = s.file_links.download_link(&sha256, account, expires);
+    Ok(format!("{}{link}", s.public_url))
 }
 
 /// The verification link printed as the prescription's QR code.
@@ -210,6 +283,22 @@ impl Prescription {
         };
         Ok(allowed.then(|| verification_url(svc(ctx), &self.0)))
     }
+    /// A short-lived link to the printable PDF with its QR code (the patient and
+    /// the prescribing organisation; the caller's bearer token is needed to download).
+    async fn download_url(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        let actor = actor(ctx)?;
+        let allowed = match actor.role {
+            Role::Patient => actor.account_id == self.0.patient_id,
+            Role::Doctor | Role::Registrar => actor.organisation_id == Some(self.0.organisation_id),
+            _ => false,
+        };
+        if !allowed {
+            return Ok(None);
+        }
+        let tz = organisation_zone(ctx, self.0.organisation_id).await?;
+        let doc = prescription_pdf(&self.0, verification_url(svc(ctx), &self.0), tz);
+        download_link(ctx, &doc, actor.account_id).await.map(Some)
+    }
     /// Every change, oldest first: date, time, status and the prescribing doctor.
     async fn journal(
         &self,
@@ -245,9 +334,7 @@ fn may_see(actor: &Actor, view: &PrescriptionView) -> bool {
     match actor.role {
         Role::Patient => actor.account_id == view.patient_id,
         Role::Doctor | Role::Registrar => actor.organisation_id == Some(view.organisation_id),
-        Role::Pharmacist => {
-            view.pharmacy_id.is_some() && actor.organisation_id == view.pharmacy_id
-        }
+        Role::Pharmacist => view.pharmacy_id.is_some() && actor.organisation_id == view.pharmacy_id,
         _ => false,
     }
 }
@@ -303,7 +390,9 @@ fn filter_of(filter: Option<PrescriptionsFilter>) -> async_graphql::Result<Filte
             .map(|s| s.domain().as_str().to_string())
             .collect(),
         from: from.and_then(start),
-        to: to.and_then(|d| d.checked_add_days(Days::new(1))).and_then(start),
+        to: to
+            .and_then(|d| d.checked_add_days(Days::new(1)))
+            .and_then(start),
     })
 }
 
@@ -478,7 +567,9 @@ impl PrescriptionsQuery {
         let mut connection = Connection::new(page.has_previous, page.has_next);
         for (cursor, id) in page.items {
             if let Some(organisation) = super::directory::node(ctx, id).await? {
-                connection.edges.push(Edge::new(cursor.encode(), organisation));
+                connection
+                    .edges
+                    .push(Edge::new(cursor.encode(), organisation));
             }
         }
         Ok(connection)
@@ -629,7 +720,10 @@ fn end_of_day(until: NaiveDate, tz: Tz) -> Option<DateTime<Utc>> {
     let next = until.checked_add_days(Days::new(1))?.and_hms_opt(0, 0, 0)?;
     tz.from_local_datetime(&next)
         .earliest()
-        .or_else(|| tz.from_local_datetime(&(next + chrono::Duration::hours(1))).earliest())
+        .or_else(|| {
+            tz.from_local_datetime(&(next + chrono::Duration::hours(1)))
+                .earliest()
+        })
         .map(|t| t.with_timezone(&Utc))
 }
 
@@ -751,18 +845,18 @@ impl PrescriptionsMutation {
             ));
         };
         let mut errors = Vec::new();
-        let mut day = |field: &str, raw: &str| match NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d")
-        {
-            Ok(d) => Some(d),
-            Err(_) => {
-                errors.push(UserError::on_field(
-                    field,
-                    "INVALID_DATE",
-                    "must be a date YYYY-MM-DD",
-                ));
-                None
-            }
-        };
+        let mut day =
+            |field: &str, raw: &str| match NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d") {
+                Ok(d) => Some(d),
+                Err(_) => {
+                    errors.push(UserError::on_field(
+                        field,
+                        "INVALID_DATE",
+                        "must be a date YYYY-MM-DD",
+                    ));
+                    None
+                }
+            };
         let from = day("validFrom", &input.valid_from);
         let until = day("validUntil", &input.valid_until);
         let (Some(from), Some(until)) = (from, until) else {
