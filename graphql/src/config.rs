@@ -133,6 +133,13 @@ impl std::fmt::Debug for PrescriptionKeyArgs {
 }
 
 impl PrescriptionKeyArgs {
+    /// Settings with the base64 seed `seed` configured.
+    pub fn with_seed(seed: &str) -> Self {
+        PrescriptionKeyArgs {
+            prescription_signing_key: Some(SecretString::from(seed.to_string())),
+        }
+    }
+
     /// The configured seed text, if any.
     pub fn seed(&self) -> Option<&str> {
         self.prescription_signing_key

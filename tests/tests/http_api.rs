@@ -302,7 +302,14 @@ conformance!(
 conformance!(
     production_mode_hides_introspection_and_graphiql,
     |test_db| async move {
-        let server = Server::start(&test_db, |c| c.mode = Mode::Production).await;
+        let server = Server::start(&test_db, |c| {
+            c.mode = Mode::Production;
+            // Production needs the prescription signing key configured.
+            c.prescription_key = kabinet_graphql::config::PrescriptionKeyArgs::with_seed(
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            );
+        })
+        .await;
         let introspection = server
             .graphql(None, "{ __schema { queryType { name } } }", json!({}))
             .await;

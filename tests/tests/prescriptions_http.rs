@@ -948,3 +948,42 @@ conformance!(
         server.stop().await;
     }
 );
+
+#[tokio::test]
+async fn production_needs_a_usable_prescription_signing_key() {
+    use kabinet_graphql::config::{Mode, PrescriptionKeyArgs, ServeConfig};
+    use kabinet_graphql::Application;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}/k.db", dir.path().display());
+    let mut missing = ServeConfig::for_tests(&url, kabinet_tests::server::SECRET);
+    missing.mode = Mode::Production;
+    let error = Application::build(missing).await.err().expect("refused");
+    assert!(
+        error
+            .to_string()
+            .contains("KABINET_PRESCRIPTION_SIGNING_KEY"),
+        "{error}"
+    );
+    let mut short = ServeConfig::for_tests(&url, kabinet_tests::server::SECRET);
+    short.prescription_key = PrescriptionKeyArgs::with_seed("c2hvcnQ=");
+    assert!(Application::build(short).await.is_err());
+    let mut good = ServeConfig::for_tests(&url, kabinet_tests::server::SECRET);
+    good.mode = Mode::Production;
+    good.prescription_key =
+        PrescriptionKeyArgs::with_seed("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=");
+    assert!(Application::build(good).await.is_ok());
+}
+
+conformance!(a_development_key_survives_a_restart, |test_db| async move {
+    let server = Server::start(&test_db, |_| {}).await;
+    let w = World::open(&server).await;
+    let url = issued(&server, &w).await["verificationUrl"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    server.stop().await;
+    let restarted = Server::start(&test_db, |_| {}).await;
+    let (_, answer) = verify_http(&restarted, &token_of(&url)).await;
+    assert_eq!(answer["result"], "valid", "{answer}");
+    restarted.stop().await;
+});
