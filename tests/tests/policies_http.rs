@@ -399,3 +399,78 @@ conformance!(
         server.stop().await;
     }
 );
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next text message of `ws` as JSON, waiting at most 10 s.
+async fn next_json(ws: &mut Socket) -> Value {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let message = tokio::time::timeout(StdDuration::from_secs(10), ws.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("the socket is open")
+            .expect("a message");
+        if let Message::Text(text) = message {
+            return serde_json::from_str(&text).expect("json");
+        }
+    }
+}
+
+conformance!(
+    the_policy_status_is_pushed_live_over_websocket,
+    |test_db| async move {
+        use futures::SinkExt;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::Message;
+
+        let server = Server::start(&test_db, |_| {}).await;
+        let admin = server.token(Role::Admin, None);
+        let patient = server.token(Role::Patient, None);
+        let applied = apply(&server, &patient, application("112-233-445 95")).await;
+        let id = applied["policy"]["id"].as_str().expect("id").to_string();
+
+        let url = format!("{}/graphql/ws", server.base.replace("http://", "ws://"));
+        let mut request = url.into_client_request().expect("request");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "graphql-transport-ws".parse().expect("header"),
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("connect");
+        let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {patient}") } });
+        ws.send(Message::Text(init.to_string()))
+            .await
+            .expect("send");
+        assert_eq!(next_json(&mut ws).await["type"], "connection_ack");
+        let subscribe = json!({ "id": "1", "type": "subscribe",
+            "payload": { "query": "subscription { myPolicyUpdates { id status number } }" } });
+        ws.send(Message::Text(subscribe.to_string()))
+            .await
+            .expect("send");
+        let first = next_json(&mut ws).await;
+        assert_eq!(
+            first["payload"]["data"]["myPolicyUpdates"]["status"], "APPLIED",
+            "{first}"
+        );
+        assert_eq!(
+            first["payload"]["data"]["myPolicyUpdates"]["id"],
+            id.as_str()
+        );
+        let issued = issue(&server, &admin, &id).await;
+        let number = issued["policy"]["number"].clone();
+        let pushed = next_json(&mut ws).await;
+        assert_eq!(
+            pushed["payload"]["data"]["myPolicyUpdates"]["status"], "ACTIVE",
+            "{pushed}"
+        );
+        assert_eq!(
+            pushed["payload"]["data"]["myPolicyUpdates"]["number"],
+            number
+        );
+        server.stop().await;
+    }
+);
