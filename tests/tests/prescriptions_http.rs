@@ -918,6 +918,16 @@ conformance!(
         assert_eq!(theirs["data"]["node"], Value::Null);
 
         if let Some(text) = kabinet_tests::pdf_text::pdf_text(&pdf) {
+            let ru = |iso: String| {
+                let d = chrono::NaiveDate::parse_from_str(&iso, "%Y-%m-%d").expect("date");
+                d.format("%d.%m.%Y").to_string()
+            };
+            let period = format!(
+                "с {} по {} включительно",
+                ru(local_day(0)),
+                ru(local_day(10))
+            );
+            assert!(text.contains(&period), "missing {period:?} in:\n{text}");
             for expected in [
                 "Рецепт на лекарственный препарат",
                 "Амоксициллин 500 мг",
