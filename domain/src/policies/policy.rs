@@ -150,7 +150,7 @@ pub enum PolicyError {
     NotFound,
     #[error("the application already exists")]
     AlreadyExists,
-    #[error("cannot {action} a policy that is {}", status.label_ru())]
+    #[error("cannot {action} a policy that is {}", status.as_str())]
     WrongState {
         action: &'static str,
         status: PolicyStatus,

@@ -277,7 +277,7 @@ pub enum PrescriptionError {
     #[error("the prescription already exists")]
     AlreadyExists,
     /// The command is not allowed in the prescription's status.
-    #[error("cannot {action} a prescription that is {}", status.label_ru())]
+    #[error("cannot {action} a prescription that is {}", status.as_str().replace('_', " "))]
     WrongState {
         action: &'static str,
         status: PrescriptionStatus,
