@@ -334,6 +334,27 @@ conformance!(
         assert_eq!(mine["open"]["edges"], json!([]));
         assert_eq!(mine["tomorrow"]["edges"], json!([]));
 
+        let clinic = server
+            .data(
+                Some(&w.doctor),
+                "{ organisationPrescriptions(filter: { statuses: [DISPENSED] }) { edges { node { id } } } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(
+            clinic["organisationPrescriptions"]["edges"][0]["node"]["id"],
+            id.as_str()
+        );
+        let other_clinic = server.token(Role::Registrar, Some(Uuid::now_v7()));
+        let nothing = server
+            .data(
+                Some(&other_clinic),
+                "{ organisationPrescriptions { edges { node { id } } } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(nothing["organisationPrescriptions"]["edges"], json!([]));
+
         let token = token_of(p["verificationUrl"].as_str().expect("verification url"));
         let (status, answer) = verify_http(&server, &token).await;
         assert_eq!(status, 200);
