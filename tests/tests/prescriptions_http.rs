@@ -1018,3 +1018,49 @@ conformance!(a_development_key_survives_a_restart, |test_db| async move {
     assert_eq!(answer["result"], "valid", "{answer}");
     restarted.stop().await;
 });
+
+conformance!(
+    two_servers_running_the_scheduler_expire_a_prescription_once,
+    |test_db| async move {
+        let clock = FixedClock::new(Utc::now());
+        let with_clock = |c: &mut kabinet_graphql::config::ServeConfig| {
+            c.clock = ClockOverride(Some(Arc::new(clock.clone())));
+            c.scheduler_interval_ms = 50;
+        };
+        let first = Server::start(&test_db, with_clock).await;
+        let second = Server::start(&test_db, with_clock).await;
+        let w = World::open(&first).await;
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            let p = issue(&first, &w, json!({ "validUntil": local_day(1) })).await;
+            ids.push(p["prescription"]["id"].as_str().expect("id").to_string());
+        }
+        clock.set(Utc::now() + Duration::hours(50));
+        for id in &ids {
+            let mut status = Value::Null;
+            for _ in 0..100 {
+                status = read(&second, &w.patient, id).await["status"].clone();
+                if status == "EXPIRED" {
+                    break;
+                }
+                tokio::time::sleep(StdDuration::from_millis(100)).await;
+            }
+            assert_eq!(status, "EXPIRED");
+        }
+        // Let both schedulers run a few more passes.
+        tokio::time::sleep(StdDuration::from_millis(500)).await;
+        let expiries: i64 = kabinet_domain::on_db!(&test_db.db, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_type = 'PrescriptionExpired'")
+                .fetch_one(pool)
+                .await
+                .expect("count")
+        });
+        assert_eq!(
+            expiries,
+            ids.len() as i64,
+            "each prescription expired exactly once"
+        );
+        second.stop().await;
+        first.stop().await;
+    }
+);
