@@ -14,6 +14,8 @@ pub mod metadata;
 pub mod notifications;
 pub mod notify;
 pub mod patients;
+pub mod policies;
+pub mod prescriptions;
 pub mod user_error;
 
 pub use db::{Backend, Db};

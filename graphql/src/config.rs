@@ -142,6 +142,48 @@ impl std::fmt::Debug for DeliveryArgs {
     }
 }
 
+/// The Ed25519 seed that signs prescription verification tokens.
+#[derive(Clone, Default, Args)]
+pub struct PrescriptionKeyArgs {
+    /// Base64 of a 32-byte Ed25519 seed signing prescription QR tokens; required in
+    /// production (development generates one and keeps it in the database).
+    #[arg(
+        long = "prescription-signing-key",
+        env = "KABINET_PRESCRIPTION_SIGNING_KEY",
+        hide_env_values = true
+    )]
+    pub prescription_signing_key: Option<SecretString>,
+}
+
+impl std::fmt::Debug for PrescriptionKeyArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = if self.prescription_signing_key.is_some() {
+            "[redacted]"
+        } else {
+            "none"
+        };
+        f.debug_struct("PrescriptionKeyArgs")
+            .field("prescription_signing_key", &shown)
+            .finish()
+    }
+}
+
+impl PrescriptionKeyArgs {
+    /// Settings with the base64 seed `seed` configured.
+    pub fn with_seed(seed: &str) -> Self {
+        PrescriptionKeyArgs {
+            prescription_signing_key: Some(SecretString::from(seed.to_string())),
+        }
+    }
+
+    /// The configured seed text, if any.
+    pub fn seed(&self) -> Option<&str> {
+        self.prescription_signing_key
+            .as_ref()
+            .map(|s| s.expose_secret())
+    }
+}
+
 /// Settings of `kabinet serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -189,6 +231,19 @@ pub struct ServeConfig {
     /// base64. Required in production; development keeps a random key in the database.
     #[arg(long = "data-key", env = "KABINET_DATA_KEY", hide_env_values = true)]
     pub data_key: Option<SecretString>,
+    #[command(flatten)]
+    pub prescription_key: PrescriptionKeyArgs,
+    /// Public base URL of the server, used in links printed on documents
+    /// (default: `http://` and the listen address).
+    #[arg(long, env = "KABINET_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// How many days before an OMS policy ends its holder is reminded to renew it.
+    #[arg(long, env = "KABINET_POLICY_RENEWAL_DAYS", default_value_t = 30)]
+    pub policy_renewal_days: u32,
+    /// How often the scheduler looks for expired prescriptions and due policy
+    /// reminders, in milliseconds.
+    #[arg(long, env = "KABINET_SCHEDULER_INTERVAL_MS", default_value_t = 60_000)]
+    pub scheduler_interval_ms: u64,
 }
 
 impl ServeConfig {
@@ -235,6 +290,10 @@ impl ServeConfig {
             log_format: LogFormat::Text,
             demo: false,
             data_key: None,
+            prescription_key: PrescriptionKeyArgs::default(),
+            public_url: None,
+            policy_renewal_days: 30,
+            scheduler_interval_ms: 200,
         }
     }
 }

@@ -49,6 +49,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                 // The handler reads the body under its own limit.
                 .layer(DefaultBodyLimit::disable()),
         )
+        .route("/verify/prescription/{token}", get(verify_prescription))
+        .route("/files/{sha256}", get(crate::files::download))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
@@ -380,6 +382,31 @@ async fn graphiql(State(state): State<AppState>) -> Response {
             .finish(),
     )
     .into_response()
+}
+
+/// Public verification of a printed prescription's QR code: no sign-in, and
+/// only what a pharmacist needs. A token that does not verify answers
+/// `{"result": "invalid"}`; a database fault answers 503, never 500.
+async fn verify_prescription(
+    State(state): State<AppState>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Response {
+    Metrics::inc(&state.metrics.http_requests);
+    match crate::schema::prescriptions::verify(&state.services, &token).await {
+        Ok(answer) => (
+            [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+            Json(answer),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "prescription verification failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({ "error": "verification is unavailable; try again" })),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn healthz() -> &'static str {

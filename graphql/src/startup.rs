@@ -196,6 +196,27 @@ impl Application {
             CodeHasher::from_server_secret(&secret),
         );
         let snils_registry = TableSnilsRegistry::new(db.clone());
+        let prescription_signer = crate::keys::prescription_signer(&config, &db).await?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        // Links on documents need the bound port when port 0 was asked for.
+        let public_url = match &config.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", listener.local_addr()?),
+        };
+        background.push(tokio::spawn(
+            crate::scheduler::Scheduler {
+                db: db.clone(),
+                commands: commands.clone(),
+                clock: clock.clone(),
+                renewal_days: config.policy_renewal_days,
+            }
+            .run(
+                Duration::from_millis(config.scheduler_interval_ms),
+                shutdown.clone(),
+            ),
+        ));
         let services = Services {
             identity: IdentityService::new(
                 db.clone(),
@@ -218,6 +239,10 @@ impl Application {
             read_your_writes: Duration::from_millis(config.read_your_writes_ms),
             accounts,
             tokens: keys.clone(),
+            prescription_signer: Arc::new(prescription_signer),
+            public_url,
+            files: crate::files::FileStore::new(db.clone()),
+            file_links: crate::files::FileLinks::new(&secret),
         };
         let limits = Limits {
             max_depth: config.max_depth,
@@ -234,9 +259,6 @@ impl Application {
             production: config.mode == Mode::Production,
             trusted_proxy: config.trusted_proxy,
         };
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
         Ok(Application {
             listener,
             router: router(state, config.max_body_bytes),

@@ -7,6 +7,8 @@ pub mod doctors;
 pub mod notifications;
 pub mod organisations;
 pub mod page;
+pub mod policies;
+pub mod prescriptions;
 mod projection;
 mod projector;
 mod rebuild;
@@ -37,5 +39,9 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(notifications::NotificationPreferences),
         Arc::new(notifications::Notifications),
         Arc::new(account_journal::AccountJournal),
+        Arc::new(prescriptions::Prescriptions),
+        Arc::new(prescriptions::PrescriptionJournal),
+        Arc::new(prescriptions::Pharmacies),
+        Arc::new(policies::Policies),
     ]
 }

@@ -822,6 +822,9 @@ conformance!(
             c.delivery.smtp_url = Some(SecretString::from("smtp://127.0.0.1:25".to_string()));
             c.delivery.mail_from = Some("no-reply@kabinet.test".into());
             c.set_data_key("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
+            c.prescription_key = kabinet_graphql::config::PrescriptionKeyArgs::with_seed(
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            );
             c
         };
         let weak = Application::build(production("short-secret")).await;

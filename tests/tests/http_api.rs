@@ -309,6 +309,10 @@ conformance!(
             c.delivery.mail_from = Some("no-reply@kabinet.test".into());
             c.delivery.sms_gateway_url = Some("http://127.0.0.1:9/sms".into());
             c.set_data_key("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
+            // Production needs the prescription signing key configured.
+            c.prescription_key = kabinet_graphql::config::PrescriptionKeyArgs::with_seed(
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            );
         })
         .await;
         let introspection = server

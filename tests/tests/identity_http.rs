@@ -830,15 +830,9 @@ conformance!(
 conformance!(
     production_needs_a_data_key_and_development_keeps_one,
     |test_db| async move {
-        let mut config = kabinet_graphql::config::ServeConfig::for_tests(
-            &test_db.url,
-            kabinet_tests::server::SECRET,
-        );
-        config.mode = kabinet_graphql::config::Mode::Production;
         // Everything else production needs is there: only the data key is missing.
-        config.delivery.smtp_url = Some("smtp://127.0.0.1:25".to_string().into());
-        config.delivery.mail_from = Some("no-reply@kabinet.test".into());
-        config.delivery.sms_gateway_url = Some("http://127.0.0.1:9/sms".into());
+        let mut config = kabinet_tests::server::production_config(&test_db.url);
+        config.data_key = None;
         let refused = kabinet_graphql::Application::build(config.clone()).await;
         let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(message.contains("KABINET_DATA_KEY"), "{message}");

@@ -65,6 +65,8 @@ impl OrganisationDetails {
 pub enum OrganisationCommand {
     Register(OrganisationDetails),
     UpdateDetails(OrganisationDetails),
+    /// Marks the organisation as a pharmacy that receives e-prescriptions.
+    DesignatePharmacy,
 }
 
 /// Events of an organisation.
@@ -72,6 +74,9 @@ pub enum OrganisationCommand {
 pub enum OrganisationEvent {
     OrganisationRegistered(OrganisationDetails),
     OrganisationDetailsChanged(OrganisationDetails),
+    /// The organisation is a pharmacy from now on (a separate event, so older
+    /// organisations need no upcasting: they are simply not pharmacies).
+    PharmacyDesignated,
 }
 
 impl DomainEvent for OrganisationEvent {
@@ -79,6 +84,7 @@ impl DomainEvent for OrganisationEvent {
         match self {
             OrganisationEvent::OrganisationRegistered(_) => "OrganisationRegistered",
             OrganisationEvent::OrganisationDetailsChanged(_) => "OrganisationDetailsChanged",
+            OrganisationEvent::PharmacyDesignated => "PharmacyDesignated",
         }
         .to_string()
     }
@@ -129,6 +135,9 @@ impl AsUserError for OrganisationError {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Organisation {
     pub details: Option<OrganisationDetails>,
+    /// Whether the organisation is a pharmacy.
+    #[serde(default)]
+    pub pharmacy: bool,
 }
 
 impl Aggregate for Organisation {
@@ -161,6 +170,14 @@ impl Aggregate for Organisation {
                 }
                 OrganisationEvent::OrganisationDetailsChanged(details)
             }
+            (OrganisationCommand::DesignatePharmacy, None) => {
+                return Err(OrganisationError::NotFound)
+            }
+            // Designating twice changes nothing.
+            (OrganisationCommand::DesignatePharmacy, Some(_)) if self.pharmacy => return Ok(()),
+            (OrganisationCommand::DesignatePharmacy, Some(_)) => {
+                OrganisationEvent::PharmacyDesignated
+            }
         };
         sink.write(event, self).await;
         Ok(())
@@ -172,6 +189,7 @@ impl Aggregate for Organisation {
             | OrganisationEvent::OrganisationDetailsChanged(details) => {
                 self.details = Some(details)
             }
+            OrganisationEvent::PharmacyDesignated => self.pharmacy = true,
         }
     }
 }
@@ -250,6 +268,31 @@ mod tests {
             ])
             .when(OrganisationCommand::UpdateDetails(details()))
             .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn designating_a_pharmacy_is_recorded_once() {
+        TestFramework::<Organisation>::with(())
+            .given(vec![
+                OrganisationEvent::OrganisationRegistered(registered()),
+            ])
+            .when(OrganisationCommand::DesignatePharmacy)
+            .then_expect_events(vec![OrganisationEvent::PharmacyDesignated]);
+        TestFramework::<Organisation>::with(())
+            .given(vec![
+                OrganisationEvent::OrganisationRegistered(registered()),
+                OrganisationEvent::PharmacyDesignated,
+            ])
+            .when(OrganisationCommand::DesignatePharmacy)
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn cannot_designate_an_unknown_organisation_a_pharmacy() {
+        TestFramework::<Organisation>::with(())
+            .given_no_previous_events()
+            .when(OrganisationCommand::DesignatePharmacy)
+            .then_expect_error(OrganisationError::NotFound);
     }
 
     #[test]

@@ -36,6 +36,14 @@ pub struct Services {
     pub snils_registry: TableSnilsRegistry,
     /// The record of reads of medical data.
     pub access: AccessLog,
+    /// Signs and verifies the QR tokens of printed prescriptions.
+    pub prescription_signer: Arc<kabinet_domain::prescriptions::PrescriptionSigner>,
+    /// Public base URL of the server (no trailing slash), for links on documents.
+    pub public_url: String,
+    /// Content-addressed storage of rendered documents.
+    pub files: crate::files::FileStore,
+    /// Signs and checks short-lived download links of stored files.
+    pub file_links: crate::files::FileLinks,
 }
 
 /// The client's network address (from the socket, or from a trusted proxy).

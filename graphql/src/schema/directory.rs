@@ -49,6 +49,12 @@ impl Organisation {
     async fn specialisations(&self) -> &[String] {
         &self.0.details.specialisations
     }
+    /// Whether the organisation is a pharmacy that receives e-prescriptions.
+    async fn is_pharmacy(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        kabinet_projections::prescriptions::is_pharmacy(&services(ctx).db, self.0.id)
+            .await
+            .map_err(|e| internal(ctx, e))
+    }
 }
 
 /// Directory search filters; all given filters must match.

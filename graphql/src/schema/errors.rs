@@ -105,10 +105,9 @@ where
             CommandError::<A::Error>::IdempotencyKeyReused.to_string(),
         )])),
         Err(CommandError::Reserved(taken)) => {
-            Ok(Err(vec![kabinet_domain::appointments::reservation_error(
-                &taken,
-            )
-            .into()]))
+            let error = kabinet_domain::policies::reservation_error(&taken)
+                .unwrap_or_else(|| kabinet_domain::appointments::reservation_error(&taken));
+            Ok(Err(vec![error.into()]))
         }
         Err(CommandError::Internal(e)) => Err(internal(ctx, e)),
     }

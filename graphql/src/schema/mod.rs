@@ -12,6 +12,8 @@ pub mod identity;
 pub mod ids;
 pub mod notifications;
 pub mod pagination;
+pub mod policies;
+pub mod prescriptions;
 pub mod slots_ids;
 
 use async_graphql::{
@@ -29,6 +31,8 @@ pub enum Node {
     Doctor(doctors::Doctor),
     Appointment(appointments::Appointment),
     ReferralRequest(appointments::ReferralRequest),
+    Prescription(prescriptions::Prescription),
+    Policy(policies::Policy),
 }
 
 /// The signed-in caller.
@@ -67,6 +71,10 @@ impl CoreQuery {
                 "ReferralRequest" => Ok(appointments::referral_node(ctx, uuid)
                     .await?
                     .map(Node::ReferralRequest)),
+                "Prescription" => Ok(prescriptions::node(ctx, uuid)
+                    .await?
+                    .map(Node::Prescription)),
+                "Policy" => Ok(policies::node(ctx, uuid).await?.map(Node::Policy)),
                 _ => Ok(None),
             },
             None => Ok(None),
@@ -117,6 +125,8 @@ pub struct Query(
     accounts::AccountsQuery,
     identity::IdentityQuery,
     account_journal::AccountJournalQuery,
+    prescriptions::PrescriptionsQuery,
+    policies::PoliciesQuery,
 );
 
 /// Every mutation.
@@ -129,11 +139,16 @@ pub struct Mutation(
     accounts::AccountsMutation,
     accounts::AccountAdminMutation,
     identity::IdentityMutation,
+    prescriptions::PrescriptionsMutation,
+    policies::PoliciesMutation,
 );
 
 /// Every subscription.
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(activity::ActivitySubscription);
+pub struct Subscription(
+    activity::ActivitySubscription,
+    policies::PoliciesSubscription,
+);
 
 /// The Kabinet schema type.
 pub type KabinetSchema = Schema<Query, Mutation, Subscription>;
