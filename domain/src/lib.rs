@@ -6,6 +6,7 @@ pub mod clock;
 pub mod command;
 pub mod db;
 pub mod directory;
+pub mod documents;
 pub mod identity;
 pub mod journal;
 pub mod metadata;
