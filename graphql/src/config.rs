@@ -144,6 +144,27 @@ pub struct ServeConfig {
     /// Seed demonstration data into an empty database and print tokens to try it.
     #[arg(long, env = "KABINET_DEMO")]
     pub demo: bool,
+    /// Hours an organisation has to answer a request for an extract from the history.
+    #[arg(
+        long,
+        env = "KABINET_DEADLINE_HISTORY_EXTRACT_HOURS",
+        default_value_t = 24
+    )]
+    pub deadline_history_extract_hours: u32,
+    /// Hours an organisation has to answer a request for a health certificate.
+    #[arg(
+        long,
+        env = "KABINET_DEADLINE_HEALTH_CERTIFICATE_HOURS",
+        default_value_t = 24
+    )]
+    pub deadline_health_certificate_hours: u32,
+    /// Hours an organisation has to answer a request for examination results.
+    #[arg(
+        long,
+        env = "KABINET_DEADLINE_EXAMINATION_RESULTS_HOURS",
+        default_value_t = 24
+    )]
+    pub deadline_examination_results_hours: u32,
 }
 
 impl ServeConfig {
@@ -173,6 +194,9 @@ impl ServeConfig {
             poll_interval_ms: 200,
             log_format: LogFormat::Text,
             demo: false,
+            deadline_history_extract_hours: 24,
+            deadline_health_certificate_hours: 24,
+            deadline_examination_results_hours: 24,
         }
     }
 }

@@ -3,6 +3,7 @@
 pub mod activity_log;
 pub mod appointments;
 pub mod doctors;
+pub mod document_requests;
 pub mod organisations;
 pub mod page;
 mod projection;
@@ -32,5 +33,7 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(slots::Slots),
         Arc::new(appointments::Appointments),
         Arc::new(referrals::Referrals),
+        Arc::new(document_requests::DocumentRequests),
+        Arc::new(document_requests::DocumentRequestJournal),
     ]
 }

@@ -5,6 +5,7 @@ pub mod appointments;
 pub mod context;
 pub mod directory;
 pub mod doctors;
+pub mod documents;
 pub mod errors;
 pub mod ids;
 pub mod pagination;
@@ -25,6 +26,7 @@ pub enum Node {
     Doctor(doctors::Doctor),
     Appointment(appointments::Appointment),
     ReferralRequest(appointments::ReferralRequest),
+    DocumentRequest(documents::DocumentRequest),
 }
 
 /// The signed-in caller.
@@ -63,6 +65,9 @@ impl CoreQuery {
                 "ReferralRequest" => Ok(appointments::referral_node(ctx, uuid)
                     .await?
                     .map(Node::ReferralRequest)),
+                "DocumentRequest" => {
+                    Ok(documents::node(ctx, uuid).await?.map(Node::DocumentRequest))
+                }
                 _ => Ok(None),
             },
             None => Ok(None),
@@ -109,6 +114,7 @@ pub struct Query(
     doctors::DoctorsQuery,
     appointments::AppointmentsQuery,
     activity::ActivityQuery,
+    documents::DocumentsQuery,
 );
 
 /// Every mutation.
@@ -117,6 +123,7 @@ pub struct Mutation(
     directory::DirectoryMutation,
     doctors::DoctorsMutation,
     appointments::AppointmentsMutation,
+    documents::DocumentsMutation,
 );
 
 /// Every subscription.
