@@ -591,12 +591,27 @@ conformance!(
             code(&start(&server, staff, &third).await),
             Some("REQUEST_IN_PROGRESS")
         );
-        assert_eq!(
-            fulfil(&server, staff, &third).await["documentRequest"]["status"],
-            "FULFILLED"
-        );
+        // A retried fulfilment with the same key answers the first result and adds nothing.
+        let keyed = json!({ "requestId": third, "idempotencyKey": "fulfil-third" });
+        let fulfil_input = "DocumentRequestActionInput";
+        let once = act(
+            &server,
+            staff,
+            "fulfilDocumentRequest",
+            fulfil_input,
+            keyed.clone(),
+        )
+        .await;
+        assert_eq!(once["documentRequest"]["status"], "FULFILLED", "{once}");
         let before = events(&test_db).await;
         let files = count(&test_db, "SELECT COUNT(*) FROM files").await;
+        let again = act(&server, staff, "fulfilDocumentRequest", fulfil_input, keyed).await;
+        assert_eq!(again["userErrors"], json!([]), "{again}");
+        assert_eq!(
+            again["documentRequest"]["fileSha256"],
+            once["documentRequest"]["fileSha256"]
+        );
+        assert_eq!(events(&test_db).await, before);
         for (what, payload) in [
             ("fulfil", fulfil(&server, staff, &third).await),
             ("start", start(&server, staff, &third).await),
