@@ -8,6 +8,7 @@ pub mod clock;
 pub mod command;
 pub mod db;
 pub mod directory;
+pub mod documents;
 pub mod identity;
 pub mod journal;
 pub mod metadata;

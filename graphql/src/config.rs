@@ -244,6 +244,27 @@ pub struct ServeConfig {
     /// reminders, in milliseconds.
     #[arg(long, env = "KABINET_SCHEDULER_INTERVAL_MS", default_value_t = 60_000)]
     pub scheduler_interval_ms: u64,
+    /// Hours an organisation has to answer a request for an extract from the history.
+    #[arg(
+        long,
+        env = "KABINET_DEADLINE_HISTORY_EXTRACT_HOURS",
+        default_value_t = 24
+    )]
+    pub deadline_history_extract_hours: u32,
+    /// Hours an organisation has to answer a request for a health certificate.
+    #[arg(
+        long,
+        env = "KABINET_DEADLINE_HEALTH_CERTIFICATE_HOURS",
+        default_value_t = 24
+    )]
+    pub deadline_health_certificate_hours: u32,
+    /// Hours an organisation has to answer a request for examination results.
+    #[arg(
+        long,
+        env = "KABINET_DEADLINE_EXAMINATION_RESULTS_HOURS",
+        default_value_t = 24
+    )]
+    pub deadline_examination_results_hours: u32,
 }
 
 impl ServeConfig {
@@ -294,6 +315,9 @@ impl ServeConfig {
             public_url: None,
             policy_renewal_days: 30,
             scheduler_interval_ms: 200,
+            deadline_history_extract_hours: 24,
+            deadline_health_certificate_hours: 24,
+            deadline_examination_results_hours: 24,
         }
     }
 }

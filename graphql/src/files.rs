@@ -185,7 +185,7 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
 /// `GET /files/{sha256}?exp=…&sig=…` with the bearer token of the account the link was issued to.
 ///
 /// 401 without a valid bearer token, 403 for an altered link or another account's, 410
-/// once expired, 404 when the file is not stored.
+/// once expired, 404 for a path that is no SHA-256 or a file that is not stored.
 pub async fn download(
     State(state): State<AppState>,
     Path(sha256): Path<String>,
@@ -197,6 +197,9 @@ pub async fn download(
         Ok(actor) => actor,
         Err(response) => return response,
     };
+    if !is_sha256_hex(&sha256) {
+        return refuse(StatusCode::NOT_FOUND, "NOT_FOUND", "no such file");
+    }
     let (Some(exp), Some(sig)) = (query.exp, query.sig) else {
         return refuse(
             StatusCode::FORBIDDEN,

@@ -243,6 +243,11 @@ impl Application {
             public_url,
             files: crate::files::FileStore::new(db.clone()),
             file_links: crate::files::FileLinks::new(&secret),
+            document_deadlines: crate::schema::documents::DocumentDeadlines {
+                history_extract_hours: config.deadline_history_extract_hours,
+                health_certificate_hours: config.deadline_health_certificate_hours,
+                examination_results_hours: config.deadline_examination_results_hours,
+            },
         };
         let limits = Limits {
             max_depth: config.max_depth,

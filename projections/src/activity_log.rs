@@ -51,6 +51,7 @@ fn status_after(event_type: &str) -> Option<&'static str> {
         "PeriodClosed" => Some("closed"),
         "PatientProfileRecorded" => Some("recorded"),
         "ReviewLeft" => Some("reviewed"),
+        "DocumentSentToClinic" => Some("sent_to_clinic"),
         _ => None,
     }
 }

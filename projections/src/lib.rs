@@ -4,6 +4,7 @@ pub mod account_journal;
 pub mod activity_log;
 pub mod appointments;
 pub mod doctors;
+pub mod document_requests;
 pub mod notifications;
 pub mod organisations;
 pub mod page;
@@ -43,5 +44,7 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(prescriptions::PrescriptionJournal),
         Arc::new(prescriptions::Pharmacies),
         Arc::new(policies::Policies),
+        Arc::new(document_requests::DocumentRequests),
+        Arc::new(document_requests::DocumentRequestJournal),
     ]
 }

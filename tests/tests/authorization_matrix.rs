@@ -69,6 +69,8 @@ const ROOT_RULES: &[(&str, Access, &str)] = &[
     ("Query.myPolicy", PATIENT, "{ myPolicy { id } }"),
     ("Query.myPolicies", PATIENT, "{ myPolicies(first: 1) { edges { cursor } } }"),
     ("Query.policyApplications", ADMIN, "{ policyApplications(first: 1) { edges { cursor } } }"),
+    ("Query.documentRequests", PATIENT, "{ documentRequests(first: 1) { edges { cursor } } }"),
+    ("Query.organisationDocumentRequests", Access::Roles(&[Registrar, Doctor, Lab]), "{ organisationDocumentRequests(first: 1) { edges { cursor } } }"),
     ("Query.myAccount", Access::SignedIn, "{ myAccount { id } }"),
     ("Query.myNotifications", Access::SignedIn, "{ myNotifications(first: 1) { edges { cursor } } }"),
     ("Query.myNotificationPreferences", Access::SignedIn, "{ myNotificationPreferences { channels } }"),
@@ -121,6 +123,12 @@ const ROOT_RULES: &[(&str, Access, &str)] = &[
     ("Mutation.applyForPolicy", PATIENT, r#"mutation { applyForPolicy(input: { consent: true }) { userErrors { code } } }"#),
     ("Mutation.issuePolicy", ADMIN, r#"mutation { issuePolicy(input: { policyId: "$POLICY" }) { userErrors { code } } }"#),
     ("Mutation.rejectPolicyApplication", ADMIN, r#"mutation { rejectPolicyApplication(input: { policyId: "$POLICY", reason: "нет данных" }) { userErrors { code } } }"#),
+    ("Mutation.requestDocument", PATIENT, r#"mutation { requestDocument(input: { organisationId: "$ORG", type: HEALTH_CERTIFICATE, periodFrom: "2026-01-01", periodTo: "2026-02-01" }) { userErrors { code } } }"#),
+    ("Mutation.resubmitDocumentRequest", PATIENT, r#"mutation { resubmitDocumentRequest(input: { requestId: "$DOCUMENT_REQUEST" }) { userErrors { code } } }"#),
+    ("Mutation.sendDocumentToClinic", PATIENT, r#"mutation { sendDocumentToClinic(input: { requestId: "$DOCUMENT_REQUEST", organisationId: "$ORG" }) { userErrors { code } } }"#),
+    ("Mutation.startDocumentRequest", Access::Roles(&[Registrar, Doctor, Lab]), r#"mutation { startDocumentRequest(input: { requestId: "$DOCUMENT_REQUEST" }) { userErrors { code } } }"#),
+    ("Mutation.fulfilDocumentRequest", Access::Roles(&[Registrar, Doctor, Lab]), r#"mutation { fulfilDocumentRequest(input: { requestId: "$DOCUMENT_REQUEST" }) { userErrors { code } } }"#),
+    ("Mutation.rejectDocumentRequest", Access::Roles(&[Registrar, Doctor, Lab]), r#"mutation { rejectDocumentRequest(input: { requestId: "$DOCUMENT_REQUEST", reasonCode: OTHER, text: "нет" }) { userErrors { code } } }"#),
     ("Mutation.loadSnilsRegistry", ADMIN, "mutation { loadSnilsRegistry(input: { entries: [] }) { loaded } }"),
     // --- Subscription (over WebSocket; rule checked for presence only) ------------------
     ("Subscription.activityFeed", Access::SignedIn, ""),
@@ -165,6 +173,11 @@ const OBJECT_RULES: &[(&str, FieldRule, &[&str])] = &[
     ("DoctorConnection", FieldRule::Inherit, &["pageInfo", "edges", "nodes"]),
     ("DoctorEdge", FieldRule::Inherit, &["node", "cursor"]),
     ("DoctorPayload", FieldRule::Inherit, &["doctor", "userErrors"]),
+    ("DocumentRequest", FieldRule::Medical, &["downloadUrl", "dueAt", "fileSha256", "id", "journal", "organisation", "overdue", "patientId", "periodFrom", "periodTo", "policyNumber", "purpose", "rejectionReasonCode", "rejectionReasonLabelRu", "rejectionText", "resubmissionOf", "resubmittedAs", "status", "statusLabelRu", "submittedAt", "type", "typeLabelRu", "updatedAt", "visitDate"]),
+    ("DocumentRequestChange", FieldRule::Inherit, &["action", "at", "byRole", "date", "sentTo", "status", "statusLabelRu", "time"]),
+    ("DocumentRequestConnection", FieldRule::Inherit, &["edges", "nodes", "pageInfo"]),
+    ("DocumentRequestEdge", FieldRule::Inherit, &["cursor", "node"]),
+    ("DocumentRequestPayload", FieldRule::Inherit, &["documentRequest", "userErrors"]),
     ("IdentityVerificationPayload", FieldRule::Inherit, &["verification", "userErrors"]),
     ("IdentityVerificationView", FieldRule::Inherit, &["status", "labelRu", "steps", "verifiedAt", "codeExpiresAt", "passportScanSha256"]),
     ("JournalDigest", FieldRule::Inherit, &["digest", "sealNumber", "sealedEvents", "sealedAt"]),
@@ -350,6 +363,10 @@ async fn fixture(client: &Client) -> Fixture {
     values.insert(
         "$PRESCRIPTION",
         ids::encode("Prescription", Uuid::now_v7()).to_string(),
+    );
+    values.insert(
+        "$DOCUMENT_REQUEST",
+        ids::encode("DocumentRequest", Uuid::now_v7()).to_string(),
     );
     values.insert("$POLICY", ids::encode("Policy", Uuid::now_v7()).to_string());
     values.insert("$TOMORROW", tomorrow);

@@ -48,3 +48,15 @@ fn russian_text_comes_back_from_the_rendered_pdf() {
     // Forty wrapped items do not fit one page.
     assert!(text.contains("стр. 2 из"), "no second page in:\n{text}");
 }
+
+#[test]
+fn the_qr_code_on_the_page_scans_back_to_its_text() {
+    let pdf = render(&document());
+    let Some(codes) = kabinet_tests::pdf_text::pdf_qr_codes(&pdf) else {
+        return;
+    };
+    assert_eq!(
+        codes,
+        vec!["https://kabinet.example/verify/token".to_string()]
+    );
+}

@@ -40,6 +40,11 @@ pub fn reservation_error(taken: &ReservationTaken) -> UserError {
             "DUPLICATE_BOOKING",
             "the patient already has an appointment with this doctor on this day",
         ),
+        crate::documents::RESUBMISSION_SCOPE => UserError::field(
+            "requestId",
+            "ALREADY_RESUBMITTED",
+            "this rejected request was already resubmitted",
+        ),
         _ => UserError::new(
             "CONFLICT",
             "the request conflicts with another one; try again",

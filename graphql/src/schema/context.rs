@@ -44,6 +44,8 @@ pub struct Services {
     pub files: crate::files::FileStore,
     /// Signs and checks short-lived download links of stored files.
     pub file_links: crate::files::FileLinks,
+    /// Hours organisations have to answer document requests, per type.
+    pub document_deadlines: super::documents::DocumentDeadlines,
 }
 
 /// The client's network address (from the socket, or from a trusted proxy).

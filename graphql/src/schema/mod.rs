@@ -7,6 +7,7 @@ pub mod appointments;
 pub mod context;
 pub mod directory;
 pub mod doctors;
+pub mod documents;
 pub mod errors;
 pub mod identity;
 pub mod ids;
@@ -33,6 +34,7 @@ pub enum Node {
     ReferralRequest(appointments::ReferralRequest),
     Prescription(prescriptions::Prescription),
     Policy(policies::Policy),
+    DocumentRequest(documents::DocumentRequest),
 }
 
 /// The signed-in caller.
@@ -75,6 +77,9 @@ impl CoreQuery {
                     .await?
                     .map(Node::Prescription)),
                 "Policy" => Ok(policies::node(ctx, uuid).await?.map(Node::Policy)),
+                "DocumentRequest" => {
+                    Ok(documents::node(ctx, uuid).await?.map(Node::DocumentRequest))
+                }
                 _ => Ok(None),
             },
             None => Ok(None),
@@ -127,6 +132,7 @@ pub struct Query(
     account_journal::AccountJournalQuery,
     prescriptions::PrescriptionsQuery,
     policies::PoliciesQuery,
+    documents::DocumentsQuery,
 );
 
 /// Every mutation.
@@ -141,6 +147,7 @@ pub struct Mutation(
     identity::IdentityMutation,
     prescriptions::PrescriptionsMutation,
     policies::PoliciesMutation,
+    documents::DocumentsMutation,
 );
 
 /// Every subscription.
