@@ -140,6 +140,102 @@ pub fn draft(event: &RecordedEvent) -> Option<Draft> {
                 },
             )
         }
+        "DocumentRequestFulfilled" => (
+            "document_ready",
+            "Документ готов".to_string(),
+            "Запрошенный медицинский документ готов и доступен в личном кабинете.".to_string(),
+        ),
+        "DocumentRequestRejected" => {
+            let reason = text(body, "text")
+                .map(|r| format!(" Причина: {r}."))
+                .unwrap_or_default();
+            (
+                "document_rejected",
+                "Запрос документа отклонён".to_string(),
+                format!("Медицинская организация отклонила запрос документа.{reason} Запрос можно подать повторно."),
+            )
+        }
+        "PrescriptionIssued" => {
+            let medication = body
+                .get("medication")
+                .and_then(|m| text(m, "name"))
+                .unwrap_or("лекарство");
+            (
+                "prescription_issued",
+                "Выписан электронный рецепт".to_string(),
+                format!("Врач выписал рецепт: {medication}. Его можно распечатать или отправить в аптеку."),
+            )
+        }
+        "PrescriptionReadyAtPharmacy" => (
+            "prescription_ready",
+            "Лекарство готово к выдаче".to_string(),
+            "Аптека подготовила лекарство по вашему рецепту: его можно забрать.".to_string(),
+        ),
+        "PrescriptionCancelled" => {
+            let reason = text(body, "reason")
+                .map(|r| format!(" Причина: {r}."))
+                .unwrap_or_default();
+            (
+                "prescription_cancelled",
+                "Рецепт отменён".to_string(),
+                format!("Рецепт отменён.{reason}"),
+            )
+        }
+        "PrescriptionExpired" => (
+            "prescription_expired",
+            "Срок действия рецепта истёк".to_string(),
+            "Срок действия рецепта истёк; за новым обратитесь к врачу.".to_string(),
+        ),
+        "PrescriptionRequestApproved" | "PrescriptionRequestDeclined" => {
+            let approved = event.event_type == "PrescriptionRequestApproved";
+            (
+                if approved {
+                    "prescription_request_approved"
+                } else {
+                    "prescription_request_declined"
+                },
+                "Запрос по рецепту рассмотрен".to_string(),
+                if approved {
+                    "Врач одобрил ваш запрос по рецепту.".to_string()
+                } else {
+                    "Врач отклонил ваш запрос по рецепту.".to_string()
+                },
+            )
+        }
+        "PolicyIssued" => {
+            let number = text(body, "number").unwrap_or("");
+            (
+                "policy_issued",
+                "Полис ОМС оформлен".to_string(),
+                format!("Полис ОМС оформлен, номер {number}. Он доступен в личном кабинете."),
+            )
+        }
+        "PolicyApplicationRejected" => {
+            let reason = text(body, "reason")
+                .map(|r| format!(" Причина: {r}."))
+                .unwrap_or_default();
+            (
+                "policy_rejected",
+                "Заявление на полис ОМС отклонено".to_string(),
+                format!("Заявление на полис ОМС отклонено.{reason}"),
+            )
+        }
+        "PolicyRenewalDue" => {
+            let until = text(body, "valid_until")
+                .and_then(|d| d.parse::<chrono::NaiveDate>().ok())
+                .map(|d| d.format("%d.%m.%Y").to_string())
+                .unwrap_or_default();
+            (
+                "policy_renewal_due",
+                "Пора продлить полис ОМС".to_string(),
+                format!("Срок действия полиса ОМС заканчивается {until}: подайте заявление на продление."),
+            )
+        }
+        "PolicyExpired" => (
+            "policy_expired",
+            "Срок действия полиса ОМС истёк".to_string(),
+            "Срок действия полиса ОМС истёк: подайте заявление на новый.".to_string(),
+        ),
         _ => return None,
     };
     let account_id = patient.or_else(|| {
@@ -463,6 +559,26 @@ mod tests {
             draft.body,
             "Вы записаны на приём 03.12.2026 в 10:30, кабинет 205."
         );
+    }
+
+    #[test]
+    fn a_ready_prescription_and_a_renewal_reminder_are_told() {
+        let patient = Uuid::now_v7();
+        let ready = draft(&event(
+            "PrescriptionReadyAtPharmacy",
+            json!({ "patient_id": patient, "pharmacy_id": Uuid::now_v7(), "status": "ready_at_pharmacy" }),
+        ))
+        .expect("a message");
+        assert_eq!(
+            (ready.account_id, ready.kind),
+            (patient, "prescription_ready")
+        );
+        let due = draft(&event(
+            "PolicyRenewalDue",
+            json!({ "patient_id": patient, "valid_until": "2027-03-31", "days_left": 30 }),
+        ))
+        .expect("a message");
+        assert!(due.body.contains("31.03.2027"), "{}", due.body);
     }
 
     #[test]

@@ -284,6 +284,21 @@ conformance!(
             ready["prescription"]["status"], "READY_AT_PHARMACY",
             "{ready}"
         );
+        // The patient is told (the projector writes messages with the read models).
+        let told = server
+            .data(
+                Some(&w.patient),
+                "{ myNotifications(first: 5) { edges { node { kind } } } }",
+                json!({}),
+            )
+            .await;
+        let kinds: Vec<&str> = told["myNotifications"]["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .filter_map(|e| e["node"]["kind"].as_str())
+            .collect();
+        assert_eq!(kinds, ["prescription_ready", "prescription_issued"], "{told}");
         let dispensed = pharmacy_act(&server, &w.pharmacist, "dispensePrescription", &id).await;
         assert_eq!(
             dispensed["prescription"]["status"], "DISPENSED",
