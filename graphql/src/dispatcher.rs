@@ -9,8 +9,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kabinet_domain::accounts::{Account, AccountStatus, LoginKind};
 use kabinet_domain::clock::Clock;
+use kabinet_domain::command::CommandService;
+use kabinet_domain::identity::{Email, PhoneNumber};
 use kabinet_domain::notifications::NotificationChannel;
+use kabinet_domain::notifications::Preferences;
 use kabinet_domain::notify::{Channel, Message, Notifier};
 use kabinet_domain::Db;
 use kabinet_projections::notifications::{self, NotificationView};
@@ -28,6 +32,8 @@ const STALE_CLAIM: chrono::Duration = chrono::Duration::minutes(5);
 #[derive(Clone)]
 pub struct Dispatcher {
     pub db: Db,
+    /// Loads accounts, whose login is the address of people without preferences.
+    pub commands: CommandService,
     pub notifier: Arc<dyn Notifier>,
     pub clock: Arc<dyn Clock>,
 }
@@ -77,7 +83,7 @@ impl Dispatcher {
     }
 
     async fn deliver_new(&self, n: &NotificationView) -> Result<usize, sqlx::Error> {
-        let preferences = notifications::preferences_of(&self.db, n.account_id).await?;
+        let preferences = self.preferences_for(n.account_id).await?;
         let channels: Vec<NotificationChannel> = preferences
             .as_ref()
             .map(|p| p.channels.clone())
@@ -105,7 +111,7 @@ impl Dispatcher {
 
     /// Sends one delivery that this process holds the claim of, and records the result.
     async fn send(&self, n: &NotificationView, delivery: &Delivery) -> Result<(), sqlx::Error> {
-        let preferences = notifications::preferences_of(&self.db, n.account_id).await?;
+        let preferences = self.preferences_for(n.account_id).await?;
         let (channel, to) = match (delivery.channel, preferences) {
             ("email", Some(p)) => (Channel::Email, p.email.map(|e| e.as_str().to_string())),
             ("sms", Some(p)) => (Channel::Sms, p.phone.map(|p| p.as_str().to_string())),
@@ -135,6 +141,36 @@ impl Dispatcher {
                 self.finish(delivery, status, Some(&e.to_string())).await
             }
         }
+    }
+
+    /// What the person chose; without a choice, their sign-in login on its own
+    /// channel (an SMS to a phone login, an e-mail to an e-mail login).
+    async fn preferences_for(&self, account: Uuid) -> Result<Option<Preferences>, sqlx::Error> {
+        if let Some(chosen) = notifications::preferences_of(&self.db, account).await? {
+            return Ok(Some(chosen));
+        }
+        let loaded = match self.commands.load::<Account>(&account.to_string()).await {
+            Ok(account) => account,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot load an account for its login address");
+                return Ok(None);
+            }
+        };
+        let Some(state) = loaded.state.filter(|s| s.status == AccountStatus::Active) else {
+            return Ok(None);
+        };
+        Ok(Some(match state.login_kind {
+            LoginKind::Phone => Preferences {
+                channels: vec![NotificationChannel::Sms],
+                email: None,
+                phone: PhoneNumber::parse(&state.login).ok(),
+            },
+            LoginKind::Email => Preferences {
+                channels: vec![NotificationChannel::Email],
+                email: Email::parse(&state.login).ok(),
+                phone: None,
+            },
+        }))
     }
 
     fn now_micros(&self) -> i64 {

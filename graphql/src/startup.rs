@@ -180,6 +180,7 @@ impl Application {
         background.push(tokio::spawn(
             crate::dispatcher::Dispatcher {
                 db: db.clone(),
+                commands: CommandService::new(journal.clone()),
                 notifier: notifier.clone(),
                 clock: clock.clone(),
             }

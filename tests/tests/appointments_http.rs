@@ -1107,10 +1107,14 @@ conformance!(
         // A second server's dispatcher on the same database, racing the first.
         let there = kabinet_domain::notify::MemoryNotifier::default();
         let stop = tokio_util::sync::CancellationToken::new();
+        let db = kabinet_domain::Db::connect(&test_db.url, &Default::default())
+            .await
+            .expect("db");
         let other = kabinet_graphql::dispatcher::Dispatcher {
-            db: kabinet_domain::Db::connect(&test_db.url, &Default::default())
-                .await
-                .expect("db"),
+            commands: kabinet_domain::command::CommandService::new(kabinet_domain::Journal::new(
+                db.clone(),
+            )),
+            db,
             notifier: std::sync::Arc::new(there.clone()),
             clock: std::sync::Arc::new(kabinet_domain::clock::SystemClock),
         };
@@ -1172,3 +1176,71 @@ conformance!(a_failed_delivery_is_retried, |test_db| async move {
     assert_eq!(notifier.delivered.sent().len(), 1);
     server.stop().await;
 });
+
+conformance!(
+    without_preferences_the_confirmation_goes_to_the_login,
+    |test_db| async move {
+        let notifier = kabinet_domain::notify::MemoryNotifier::default();
+        let server = Server::start_with_notifier(
+            &test_db,
+            Some(std::sync::Arc::new(notifier.clone())),
+            |_| {},
+        )
+        .await;
+        let clinic = Clinic::open(&server, daytime_zone()).await;
+        let phone = format!("+7916{:07}", Uuid::new_v4().as_u128() % 10_000_000);
+        server
+            .data(
+                None,
+                "mutation($c: String!) { startRegistration(input: { contact: $c }) { userErrors { code } } }",
+                json!({ "c": phone }),
+            )
+            .await;
+        let code = notifier
+            .sent()
+            .iter()
+            .rev()
+            .find(|m| m.to == phone)
+            .and_then(|m| kabinet_tests::delivery::six_digits(&m.body))
+            .expect("a registration code");
+        let confirmed = server
+            .data(
+                None,
+                "mutation($c: String!, $code: String!) { confirmRegistration(input: {
+                    contact: $c, code: $code, password: \"Очень-длинный-пароль-7\", acceptTerms: true }) {
+                    tokens { accessToken } userErrors { field code message } } }",
+                json!({ "c": phone, "code": code }),
+            )
+            .await;
+        let token = confirmed["confirmRegistration"]["tokens"]["accessToken"]
+            .as_str()
+            .unwrap_or_else(|| panic!("registered: {confirmed}"))
+            .to_string();
+        let recorded = server
+            .data(
+                Some(&token),
+                "mutation { recordPatientProfile(input: { surname: \"Смирнов\", firstName: \"Олег\", birthDate: \"1990-04-12\", sex: MALE }) { recorded userErrors { code } } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(
+            recorded["recordPatientProfile"]["recorded"], true,
+            "{recorded}"
+        );
+        let booked = book(&server, &token, &clinic.slots[0]).await;
+        assert_eq!(booked["userErrors"], json!([]), "{booked}");
+        notifications_until(&server, &token, |edges| {
+            edges[0]["node"]["deliveries"]
+                == json!([{ "channel": "SMS", "status": "SENT", "attempts": 1 }])
+        })
+        .await;
+        assert!(
+            notifier
+                .sent()
+                .iter()
+                .any(|m| m.to == phone && m.body.contains("Вы записаны на приём")),
+            "the confirmation went to the login phone"
+        );
+        server.stop().await;
+    }
+);

@@ -298,7 +298,11 @@ conformance!(
             .iter()
             .filter_map(|e| e["node"]["kind"].as_str())
             .collect();
-        assert_eq!(kinds, ["prescription_ready", "prescription_issued"], "{told}");
+        assert_eq!(
+            kinds,
+            ["prescription_ready", "prescription_issued"],
+            "{told}"
+        );
         let dispensed = pharmacy_act(&server, &w.pharmacist, "dispensePrescription", &id).await;
         assert_eq!(
             dispensed["prescription"]["status"], "DISPENSED",
