@@ -242,6 +242,12 @@ async fn print_demo(app: &Application) -> anyhow::Result<()> {
         .first()
         .copied()
         .unwrap_or_else(uuid::Uuid::now_v7);
+    // The doctor token speaks for a seeded doctor, so it may prescribe.
+    let (doctor, doctor_organisation) =
+        match (report.doctors.first(), report.doctor_organisations.first()) {
+            (Some(d), Some(o)) => (*d, Some(*o)),
+            _ => (uuid::Uuid::now_v7(), organisation),
+        };
     let port = app.port();
     eprintln!(
         "\nKabinet is running: GraphiQL at http://127.0.0.1:{port}/ , GraphQL at http://127.0.0.1:{port}/graphql\n\
@@ -252,7 +258,7 @@ async fn print_demo(app: &Application) -> anyhow::Result<()> {
          admin      {}\n",
         app.demo_token(patient, Role::Patient, None)?,
         app.demo_token(uuid::Uuid::now_v7(), Role::Registrar, organisation)?,
-        app.demo_token(uuid::Uuid::now_v7(), Role::Doctor, organisation)?,
+        app.demo_token(doctor, Role::Doctor, doctor_organisation)?,
         app.demo_token(uuid::Uuid::now_v7(), Role::Admin, None)?,
     );
     Ok(())

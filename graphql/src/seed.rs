@@ -73,6 +73,8 @@ impl Default for SeedSize {
 pub struct SeedReport {
     pub organisations: Vec<Uuid>,
     pub doctors: Vec<Uuid>,
+    /// The organisation of each doctor, in the order of `doctors`.
+    pub doctor_organisations: Vec<Uuid>,
     pub patients: Vec<Uuid>,
     pub appointments: u64,
     pub events: i64,
@@ -392,6 +394,7 @@ pub async fn seed(commands: &CommandService, size: &SeedSize) -> anyhow::Result<
         )
         .await?;
         report.doctors.push(id);
+        report.doctor_organisations.push(report.organisations[org]);
         doctors.push((id, report.organisations[org], zones[org], code));
     }
 

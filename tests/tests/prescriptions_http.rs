@@ -834,63 +834,6 @@ conformance!(
     }
 );
 
-/// Whether a missing external tool fails the test (under CI) or skips it.
-fn missing_tool(tool: &str, e: &std::io::Error) -> Option<String> {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{tool} is required under CI (install poppler-utils and zbar-tools): {e}");
-    }
-    println!("SKIPPED ({tool} not installed: {e}; install poppler-utils and zbar-tools)");
-    None
-}
-
-/// The text of every QR code in `pdf`: its pages rendered by `pdftoppm`, decoded by `zbarimg`.
-fn qr_codes_of(pdf: &[u8]) -> Option<String> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let input = dir.path().join("prescription.pdf");
-    std::fs::write(&input, pdf).expect("write pdf");
-    let prefix = dir.path().join("page");
-    let rendered = std::process::Command::new("pdftoppm")
-        .args(["-png", "-r", "200"])
-        .arg(&input)
-        .arg(&prefix)
-        .output();
-    let rendered = match rendered {
-        Ok(out) => out,
-        Err(e) => return missing_tool("pdftoppm", &e),
-    };
-    assert!(
-        rendered.status.success(),
-        "pdftoppm: {}",
-        String::from_utf8_lossy(&rendered.stderr)
-    );
-    let mut pages: Vec<_> = std::fs::read_dir(dir.path())
-        .expect("pages")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "png"))
-        .collect();
-    pages.sort();
-    assert!(!pages.is_empty(), "pdftoppm rendered no page");
-    let decoded = std::process::Command::new("zbarimg")
-        .args(["--raw", "-q"])
-        .args(&pages)
-        .output();
-    let decoded = match decoded {
-        Ok(out) => out,
-        Err(e) => return missing_tool("zbarimg", &e),
-    };
-    assert!(
-        decoded.status.success(),
-        "zbarimg found no code: {}",
-        String::from_utf8_lossy(&decoded.stderr)
-    );
-    Some(
-        String::from_utf8(decoded.stdout)
-            .expect("utf-8")
-            .trim()
-            .to_string(),
-    )
-}
-
 async fn download(client: &Client, token: &str, url: &str) -> Vec<u8> {
     let response = client
         .http
@@ -976,9 +919,11 @@ conformance!(
                 assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
             }
         }
-        let Some(decoded) = qr_codes_of(&pdf) else {
+        let Some(codes) = kabinet_tests::pdf_text::pdf_qr_codes(&pdf) else {
             return;
         };
+        assert_eq!(codes.len(), 1, "one QR code on the prescription: {codes:?}");
+        let decoded = codes[0].clone();
         assert_eq!(
             decoded,
             node["verificationUrl"].as_str().expect("verification url")
