@@ -46,6 +46,27 @@ enum Command {
     Journal(JournalArgs),
     /// Measure bookings and `myAppointments` through the GraphQL HTTP endpoint.
     Api(kabinet_tests::api_bench::ApiBenchArgs),
+    /// Measure rendering of PDF documents (an extract with visits, a QR code).
+    Pdf(PdfArgs),
+    /// Measure Argon2id password hashing and checking, as sign-in pays it.
+    Passwords(PasswordArgs),
+}
+
+#[derive(Args)]
+struct PdfArgs {
+    /// Documents rendered.
+    #[arg(long, default_value_t = 200)]
+    documents: usize,
+    /// Visits listed in each extract.
+    #[arg(long, default_value_t = 20)]
+    visits: usize,
+}
+
+#[derive(Args)]
+struct PasswordArgs {
+    /// Passwords hashed, then checked.
+    #[arg(long, default_value_t = 20)]
+    passwords: usize,
 }
 
 #[derive(Args)]
@@ -93,7 +114,97 @@ async fn main() -> anyhow::Result<()> {
         Command::Write(args) => write(args).await,
         Command::Journal(args) => journal(args).await,
         Command::Api(args) => kabinet_tests::api_bench::run(args).await,
+        Command::Pdf(args) => pdf(args),
+        Command::Passwords(args) => passwords(args).await,
     }
+}
+
+/// An extract of `visits` visits, as the documents feature renders one.
+fn extract(visits: usize, n: usize) -> kabinet_graphql::pdf::PdfDocument {
+    use kabinet_graphql::pdf::{PdfBlock, PdfDocument};
+    let mut blocks = vec![
+        PdfBlock::Heading("Выписка из истории болезни".into()),
+        PdfBlock::Field {
+            label: "Пациент".into(),
+            value: format!("Смирнов Олег Игоревич №{n}"),
+        },
+        PdfBlock::Field {
+            label: "Период".into(),
+            value: "01.01.2026 — 30.11.2026".into(),
+        },
+        PdfBlock::Rule,
+    ];
+    for v in 0..visits {
+        blocks.push(PdfBlock::Heading(format!(
+            "Приём {}.{:02}.2026, терапевт",
+            1 + v % 28,
+            1 + v % 11
+        )));
+        blocks.push(PdfBlock::Field {
+            label: "Диагноз".into(),
+            value: "J06.9 Острая инфекция верхних дыхательных путей неуточнённая".into(),
+        });
+        blocks.push(PdfBlock::Paragraph(
+            "Рекомендации: обильное тёплое питьё, постельный режим три дня, \
+             повторный приём при сохранении температуры выше 38 °C."
+                .into(),
+        ));
+    }
+    PdfDocument {
+        title: "Выписка из истории болезни".into(),
+        blocks,
+        qr: Some(format!("https://kabinet.example/verify/document/{n:032x}")),
+    }
+}
+
+fn pdf(args: PdfArgs) -> anyhow::Result<()> {
+    let documents: Vec<_> = (0..args.documents)
+        .map(|n| extract(args.visits, n))
+        .collect();
+    let started = std::time::Instant::now();
+    let mut bytes = 0usize;
+    for document in &documents {
+        bytes += kabinet_graphql::pdf::render(document).len();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let same =
+        kabinet_graphql::pdf::render(&documents[0]) == kabinet_graphql::pdf::render(&documents[0]);
+    println!(
+        "pdf: {} extracts of {} visits in {:.2} s: {:.1} documents/s, {:.2} ms each, {:.1} KiB average; rendering twice gives the same bytes: {same}",
+        args.documents,
+        args.visits,
+        elapsed,
+        args.documents as f64 / elapsed,
+        elapsed * 1000.0 / args.documents as f64,
+        bytes as f64 / args.documents as f64 / 1024.0,
+    );
+    Ok(())
+}
+
+async fn passwords(args: PasswordArgs) -> anyhow::Result<()> {
+    use kabinet_domain::accounts::password;
+    let mut stored = Vec::with_capacity(args.passwords);
+    let started = std::time::Instant::now();
+    for n in 0..args.passwords {
+        stored.push(password::hash(&format!("Очень-длинный-пароль-{n}")).await?);
+    }
+    let hashing = started.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
+    for (n, hash) in stored.iter().enumerate() {
+        anyhow::ensure!(
+            password::verify(&format!("Очень-длинный-пароль-{n}"), Some(hash)).await?,
+            "a stored hash did not verify"
+        );
+    }
+    let checking = started.elapsed().as_secs_f64();
+    println!(
+        "argon2id (m=19456 KiB, t=2, p=1): hash {:.1} ms, check {:.1} ms per password ({} passwords); one core does about {:.0} sign-in checks/s",
+        hashing * 1000.0 / args.passwords as f64,
+        checking * 1000.0 / args.passwords as f64,
+        args.passwords,
+        args.passwords as f64 / checking,
+    );
+    Ok(())
 }
 
 async fn write(args: WriteArgs) -> anyhow::Result<()> {
