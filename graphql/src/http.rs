@@ -296,7 +296,8 @@ async fn graphql_post(
             request_id: request_id.clone(),
         })
         .data(ClientAddress(Some(client)))
-        .data(CallerSession(session_id));
+        .data(CallerSession(session_id))
+        .data(crate::schema::context::VerifiedOnce::default());
     drop(_guard);
     Metrics::inc(&state.metrics.graphql_requests);
     let response = tracing::Instrument::instrument(state.schema.execute(request), span).await;
@@ -365,6 +366,7 @@ async fn graphql_ws(
                     });
                     data.insert(ClientAddress(Some(client)));
                     data.insert(CallerSession(session_id));
+                    data.insert(crate::schema::context::VerifiedOnce::default());
                     Ok(data)
                 })
                 .serve()

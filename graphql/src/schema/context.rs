@@ -144,13 +144,29 @@ pub async fn medical_patient<'a>(ctx: &Context<'a>) -> Result<&'a Actor, Error> 
     Ok(actor)
 }
 
+/// Remembers, for one request (or one WebSocket connection), that the caller's
+/// identity is verified, so a page of visits checks it once rather than per row.
+/// Only success is kept: verification never goes back, while a refusal must be
+/// asked again once the person completes it.
+#[derive(Debug, Default)]
+pub struct VerifiedOnce(std::sync::OnceLock<()>);
+
 /// Refuses a patient whose identity is not verified (development tokens pass).
 pub async fn identity_verified(ctx: &Context<'_>, actor: &Actor) -> Result<(), Error> {
     if request(ctx).dev_token {
         return Ok(());
     }
+    let remembered = ctx.data_opt::<VerifiedOnce>();
+    if remembered.is_some_and(|r| r.0.get().is_some()) {
+        return Ok(());
+    }
     match services(ctx).identity.is_verified(actor.account_id).await {
-        Ok(true) => Ok(()),
+        Ok(true) => {
+            if let Some(r) = remembered {
+                let _ = r.0.set(());
+            }
+            Ok(())
+        }
         Ok(false) => Err(identity_not_verified()),
         Err(e) => Err(internal(ctx, e)),
     }
