@@ -6,7 +6,7 @@
 //! process sends it. A claim left by a crashed process, and a failed delivery,
 //! are retried with back-off, at most [`MAX_ATTEMPTS`] times (at-least-once).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kabinet_domain::accounts::{Account, AccountStatus, LoginKind};
@@ -16,7 +16,7 @@ use kabinet_domain::identity::{Email, PhoneNumber};
 use kabinet_domain::notifications::NotificationChannel;
 use kabinet_domain::notifications::Preferences;
 use kabinet_domain::notify::{Channel, Message, Notifier};
-use kabinet_domain::Db;
+use kabinet_domain::{Db, JournalOrder};
 use kabinet_projections::notifications::{self, NotificationView};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -31,11 +31,14 @@ const STALE_CLAIM: chrono::Duration = chrono::Duration::minutes(5);
 /// Delivers notifications.
 #[derive(Clone)]
 pub struct Dispatcher {
-    pub db: Db,
+    db: Db,
     /// Loads accounts, whose login is the address of people without preferences.
-    pub commands: CommandService,
-    pub notifier: Arc<dyn Notifier>,
-    pub clock: Arc<dyn Clock>,
+    commands: CommandService,
+    notifier: Arc<dyn Notifier>,
+    clock: Arc<dyn Clock>,
+    /// Every notification of an event at or before this order has been handed
+    /// over, so rounds look only past it (one full look after a start).
+    handed_over: Arc<Mutex<JournalOrder>>,
 }
 
 /// One delivery to make.
@@ -47,6 +50,26 @@ struct Delivery {
 }
 
 impl Dispatcher {
+    /// A dispatcher delivering through `notifier`.
+    pub fn new(
+        db: Db,
+        commands: CommandService,
+        notifier: Arc<dyn Notifier>,
+        clock: Arc<dyn Clock>,
+    ) -> Dispatcher {
+        Dispatcher {
+            db,
+            commands,
+            notifier,
+            clock,
+            handed_over: Arc::new(Mutex::new(JournalOrder::START)),
+        }
+    }
+
+    fn handed_over(&self) -> JournalOrder {
+        *self.handed_over.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Runs rounds every `interval` until `shutdown`.
     pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
         loop {
@@ -65,8 +88,15 @@ impl Dispatcher {
     /// One round: new notifications, then retries. Returns how many deliveries it tried.
     pub async fn round(&self) -> Result<usize, sqlx::Error> {
         let mut tried = 0;
-        for notification in notifications::undelivered(&self.db, BATCH).await? {
-            tried += self.deliver_new(&notification).await?;
+        // Read first: every message up to it is in the table before the query runs.
+        let projected = notifications::projected_up_to(&self.db).await?;
+        let new = notifications::undelivered(&self.db, self.handed_over(), BATCH).await?;
+        let all_of_them = (new.len() as i64) < BATCH;
+        for notification in &new {
+            tried += self.deliver_new(notification).await?;
+        }
+        if all_of_them {
+            *self.handed_over.lock().unwrap_or_else(|e| e.into_inner()) = projected;
         }
         for delivery in self.due_retries().await? {
             if let Some(notification) = self
@@ -74,7 +104,9 @@ impl Dispatcher {
                 .await?
             {
                 if self.reclaim(&delivery).await? {
-                    self.send(&notification, &delivery).await?;
+                    let preferences = self.preferences_for(delivery.account_id).await?;
+                    self.send(&notification, &delivery, preferences.as_ref())
+                        .await?;
                     tried += 1;
                 }
             }
@@ -102,19 +134,30 @@ impl Dispatcher {
                 attempts: 0,
             };
             if self.claim(n, delivery.channel, "sending").await? {
-                self.send(n, &delivery).await?;
+                self.send(n, &delivery, preferences.as_ref()).await?;
                 tried += 1;
             }
         }
         Ok(tried)
     }
 
-    /// Sends one delivery that this process holds the claim of, and records the result.
-    async fn send(&self, n: &NotificationView, delivery: &Delivery) -> Result<(), sqlx::Error> {
-        let preferences = self.preferences_for(n.account_id).await?;
+    /// Sends one delivery that this process holds the claim of, to the address
+    /// `preferences` give, and records the result.
+    async fn send(
+        &self,
+        n: &NotificationView,
+        delivery: &Delivery,
+        preferences: Option<&Preferences>,
+    ) -> Result<(), sqlx::Error> {
         let (channel, to) = match (delivery.channel, preferences) {
-            ("email", Some(p)) => (Channel::Email, p.email.map(|e| e.as_str().to_string())),
-            ("sms", Some(p)) => (Channel::Sms, p.phone.map(|p| p.as_str().to_string())),
+            ("email", Some(p)) => (
+                Channel::Email,
+                p.email.as_ref().map(|e| e.as_str().to_string()),
+            ),
+            ("sms", Some(p)) => (
+                Channel::Sms,
+                p.phone.as_ref().map(|p| p.as_str().to_string()),
+            ),
             _ => (Channel::Email, None),
         };
         let Some(to) = to else {

@@ -178,12 +178,12 @@ impl Application {
             shutdown.clone(),
         )));
         background.push(tokio::spawn(
-            crate::dispatcher::Dispatcher {
-                db: db.clone(),
-                commands: CommandService::new(journal.clone()),
-                notifier: notifier.clone(),
-                clock: clock.clone(),
-            }
+            crate::dispatcher::Dispatcher::new(
+                db.clone(),
+                CommandService::new(journal.clone()),
+                notifier.clone(),
+                clock.clone(),
+            )
             .run(
                 Duration::from_millis(config.poll_interval_ms),
                 shutdown.clone(),

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use kabinet_domain::notifications::{NotificationChannel, Preferences};
-use kabinet_domain::{Backend, Db, RecordedEvent};
+use kabinet_domain::{Backend, Db, JournalOrder, RecordedEvent};
 use serde_json::Value;
 use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
@@ -261,6 +261,7 @@ impl Projection for Notifications {
         vec![format!(
             "CREATE TABLE IF NOT EXISTS {table} (
                 position    BIGINT NOT NULL,
+                tx_order    BIGINT NOT NULL,
                 account_id  TEXT   NOT NULL,
                 kind        TEXT   NOT NULL,
                 title       TEXT   NOT NULL,
@@ -276,6 +277,7 @@ impl Projection for Notifications {
         vec![
             format!("CREATE UNIQUE INDEX IF NOT EXISTS {table}_key ON {table} (position, account_id)"),
             format!("CREATE INDEX IF NOT EXISTS {table}_by_account ON {table} (account_id, created_at, position)"),
+            format!("CREATE INDEX IF NOT EXISTS {table}_by_order ON {table} (tx_order, position)"),
         ]
     }
 
@@ -289,16 +291,17 @@ impl Projection for Notifications {
             .iter()
             .filter_map(|e| draft(e).map(|d| (e, d)))
             .collect();
-        // Eight values a row; stay well under SQLite's bound-parameter limit.
+        // Nine values a row; stay well under SQLite's bound-parameter limit.
         for chunk in drafts.chunks(1000) {
             let head = format!(
-                "INSERT INTO {table} (position, account_id, kind, title, body, object_type, \
-                 object_id, created_at) "
+                "INSERT INTO {table} (position, tx_order, account_id, kind, title, body, \
+                 object_type, object_id, created_at) "
             );
             crate::on_tx!(tx, conn => {
                 let mut q = QueryBuilder::new(head);
                 q.push_values(chunk, |mut row, (event, d)| {
                     row.push_bind(event.position())
+                        .push_bind(event.order.tx)
                         .push_bind(d.account_id.to_string())
                         .push_bind(d.kind)
                         .push_bind(d.title.clone())
@@ -502,13 +505,33 @@ pub async fn deliveries_of(
     })
 }
 
-/// Notifications not yet handed to the dispatcher, oldest first: those with
-/// no delivery record at all.
-pub async fn undelivered(db: &Db, limit: i64) -> Result<Vec<NotificationView>, sqlx::Error> {
+/// How far the notifications read model has been written: every message of an
+/// event at or before this order is in the table.
+pub async fn projected_up_to(db: &Db) -> Result<JournalOrder, sqlx::Error> {
+    const SQL: &str = "SELECT tx_id, position FROM projection_checkpoints WHERE name = $1";
+    let row: Option<(i64, i64)> = kabinet_domain::on_db!(db, pool => {
+        sqlx::query_as(SQL).bind(NAME).fetch_optional(pool).await?
+    });
+    Ok(
+        row.map_or(JournalOrder::START, |(tx, position)| JournalOrder {
+            tx,
+            position,
+        }),
+    )
+}
+
+/// Notifications of events after `after` not yet handed to the dispatcher, in
+/// journal order: those with no delivery record at all.
+pub async fn undelivered(
+    db: &Db,
+    after: JournalOrder,
+    limit: i64,
+) -> Result<Vec<NotificationView>, sqlx::Error> {
     let sql = format!(
-        "SELECT {} FROM notifications n WHERE NOT EXISTS (SELECT 1 FROM notification_deliveries d \
+        "SELECT {} FROM notifications n WHERE (n.tx_order > $1 OR (n.tx_order = $1 AND n.position > $2)) \
+         AND NOT EXISTS (SELECT 1 FROM notification_deliveries d \
          WHERE d.position = n.position AND d.account_id = n.account_id) \
-         ORDER BY n.position LIMIT $1",
+         ORDER BY n.tx_order, n.position LIMIT $3",
         COLUMNS
             .split(", ")
             .map(|c| format!("n.{c}"))
@@ -516,7 +539,12 @@ pub async fn undelivered(db: &Db, limit: i64) -> Result<Vec<NotificationView>, s
             .join(", ")
     );
     kabinet_domain::on_db!(db, pool => {
-        let rows = sqlx::query(&sql).bind(limit).fetch_all(pool).await?;
+        let rows = sqlx::query(&sql)
+            .bind(after.tx)
+            .bind(after.position)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
         rows.iter().map(view_of).collect()
     })
 }
@@ -524,7 +552,6 @@ pub async fn undelivered(db: &Db, limit: i64) -> Result<Vec<NotificationView>, s
 #[cfg(test)]
 mod tests {
     use kabinet_domain::journal::chain::Hash;
-    use kabinet_domain::JournalOrder;
     use serde_json::json;
 
     use super::*;

@@ -1110,14 +1110,12 @@ conformance!(
         let db = kabinet_domain::Db::connect(&test_db.url, &Default::default())
             .await
             .expect("db");
-        let other = kabinet_graphql::dispatcher::Dispatcher {
-            commands: kabinet_domain::command::CommandService::new(kabinet_domain::Journal::new(
-                db.clone(),
-            )),
-            db,
-            notifier: std::sync::Arc::new(there.clone()),
-            clock: std::sync::Arc::new(kabinet_domain::clock::SystemClock),
-        };
+        let other = kabinet_graphql::dispatcher::Dispatcher::new(
+            db.clone(),
+            kabinet_domain::command::CommandService::new(kabinet_domain::Journal::new(db)),
+            std::sync::Arc::new(there.clone()),
+            std::sync::Arc::new(kabinet_domain::clock::SystemClock),
+        );
         let racing = tokio::spawn(other.run(std::time::Duration::from_millis(5), stop.clone()));
 
         let clinic = Clinic::open(&server, daytime_zone()).await;

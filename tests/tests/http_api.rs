@@ -302,19 +302,8 @@ conformance!(
 conformance!(
     production_mode_hides_introspection_and_graphiql,
     |test_db| async move {
-        let server = Server::start(&test_db, |c| {
-            c.mode = Mode::Production;
-            // Production refuses to start without real delivery of codes.
-            c.delivery.smtp_url = Some("smtp://127.0.0.1:25".to_string().into());
-            c.delivery.mail_from = Some("no-reply@kabinet.test".into());
-            c.delivery.sms_gateway_url = Some("http://127.0.0.1:9/sms".into());
-            c.set_data_key("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
-            // Production needs the prescription signing key configured.
-            c.prescription_key = kabinet_graphql::config::PrescriptionKeyArgs::with_seed(
-                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
-            );
-        })
-        .await;
+        let production = kabinet_tests::server::production_config(&test_db.url);
+        let server = Server::start(&test_db, |c| *c = production).await;
         let introspection = server
             .graphql(None, "{ __schema { queryType { name } } }", json!({}))
             .await;
