@@ -134,6 +134,7 @@ fn secrets_from_environment(config: &ServeConfig) -> anyhow::Result<()> {
             .as_ref()
             .map(|s| s.expose_secret()),
     )?;
+    from_env("KABINET_METRICS_TOKEN", config.metrics_token())?;
     Ok(())
 }
 

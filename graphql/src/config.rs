@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use base64::Engine as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -207,9 +208,24 @@ pub struct ServeConfig {
     /// Deepest query nesting accepted.
     #[arg(long, env = "KABINET_MAX_DEPTH", default_value_t = 12)]
     pub max_depth: usize,
-    /// Largest query complexity accepted (each field counts one, lists times their page size).
-    #[arg(long, env = "KABINET_MAX_COMPLEXITY", default_value_t = 1000)]
+    /// Largest query complexity accepted: each field counts one, a list times
+    /// the most items it can return, costly lookups (signature checks, PDFs) more.
+    #[arg(long, env = "KABINET_MAX_COMPLEXITY", default_value_t = 10_000)]
     pub max_complexity: usize,
+    /// Most fields (`__typename` included) one request may select once its
+    /// fragments are written out; checked before the query is validated.
+    #[arg(long, env = "KABINET_MAX_QUERY_FIELDS", default_value_t = 2000)]
+    pub max_query_fields: usize,
+    /// Most aliased fields one request may hold, fragments expanded.
+    #[arg(long, env = "KABINET_MAX_ALIASES", default_value_t = 64)]
+    pub max_aliases: usize,
+    /// Largest GraphQL response body in bytes; a larger one is replaced by an error.
+    #[arg(long, env = "KABINET_MAX_RESPONSE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_response_bytes: usize,
+    /// Bearer token that `/metrics` asks for. Without it `/metrics` is open in
+    /// development and closed in production.
+    #[arg(long, env = "KABINET_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<SecretString>,
     /// Largest request body in bytes.
     #[arg(long, env = "KABINET_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
@@ -282,6 +298,73 @@ impl ServeConfig {
             .map_err(|e| anyhow::anyhow!("KABINET_DATA_KEY: {e}"))
     }
 
+    /// The metrics token, if configured (never printed).
+    pub fn metrics_token(&self) -> Option<&str> {
+        self.metrics_token.as_ref().map(|t| t.expose_secret())
+    }
+
+    /// In production mode, refuses settings that would leave the server open:
+    /// guessable secrets and keys, SMS over plain HTTP, the demonstration
+    /// mode. Says which setting is wrong and why.
+    pub fn check_production(&self) -> Result<(), ProductionRefusal> {
+        if self.mode != Mode::Production {
+            return Ok(());
+        }
+        if self.demo {
+            return Err(ProductionRefusal(
+                "--demo (KABINET_DEMO) seeds demonstration data and prints bearer tokens: \
+                 it is refused in production mode"
+                    .into(),
+            ));
+        }
+        if let Some(secret) = self.secret.bytes() {
+            if let Some(why) = weak_secret(&secret, MIN_SECRET_BYTES) {
+                return Err(ProductionRefusal(format!(
+                    "KABINET_JWT_SECRET is too weak for production: {why}"
+                )));
+            }
+        }
+        if let Some(key) = self.data_key.as_ref() {
+            // A key that does not parse is reported by `data_key()` itself.
+            if let Ok(parsed) = kabinet_domain::identity::scan::DataKey::parse(key.expose_secret())
+            {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(parsed.to_base64())
+                    .unwrap_or_default();
+                if let Some(why) = weak_key(&bytes) {
+                    return Err(ProductionRefusal(format!(
+                        "KABINET_DATA_KEY is not usable in production: {why}"
+                    )));
+                }
+            }
+        }
+        if let Some(seed) = self.prescription_key.seed().and_then(decode_seed) {
+            if let Some(why) = weak_key(&seed) {
+                return Err(ProductionRefusal(format!(
+                    "KABINET_PRESCRIPTION_SIGNING_KEY is not usable in production: {why}"
+                )));
+            }
+        }
+        if let Some(url) = self.delivery.sms_gateway_url.as_deref() {
+            if !secure_gateway_url(url) {
+                return Err(ProductionRefusal(
+                    "KABINET_SMS_GATEWAY_URL must start with https:// in production: codes \
+                     and messages would cross the network in clear text (plain http:// is \
+                     allowed only to a gateway on this machine's loopback address)"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(token) = self.metrics_token() {
+            if let Some(why) = weak_secret(token.as_bytes(), MIN_METRICS_TOKEN_BYTES) {
+                return Err(ProductionRefusal(format!(
+                    "KABINET_METRICS_TOKEN is too weak for production: {why}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether introspection is served.
     pub fn introspection_enabled(&self) -> bool {
         self.introspection.unwrap_or(self.mode == Mode::Development)
@@ -303,7 +386,11 @@ impl ServeConfig {
             mode: Mode::Development,
             introspection: None,
             max_depth: 12,
-            max_complexity: 1000,
+            max_complexity: 10_000,
+            max_query_fields: 2000,
+            max_aliases: 64,
+            max_response_bytes: 4 * 1024 * 1024,
+            metrics_token: None,
             max_body_bytes: 64 * 1024,
             read_your_writes_ms: 5000,
             seal_interval_ms: 200,
@@ -320,6 +407,123 @@ impl ServeConfig {
             deadline_examination_results_hours: 24,
         }
     }
+}
+
+/// A production setting that the server refuses to start with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ProductionRefusal(pub String);
+
+/// Least length of a production metrics token.
+pub const MIN_METRICS_TOKEN_BYTES: usize = 24;
+
+/// Fewest different byte values a production secret may use: 40 × 'a' has
+/// one, a hex-encoded random secret up to 16.
+pub const MIN_SECRET_DISTINCT_BYTES: usize = 10;
+
+/// Least estimated strength of a production secret, in bits: its length times
+/// the Shannon entropy of its byte frequencies.
+pub const MIN_SECRET_BITS: f64 = 100.0;
+
+/// Fewest different byte values a 32-byte random key may use: a random key has
+/// about 30, a key written by hand (zeros, a repeated pattern) far fewer.
+pub const MIN_KEY_DISTINCT_BYTES: usize = 16;
+
+fn distinct_bytes(bytes: &[u8]) -> usize {
+    let mut seen = [false; 256];
+    for &b in bytes {
+        seen[usize::from(b)] = true;
+    }
+    seen.iter().filter(|s| **s).count()
+}
+
+/// Why a text secret looks guessable, or `None` when it does not.
+pub fn weak_secret(secret: &[u8], min_len: usize) -> Option<String> {
+    if secret.len() < min_len {
+        return Some(format!(
+            "it has {} bytes, at least {min_len} are needed",
+            secret.len()
+        ));
+    }
+    let distinct = distinct_bytes(secret);
+    if distinct < MIN_SECRET_DISTINCT_BYTES {
+        return Some(format!(
+            "it uses only {distinct} different characters (at least {MIN_SECRET_DISTINCT_BYTES}); \
+             generate one, e.g. `openssl rand -base64 48`"
+        ));
+    }
+    let mut counts = [0usize; 256];
+    for &b in secret {
+        counts[usize::from(b)] += 1;
+    }
+    let len = secret.len() as f64;
+    let bits: f64 = counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|&c| {
+            let p = c as f64 / len;
+            -p * p.log2() * len
+        })
+        .sum();
+    if bits < MIN_SECRET_BITS {
+        return Some(format!(
+            "it is too repetitive (about {bits:.0} bits, at least {MIN_SECRET_BITS:.0}); \
+             generate one, e.g. `openssl rand -base64 48`"
+        ));
+    }
+    None
+}
+
+/// Why a 32-byte key looks written by hand rather than drawn at random.
+pub fn weak_key(key: &[u8]) -> Option<String> {
+    if key.iter().all(|b| *b == 0) {
+        return Some("it is all zeros".into());
+    }
+    let distinct = distinct_bytes(key);
+    if distinct < MIN_KEY_DISTINCT_BYTES {
+        return Some(format!(
+            "its {} bytes take only {distinct} different values (a random key takes about 30); \
+             generate one, e.g. `openssl rand -base64 32`",
+            key.len()
+        ));
+    }
+    None
+}
+
+/// The 32 bytes of a base64 Ed25519 seed, in the forms the signer reads.
+fn decode_seed(text: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let text = text.trim();
+    STANDARD
+        .decode(text)
+        .or_else(|_| STANDARD_NO_PAD.decode(text))
+        .or_else(|_| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')))
+        .ok()
+        .filter(|bytes| bytes.len() == 32)
+}
+
+/// Whether an SMS gateway URL keeps messages off the network in clear text:
+/// `https://`, or `http://` to a loopback address of this machine.
+pub fn secure_gateway_url(url: &str) -> bool {
+    let lower = url.trim().to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = lower.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Arguments of `kabinet token`.
@@ -363,4 +567,49 @@ pub struct CreateAccountArgs {
     /// The organisation (UUID) of clinic staff.
     #[arg(long)]
     pub organisation: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_secret_of_one_repeated_character_is_weak() {
+        assert!(weak_secret(&[b'a'; 40], MIN_SECRET_BYTES).is_some());
+        assert!(weak_secret(b"abababababababababababababababababababab", 32).is_some());
+        assert!(weak_secret(b"short", MIN_SECRET_BYTES).is_some());
+    }
+
+    #[test]
+    fn random_looking_secrets_pass() {
+        // Hex of random bytes uses at most 16 characters and still passes.
+        assert_eq!(
+            weak_secret(b"9f3c27d1e8b4a6503d7e2f91c4b8a06e", MIN_SECRET_BYTES),
+            None
+        );
+        assert_eq!(
+            weak_secret(b"end-to-end-test-secret-0123456789abcdef", MIN_SECRET_BYTES),
+            None
+        );
+    }
+
+    #[test]
+    fn zero_and_patterned_keys_are_weak() {
+        assert_eq!(weak_key(&[0; 32]).as_deref(), Some("it is all zeros"));
+        assert!(weak_key(&[7, 7, 7, 7, 1, 2, 3, 4].repeat(4)).is_some());
+        let counting: Vec<u8> = (0..32).collect();
+        assert_eq!(weak_key(&counting), None);
+    }
+
+    #[test]
+    fn sms_gateways_need_https_off_this_machine() {
+        assert!(secure_gateway_url("https://sms.example.ru/send"));
+        assert!(secure_gateway_url("http://127.0.0.1:9000/sms"));
+        assert!(secure_gateway_url("http://[::1]:9000/sms"));
+        assert!(secure_gateway_url("http://localhost/sms"));
+        assert!(!secure_gateway_url("http://sms.example.ru/send"));
+        assert!(!secure_gateway_url("http://127.0.0.1@sms.example.ru/send"));
+        assert!(!secure_gateway_url("http://127.0.0.1.example.ru/send"));
+        assert!(!secure_gateway_url("ftp://127.0.0.1/sms"));
+    }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::Data;
-use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -13,6 +13,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use kabinet_domain::Actor;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::auth::TokenKeys;
@@ -32,6 +33,32 @@ pub struct AppState {
     pub production: bool,
     /// Whether the last `X-Forwarded-For` entry names the client.
     pub trusted_proxy: bool,
+    /// Largest GraphQL response body sent, in bytes.
+    pub max_response_bytes: usize,
+    /// The bearer token `/metrics` asks for, if one is configured.
+    pub metrics_token: Option<MetricsToken>,
+}
+
+/// The metrics token, kept only as its SHA-256 so that it is compared in
+/// constant time whatever its length.
+#[derive(Clone)]
+pub struct MetricsToken([u8; 32]);
+
+impl MetricsToken {
+    /// The token `token`.
+    pub fn new(token: &str) -> MetricsToken {
+        MetricsToken(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Whether `given` is the token.
+    fn matches(&self, given: &str) -> bool {
+        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        self.0
+            .iter()
+            .zip(given.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
 }
 
 /// The router of the server.
@@ -304,11 +331,88 @@ async fn graphql_post(
     if response.is_err() {
         Metrics::inc(&state.metrics.graphql_errors);
     }
-    let mut response = GraphQLResponse::from(response).into_response();
+    let mut response = response_within(response, state.max_response_bytes, &request_id);
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
     response
+}
+
+/// A buffer that refuses to grow past its limit, so that serialising a
+/// response larger than the cap stops there instead of finishing it.
+struct CappedBuffer {
+    bytes: Vec<u8>,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl std::io::Write for CappedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len().saturating_add(buf.len()) > self.limit {
+            self.overflowed = true;
+            return Err(std::io::Error::other("response size cap reached"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The HTTP response of a GraphQL response, or an error with code
+/// `RESPONSE_TOO_LARGE` when its JSON would pass `max_bytes`.
+fn response_within(
+    response: async_graphql::Response,
+    max_bytes: usize,
+    request_id: &str,
+) -> Response {
+    let mut body = CappedBuffer {
+        bytes: Vec::new(),
+        limit: max_bytes,
+        overflowed: false,
+    };
+    match serde_json::to_writer(&mut body, &response) {
+        Ok(()) => {}
+        Err(_) if body.overflowed => {
+            tracing::warn!(max_bytes, "a GraphQL response passed the size cap");
+            return error_response(
+                StatusCode::OK,
+                "RESPONSE_TOO_LARGE",
+                &format!(
+                    "the response would be larger than {max_bytes} bytes and was not sent; \
+                     ask for fewer fields, fewer aliases or smaller pages"
+                ),
+                request_id,
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialise a GraphQL response");
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                &format!("internal error (request id {request_id})"),
+                request_id,
+            );
+        }
+    }
+    let mut http = Response::new(axum::body::Body::from(body.bytes));
+    http.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/graphql-response+json"),
+    );
+    if response.is_ok() {
+        if let Some(value) = response
+            .cache_control
+            .value()
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+        {
+            http.headers_mut().insert(header::CACHE_CONTROL, value);
+        }
+    }
+    http.headers_mut().extend(response.http_headers);
+    http
 }
 
 async fn graphql_get(headers: HeaderMap) -> Response {
@@ -423,7 +527,47 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// Who may read `/metrics`: with a metrics token configured, a caller with
+/// `Authorization: Bearer <token>`; without one, anyone in development and
+/// no one in production.
+fn metrics_access(state: &AppState, headers: &HeaderMap, request_id: &str) -> Result<(), Response> {
+    match &state.metrics_token {
+        Some(token) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            if given.is_some_and(|given| token.matches(given)) {
+                return Ok(());
+            }
+            Metrics::inc(&state.metrics.unauthenticated);
+            let mut response = error_response(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "the metrics need 'Authorization: Bearer <metrics token>' (KABINET_METRICS_TOKEN)",
+                request_id,
+            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Err(response)
+        }
+        None if state.production => Err(error_response(
+            StatusCode::FORBIDDEN,
+            "METRICS_DISABLED",
+            "metrics are not served in production mode without a metrics token: set KABINET_METRICS_TOKEN",
+            request_id,
+        )),
+        None => Ok(()),
+    }
+}
+
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let request_id = request_id(&headers);
+    if let Err(refused) = metrics_access(&state, &headers, &request_id) {
+        return refused;
+    }
     let progress: Vec<(&str, i64)> = state
         .services
         .projector

@@ -127,6 +127,7 @@ impl Application {
         config: ServeConfig,
         overrides: Overrides,
     ) -> anyhow::Result<Application> {
+        config.check_production()?;
         let secret = signing_secret(&config)?;
         let notifier = match overrides.notifier {
             Some(notifier) => notifier,
@@ -253,6 +254,10 @@ impl Application {
         let limits = Limits {
             max_depth: config.max_depth,
             max_complexity: config.max_complexity,
+            document: schema::limits::DocumentLimits {
+                max_fields: config.max_query_fields,
+                max_aliases: config.max_aliases,
+            },
             introspection: config.introspection_enabled(),
         };
         let state_commands = services.commands.clone();
@@ -264,6 +269,8 @@ impl Application {
             graphiql: config.mode == Mode::Development,
             production: config.mode == Mode::Production,
             trusted_proxy: config.trusted_proxy,
+            max_response_bytes: config.max_response_bytes,
+            metrics_token: config.metrics_token().map(crate::http::MetricsToken::new),
         };
         Ok(Application {
             listener,

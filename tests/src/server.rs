@@ -18,6 +18,9 @@ use crate::TestDb;
 /// The signing secret of test servers.
 pub const SECRET: &str = "end-to-end-test-secret-0123456789abcdef";
 
+/// The metrics token of [`production_config`].
+pub const METRICS_TOKEN: &str = "metrics-token-for-tests-5b1e0c9d7a3f";
+
 /// Settings of a production-mode server with every secret production needs
 /// (delivery, data key, prescription signing key); tests take one away to see
 /// it refused.
@@ -26,7 +29,8 @@ pub fn production_config(database_url: &str) -> ServeConfig {
     c.mode = kabinet_graphql::config::Mode::Production;
     c.delivery.smtp_url = Some("smtp://127.0.0.1:25".to_string().into());
     c.delivery.mail_from = Some("no-reply@kabinet.test".into());
-    c.delivery.sms_gateway_url = Some("http://127.0.0.1:9/sms".into());
+    c.delivery.sms_gateway_url = Some("https://127.0.0.1:9/sms".into());
+    c.metrics_token = Some(METRICS_TOKEN.to_string().into());
     c.set_data_key("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
     c.prescription_key = kabinet_graphql::config::PrescriptionKeyArgs::with_seed(
         "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",

@@ -352,6 +352,7 @@ impl DoctorsQuery {
 
     /// Free slots of a doctor from local date `from` to local date `to`
     /// (inclusive, at most 31 days), in the organisation's time zone.
+    #[graphql(complexity = "super::limits::free_slots_complexity(child_complexity, &from, &to)")]
     async fn free_slots(
         &self,
         ctx: &Context<'_>,
@@ -475,6 +476,9 @@ pub struct PublishSchedulePayload {
     /// Id of the published period (to close it later).
     pub period_id: Option<ID>,
     /// The slots the period opened.
+    #[graphql(
+        complexity = "super::limits::list_complexity(child_complexity, super::limits::SLOTS_PER_DAY)"
+    )]
     pub slots: Vec<Slot>,
     pub user_errors: Vec<UserError>,
 }

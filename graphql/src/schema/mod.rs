@@ -11,6 +11,7 @@ pub mod documents;
 pub mod errors;
 pub mod identity;
 pub mod ids;
+pub mod limits;
 pub mod notifications;
 pub mod pagination;
 pub mod policies;
@@ -165,6 +166,9 @@ pub type KabinetSchema = Schema<Query, Mutation, Subscription>;
 pub struct Limits {
     pub max_depth: usize,
     pub max_complexity: usize,
+    /// Size of a document with its fragments expanded, checked before validation.
+    pub document: limits::DocumentLimits,
+    /// Introspection and "did you mean" suggestions (both describe the schema).
     pub introspection: bool,
 }
 
@@ -177,11 +181,14 @@ pub fn build(limits: Limits, services: Option<context::Services>) -> KabinetSche
     )
     .limit_depth(limits.max_depth)
     .limit_complexity(limits.max_complexity)
-    .limit_recursive_depth(32)
+    .limit_recursive_depth(limits::MAX_RECURSIVE_DEPTH)
     .limit_directives(8)
+    .extension(limits::DocumentLimitsCheck(limits.document))
     .extension(accounts::OneCredentialPerOperation);
     if !limits.introspection {
-        builder = builder.disable_introspection();
+        // A suggestion names fields the caller did not ask for: it would
+        // rebuild the schema that introspection hides.
+        builder = builder.disable_introspection().disable_suggestions();
     }
     if let Some(services) = services {
         builder = builder.data(services);
@@ -195,6 +202,10 @@ pub fn sdl() -> String {
         Limits {
             max_depth: 64,
             max_complexity: usize::MAX,
+            document: limits::DocumentLimits {
+                max_fields: usize::MAX,
+                max_aliases: usize::MAX,
+            },
             introspection: true,
         },
         None,

@@ -149,6 +149,7 @@ impl Policy {
     }
     /// A short-lived link to the policy's PDF, once issued (the holder; the
     /// bearer token is needed to download).
+    #[graphql(complexity = "child_complexity + super::limits::PDF_RENDER_COST")]
     async fn download_url(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
         let actor = actor(ctx)?;
         if actor.account_id != self.0.patient_id || self.0.number.is_none() {

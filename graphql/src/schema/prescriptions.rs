@@ -285,6 +285,7 @@ impl Prescription {
     }
     /// A short-lived link to the printable PDF with its QR code (the patient and
     /// the prescribing organisation; the caller's bearer token is needed to download).
+    #[graphql(complexity = "child_complexity + super::limits::PDF_RENDER_COST")]
     async fn download_url(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
         let actor = actor(ctx)?;
         let allowed = match actor.role {
@@ -300,6 +301,9 @@ impl Prescription {
         download_link(ctx, &doc, actor.account_id).await.map(Some)
     }
     /// Every change, oldest first: date, time, status and the prescribing doctor.
+    #[graphql(
+        complexity = "super::limits::list_complexity(child_complexity, super::limits::JOURNAL_ENTRIES)"
+    )]
     async fn journal(
         &self,
         ctx: &Context<'_>,
@@ -577,6 +581,7 @@ impl PrescriptionsQuery {
 
     /// Checks the token of a printed prescription's QR code (open to everyone,
     /// as `GET /verify/prescription/{token}` is).
+    #[graphql(complexity = "child_complexity + super::limits::SIGNED_LOOKUP_COST")]
     async fn verify_prescription(
         &self,
         ctx: &Context<'_>,

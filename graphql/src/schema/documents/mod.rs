@@ -277,6 +277,9 @@ impl DocumentRequest {
         )))
     }
     /// Every change of the request, oldest first.
+    #[graphql(
+        complexity = "super::limits::list_complexity(child_complexity, super::limits::JOURNAL_ENTRIES)"
+    )]
     async fn journal(
         &self,
         ctx: &Context<'_>,
