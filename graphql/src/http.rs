@@ -530,7 +530,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 /// Who may read `/metrics`: with a metrics token configured, a caller with
 /// `Authorization: Bearer <token>`; without one, anyone in development and
 /// no one in production.
-fn metrics_access(state: &AppState, headers: &HeaderMap, request_id: &str) -> Result<(), Response> {
+/// Returns the refusal to send, or `None` when the caller may read them.
+fn metrics_refusal(state: &AppState, headers: &HeaderMap, request_id: &str) -> Option<Response> {
     match &state.metrics_token {
         Some(token) => {
             let given = headers
@@ -539,7 +540,7 @@ fn metrics_access(state: &AppState, headers: &HeaderMap, request_id: &str) -> Re
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(str::trim);
             if given.is_some_and(|given| token.matches(given)) {
-                return Ok(());
+                return None;
             }
             Metrics::inc(&state.metrics.unauthenticated);
             let mut response = error_response(
@@ -551,21 +552,21 @@ fn metrics_access(state: &AppState, headers: &HeaderMap, request_id: &str) -> Re
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            Err(response)
+            Some(response)
         }
-        None if state.production => Err(error_response(
+        None if state.production => Some(error_response(
             StatusCode::FORBIDDEN,
             "METRICS_DISABLED",
             "metrics are not served in production mode without a metrics token: set KABINET_METRICS_TOKEN",
             request_id,
         )),
-        None => Ok(()),
+        None => None,
     }
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let request_id = request_id(&headers);
-    if let Err(refused) = metrics_access(&state, &headers, &request_id) {
+    if let Some(refused) = metrics_refusal(&state, &headers, &request_id) {
         return refused;
     }
     let progress: Vec<(&str, i64)> = state
