@@ -199,7 +199,11 @@ pub struct TransportLimits {
     #[arg(long, env = "KABINET_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
     pub http_max_connections: usize,
     /// Requests handled at the same time at most; further ones wait.
-    #[arg(long, env = "KABINET_HTTP_MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
+    #[arg(
+        long,
+        env = "KABINET_HTTP_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 256
+    )]
     pub http_max_concurrent_requests: usize,
     /// How long a request waits for its turn before a 503, in milliseconds.
     #[arg(long, env = "KABINET_HTTP_QUEUE_TIMEOUT_MS", default_value_t = 2_000)]
@@ -221,7 +225,11 @@ pub struct TransportLimits {
     #[arg(long, env = "KABINET_WS_MAX_SUBSCRIPTIONS", default_value_t = 10)]
     pub ws_max_subscriptions: usize,
     /// Open WebSocket connections from one client address at most.
-    #[arg(long, env = "KABINET_WS_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 16)]
+    #[arg(
+        long,
+        env = "KABINET_WS_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 16
+    )]
     pub ws_max_connections_per_address: usize,
     /// Open WebSocket connections in total at most.
     #[arg(long, env = "KABINET_WS_MAX_CONNECTIONS", default_value_t = 1000)]

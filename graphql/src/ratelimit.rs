@@ -221,7 +221,10 @@ mod tests {
         let now = Instant::now();
         assert_eq!(limiter.check(1u32, now), Ok(()));
         assert!(limiter.check(1u32, now).is_err());
-        assert_eq!(limiter.check(1u32, now + Duration::from_millis(500)), Ok(()));
+        assert_eq!(
+            limiter.check(1u32, now + Duration::from_millis(500)),
+            Ok(())
+        );
     }
 
     #[test]
@@ -252,6 +255,9 @@ mod tests {
         assert_eq!(address_key(a), address_key(b));
         assert_ne!(address_key(a), address_key(c));
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().expect("ip");
-        assert_eq!(address_key(mapped), "10.0.0.1".parse::<IpAddr>().expect("ip"));
+        assert_eq!(
+            address_key(mapped),
+            "10.0.0.1".parse::<IpAddr>().expect("ip")
+        );
     }
 }

@@ -147,14 +147,12 @@ async fn serve_connection(
         let mut router = router.clone();
         let requests = requests.clone();
         async move {
-            let mut request =
-                request.map(|body| Body::new(DeadlineBody::new(body, body_timeout)));
+            let mut request = request.map(|body| Body::new(DeadlineBody::new(body, body_timeout)));
             request.extensions_mut().insert(ConnectInfo(peer));
-            let permit =
-                match tokio::time::timeout(queue_timeout, requests.acquire_owned()).await {
-                    Ok(Ok(permit)) => permit,
-                    _ => return Ok::<_, Infallible>(busy()),
-                };
+            let permit = match tokio::time::timeout(queue_timeout, requests.acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                _ => return Ok::<_, Infallible>(busy()),
+            };
             let response = router.call(request).await;
             drop(permit);
             response

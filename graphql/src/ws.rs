@@ -456,7 +456,12 @@ fn refuse_subscription(
             "extensions": { "code": "TOO_MANY_SUBSCRIPTIONS", "max": max },
         }));
     }
-    if let Err(wait) = state.transport.rates.accounts.check(account, Instant::now()) {
+    if let Err(wait) = state
+        .transport
+        .rates
+        .accounts
+        .check(account, Instant::now())
+    {
         let seconds = crate::ratelimit::retry_seconds(wait).max(1);
         return Some(json!({
             "message": format!("too many requests from this account: retry in {seconds} s"),
