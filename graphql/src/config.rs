@@ -193,7 +193,7 @@ pub struct TransportLimits {
     #[arg(long, env = "KABINET_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     pub http_header_timeout_ms: u64,
     /// Time a client has to send a request's whole body after its headers, in milliseconds.
-    #[arg(long, env = "KABINET_HTTP_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    #[arg(long, env = "KABINET_HTTP_BODY_TIMEOUT_MS", default_value_t = 60_000)]
     pub http_body_timeout_ms: u64,
     /// Open HTTP connections at most; further ones are answered 503 and closed.
     #[arg(long, env = "KABINET_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
@@ -258,7 +258,7 @@ impl TransportLimits {
     pub fn for_tests() -> TransportLimits {
         TransportLimits {
             http_header_timeout_ms: 10_000,
-            http_body_timeout_ms: 30_000,
+            http_body_timeout_ms: 60_000,
             http_max_connections: 1024,
             http_max_concurrent_requests: 256,
             http_queue_timeout_ms: 10_000,

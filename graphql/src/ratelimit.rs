@@ -192,7 +192,7 @@ pub async fn limit(
         }),
     };
     if let Some((who, wait)) = refused {
-        tracing::info!(path = %request.uri().path(), who, "rate limited");
+        tracing::debug!(path = %request.uri().path(), who, "rate limited");
         return too_many_requests(who, wait, &crate::http::request_id(headers));
     }
     next.run(request).await

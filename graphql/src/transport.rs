@@ -127,7 +127,7 @@ pub async fn serve(
 
 /// Tells a connection over the cap that the server is busy, without waiting for it.
 fn refuse(stream: TcpStream) {
-    tracing::warn!("connection refused: too many open connections");
+    tracing::debug!("connection refused: too many open connections");
     let _ = stream.try_write(BUSY);
     drop(stream);
 }

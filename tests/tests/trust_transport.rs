@@ -670,3 +670,39 @@ conformance!(
         server.stop().await;
     }
 );
+
+edge!(
+    requests_beyond_the_concurrency_cap_wait_then_get_503,
+    |test_db: TestDb| async move {
+        let server = Server::start(&test_db, |c| {
+            c.transport.http_max_concurrent_requests = 1;
+            c.transport.http_queue_timeout_ms = 300;
+        })
+        .await;
+        // A request whose body trickles in holds the only place.
+        let mut slow = TcpStream::connect(host(&server)).await.expect("connect");
+        slow.write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{")
+        .await
+        .expect("write");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let response = get(&server, "/healthz").await;
+        assert_eq!(response.status().as_u16(), 503);
+        assert_eq!(
+            response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "SERVER_BUSY",
+            "{body}"
+        );
+        // Once it is gone, requests are served again.
+        drop(slow);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(get(&server, "/healthz").await.status().as_u16(), 200);
+        server.stop().await;
+    }
+);
