@@ -461,3 +461,44 @@ pub struct CreateAccountArgs {
     #[arg(long)]
     pub organisation: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn transport_limits_have_their_documented_defaults() {
+        let cli = Cli::try_parse_from(["kabinet", "serve"]).expect("parses");
+        let Command::Serve(config) = cli.command else {
+            panic!("not serve");
+        };
+        let t = config.transport;
+        assert_eq!(
+            (t.http_header_timeout_ms, t.http_body_timeout_ms),
+            (10_000, 60_000)
+        );
+        assert_eq!(
+            (t.http_max_connections, t.http_max_concurrent_requests),
+            (1024, 256)
+        );
+        assert_eq!(t.ws_max_message_bytes, 64 * 1024);
+        assert_eq!((t.ws_init_timeout_ms, t.ws_keepalive_ms), (10_000, 30_000));
+        assert_eq!(t.ws_session_check_ms, 5_000);
+        assert_eq!(
+            (
+                t.ws_max_subscriptions,
+                t.ws_max_connections_per_address,
+                t.ws_max_connections
+            ),
+            (10, 16, 1000)
+        );
+        assert_eq!((t.rate_per_address, t.rate_burst_per_address), (20, 60));
+        assert_eq!((t.rate_per_account, t.rate_burst_per_account), (10, 30));
+    }
+}
