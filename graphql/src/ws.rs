@@ -213,7 +213,8 @@ fn text_of(
     match message {
         None | Some(Ok(Message::Close(_))) => Err(None),
         Some(Err(e)) => {
-            // The only read error a live client can cause is a message over the cap.
+            // A message over the cap, a protocol violation or a reset: the
+            // first is the one a client can be told about.
             tracing::debug!(error = %e, "WebSocket read failed");
             Err(Some(Closing::new(
                 close::TOO_BIG,
