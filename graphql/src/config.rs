@@ -187,6 +187,100 @@ impl PrescriptionKeyArgs {
     }
 }
 
+/// Bounds of the HTTP and WebSocket edge: timeouts, connection caps and
+/// rate limits. A rate of 0 turns that rate limit off.
+#[derive(Debug, Clone, Args)]
+pub struct TransportLimits {
+    /// Time a client has to send a request's headers, in milliseconds; an idle
+    /// keep-alive connection waiting for its next request is closed after it too.
+    #[arg(long, env = "KABINET_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub http_header_timeout_ms: u64,
+    /// Time a client has to send a request's whole body after its headers, in milliseconds.
+    #[arg(long, env = "KABINET_HTTP_BODY_TIMEOUT_MS", default_value_t = 60_000)]
+    pub http_body_timeout_ms: u64,
+    /// Open HTTP connections at most; further ones are answered 503 and closed.
+    #[arg(long, env = "KABINET_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub http_max_connections: usize,
+    /// Requests handled at the same time at most; further ones wait.
+    #[arg(
+        long,
+        env = "KABINET_HTTP_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 256
+    )]
+    pub http_max_concurrent_requests: usize,
+    /// How long a request waits for its turn before a 503, in milliseconds.
+    #[arg(long, env = "KABINET_HTTP_QUEUE_TIMEOUT_MS", default_value_t = 2_000)]
+    pub http_queue_timeout_ms: u64,
+    /// Largest WebSocket message (and frame) a client may send, in bytes.
+    #[arg(long, env = "KABINET_WS_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub ws_max_message_bytes: usize,
+    /// Time a WebSocket client has to send `connection_init`, in milliseconds.
+    #[arg(long, env = "KABINET_WS_INIT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub ws_init_timeout_ms: u64,
+    /// Interval of WebSocket pings, in milliseconds; a client silent for two
+    /// intervals (no pong, no message) is disconnected.
+    #[arg(long, env = "KABINET_WS_KEEPALIVE_MS", default_value_t = 30_000)]
+    pub ws_keepalive_ms: u64,
+    /// How often a WebSocket connection checks that its session is still live, in milliseconds.
+    #[arg(long, env = "KABINET_WS_SESSION_CHECK_MS", default_value_t = 5_000)]
+    pub ws_session_check_ms: u64,
+    /// Subscriptions running at once on one WebSocket connection at most.
+    #[arg(long, env = "KABINET_WS_MAX_SUBSCRIPTIONS", default_value_t = 10)]
+    pub ws_max_subscriptions: usize,
+    /// Open WebSocket connections from one client address at most.
+    #[arg(
+        long,
+        env = "KABINET_WS_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 16
+    )]
+    pub ws_max_connections_per_address: usize,
+    /// Open WebSocket connections in total at most.
+    #[arg(long, env = "KABINET_WS_MAX_CONNECTIONS", default_value_t = 1000)]
+    pub ws_max_connections: usize,
+    /// Requests per second one client address may make (sustained); 0: no limit.
+    #[arg(long, env = "KABINET_RATE_PER_ADDRESS", default_value_t = 20)]
+    pub rate_per_address: u32,
+    /// Requests one client address may make in a burst.
+    #[arg(long, env = "KABINET_RATE_BURST_PER_ADDRESS", default_value_t = 60)]
+    pub rate_burst_per_address: u32,
+    /// Requests (and WebSocket subscriptions) per second one signed-in account may make; 0: no limit.
+    #[arg(long, env = "KABINET_RATE_PER_ACCOUNT", default_value_t = 10)]
+    pub rate_per_account: u32,
+    /// Requests one signed-in account may make in a burst.
+    #[arg(long, env = "KABINET_RATE_BURST_PER_ACCOUNT", default_value_t = 30)]
+    pub rate_burst_per_account: u32,
+    /// Clients (addresses or accounts) whose rate is remembered at most; the
+    /// least recently seen are forgotten first.
+    #[arg(long, env = "KABINET_RATE_TRACKED_CLIENTS", default_value_t = 100_000)]
+    pub rate_tracked_clients: usize,
+}
+
+impl TransportLimits {
+    /// Limits for tests: the defaults, with rate limits high enough for test
+    /// suites that send many requests from 127.0.0.1.
+    pub fn for_tests() -> TransportLimits {
+        TransportLimits {
+            http_header_timeout_ms: 10_000,
+            http_body_timeout_ms: 60_000,
+            http_max_connections: 1024,
+            http_max_concurrent_requests: 256,
+            http_queue_timeout_ms: 10_000,
+            ws_max_message_bytes: 64 * 1024,
+            ws_init_timeout_ms: 10_000,
+            ws_keepalive_ms: 30_000,
+            ws_session_check_ms: 1_000,
+            ws_max_subscriptions: 10,
+            ws_max_connections_per_address: 256,
+            ws_max_connections: 1000,
+            rate_per_address: 100_000,
+            rate_burst_per_address: 100_000,
+            rate_per_account: 100_000,
+            rate_burst_per_account: 100_000,
+            rate_tracked_clients: 100_000,
+        }
+    }
+}
+
 /// Settings of `kabinet serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -251,6 +345,8 @@ pub struct ServeConfig {
     pub data_key: Option<SecretString>,
     #[command(flatten)]
     pub prescription_key: PrescriptionKeyArgs,
+    #[command(flatten)]
+    pub transport: TransportLimits,
     /// Public base URL of the server, used in links printed on documents
     /// (default: `http://` and the listen address).
     #[arg(long, env = "KABINET_PUBLIC_URL")]
@@ -401,6 +497,7 @@ impl ServeConfig {
             demo: false,
             data_key: None,
             prescription_key: PrescriptionKeyArgs::default(),
+            transport: TransportLimits::for_tests(),
             public_url: None,
             policy_renewal_days: 30,
             scheduler_interval_ms: 200,
@@ -574,6 +671,7 @@ pub struct CreateAccountArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
     #[test]
     fn a_long_secret_of_one_repeated_character_is_weak() {
@@ -613,5 +711,40 @@ mod tests {
         assert!(!secure_gateway_url("http://127.0.0.1@sms.example.ru/send"));
         assert!(!secure_gateway_url("http://127.0.0.1.example.ru/send"));
         assert!(!secure_gateway_url("ftp://127.0.0.1/sms"));
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn transport_limits_have_their_documented_defaults() {
+        let cli = Cli::try_parse_from(["kabinet", "serve"]).expect("parses");
+        let Command::Serve(config) = cli.command else {
+            panic!("not serve");
+        };
+        let t = config.transport;
+        assert_eq!(
+            (t.http_header_timeout_ms, t.http_body_timeout_ms),
+            (10_000, 60_000)
+        );
+        assert_eq!(
+            (t.http_max_connections, t.http_max_concurrent_requests),
+            (1024, 256)
+        );
+        assert_eq!(t.ws_max_message_bytes, 64 * 1024);
+        assert_eq!((t.ws_init_timeout_ms, t.ws_keepalive_ms), (10_000, 30_000));
+        assert_eq!(t.ws_session_check_ms, 5_000);
+        assert_eq!(
+            (
+                t.ws_max_subscriptions,
+                t.ws_max_connections_per_address,
+                t.ws_max_connections
+            ),
+            (10, 16, 1000)
+        );
+        assert_eq!((t.rate_per_address, t.rate_burst_per_address), (20, 60));
+        assert_eq!((t.rate_per_account, t.rate_burst_per_account), (10, 30));
     }
 }

@@ -3,9 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
-use async_graphql::Data;
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use async_graphql::http::GraphiQLSource;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -16,7 +14,7 @@ use kabinet_domain::Actor;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::auth::TokenKeys;
+use crate::auth::{TokenKeys, VerifiedToken};
 use crate::metrics::Metrics;
 use crate::schema::context::{CallerSession, ClientAddress, RequestContext, Services};
 use crate::schema::KabinetSchema;
@@ -37,6 +35,8 @@ pub struct AppState {
     pub max_response_bytes: usize,
     /// The bearer token `/metrics` asks for, if one is configured.
     pub metrics_token: Option<MetricsToken>,
+    /// Rate limits and WebSocket bounds.
+    pub transport: Arc<crate::transport::Transport>,
 }
 
 /// The metrics token, kept only as its SHA-256 so that it is compared in
@@ -63,13 +63,11 @@ impl MetricsToken {
 
 /// The router of the server.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
+    // Everything a client can call is rate-limited; probes and metrics are not.
+    let limited = Router::new()
         .route("/", get(graphiql))
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/graphql/ws", get(graphql_ws))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route(
             "/identity/passport-scan",
             axum::routing::post(crate::identity_http::upload_passport_scan)
@@ -78,6 +76,15 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/verify/prescription/{token}", get(verify_prescription))
         .route("/files/{sha256}", get(crate::files::download))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::ratelimit::limit,
+        ));
+    Router::new()
+        .merge(limited)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
@@ -115,7 +122,7 @@ pub(crate) fn request_id(headers: &HeaderMap) -> String {
 }
 
 /// Why a request's token was not accepted.
-enum AuthError {
+pub(crate) enum AuthError {
     /// HTTP 401 with this message.
     Unauthenticated(&'static str),
     /// The session could not be checked (logged); HTTP 500.
@@ -123,22 +130,33 @@ enum AuthError {
 }
 
 /// A caller whose token was accepted.
-struct Authenticated {
-    actor: Actor,
-    session_id: Option<Uuid>,
+pub(crate) struct Authenticated {
+    pub(crate) actor: Actor,
+    pub(crate) session_id: Option<Uuid>,
     /// A development token, exempt from the identity-verification gate.
-    dev: bool,
+    pub(crate) dev: bool,
 }
 
-const INVALID_TOKEN: &str = "the bearer token is malformed, expired or not signed by this server";
+pub(crate) const INVALID_TOKEN: &str =
+    "the bearer token is malformed, expired or not signed by this server";
 
-/// Checks a bearer token: its signature, then its session (live, account
-/// active) or, for a development token, the account's state.
+/// Checks a bearer token: its signature, then its standing.
 async fn authenticate(state: &AppState, token: &str) -> Result<Authenticated, AuthError> {
     let verified = state
         .keys
         .verify_token(token)
         .map_err(|_| AuthError::Unauthenticated(INVALID_TOKEN))?;
+    standing(state, verified).await
+}
+
+/// Checks a token whose signature is verified: its session (live, account
+/// active) or, for a development token, the account's state. A session
+/// token speaks with the role and organisation its session row holds (copied
+/// from the account's record at sign-in), never with its claims.
+pub(crate) async fn standing(
+    state: &AppState,
+    verified: VerifiedToken,
+) -> Result<Authenticated, AuthError> {
     let store = state.services.accounts.store();
     let internal = |e: sqlx::Error| {
         tracing::error!(error = %e, "cannot check a session");
@@ -150,8 +168,16 @@ async fn authenticate(state: &AppState, token: &str) -> Result<Authenticated, Au
             let now = state.services.clock.now();
             match session {
                 Some(s) if s.live(now) && s.account_id == verified.actor.account_id => {
+                    let role = s.role.parse::<kabinet_domain::Role>().map_err(|e| {
+                        tracing::error!(error = %e, "a session holds an unknown role");
+                        AuthError::Internal
+                    })?;
                     Ok(Authenticated {
-                        actor: verified.actor,
+                        actor: Actor {
+                            account_id: s.account_id,
+                            role,
+                            organisation_id: s.organisation_id,
+                        },
                         session_id: Some(session_id),
                         dev: false,
                     })
@@ -235,7 +261,7 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Option<Authenti
 
 /// The client's address: the socket's peer, or behind a trusted proxy the
 /// last `X-Forwarded-For` entry (the one that proxy added).
-fn client_address(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+pub(crate) fn client_address(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
     if state.trusted_proxy {
         // Only the very last entry: earlier ones come from the client and may be forged.
         let forwarded = headers
@@ -424,57 +450,58 @@ async fn graphql_get(headers: HeaderMap) -> Response {
     )
 }
 
+/// Upgrades to GraphQL over WebSocket (`graphql-transport-ws` only), within
+/// the connection caps and the message size limit; [`crate::ws`] runs it.
 async fn graphql_ws(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     Metrics::inc(&state.metrics.http_requests);
+    let request_id = request_id(&headers);
+    let offered = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == crate::ws::PROTOCOL);
+    if !offered {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "ask for the WebSocket subprotocol graphql-transport-ws (Sec-WebSocket-Protocol)",
+            &request_id,
+        );
+    }
     let client = client_address(&state, peer, &headers);
-    let auth_state = state.clone();
+    let slot = match state.transport.ws_connections.admit(client) {
+        Ok(slot) => slot,
+        Err(crowded) => {
+            let (status, message) = match crowded {
+                crate::ws::Crowded::Address(max) => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("too many WebSocket connections from this address: at most {max}; close one first"),
+                ),
+                crate::ws::Crowded::Server(max) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the server has {max} WebSocket connections open, its maximum: retry later"),
+                ),
+            };
+            let mut response =
+                error_response(status, "TOO_MANY_CONNECTIONS", &message, &request_id);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return response;
+        }
+    };
+    let max = state.transport.ws.max_message_bytes;
     upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |stream| {
-            GraphQLWebSocket::new(stream, state.schema.clone(), protocol)
-                .on_connection_init(move |payload| async move {
-                    let state = auth_state;
-                    // The token comes in the connection_init payload:
-                    // {"authorization": "Bearer <token>"} (or "Authorization").
-                    let token = payload
-                        .get("authorization")
-                        .or_else(|| payload.get("Authorization"))
-                        .and_then(|v| v.as_str())
-                        .and_then(|v| v.strip_prefix("Bearer "));
-                    let caller = match token {
-                        None => None,
-                        Some(token) => Some(authenticate(&state, token.trim()).await.map_err(
-                            |e| match e {
-                                AuthError::Unauthenticated(message) => {
-                                    async_graphql::Error::new(message)
-                                }
-                                AuthError::Internal => async_graphql::Error::new("internal error"),
-                            },
-                        )?),
-                    };
-                    let (actor, session_id, dev) = match caller {
-                        Some(c) => (Some(c.actor), c.session_id, c.dev),
-                        None => (None, None, false),
-                    };
-                    let mut data = Data::default();
-                    data.insert(RequestContext {
-                        dev_token: dev,
-                        actor,
-                        request_id: Uuid::now_v7().simple().to_string(),
-                    });
-                    data.insert(ClientAddress(Some(client)));
-                    data.insert(CallerSession(session_id));
-                    data.insert(crate::schema::context::VerifiedOnce::default());
-                    Ok(data)
-                })
-                .serve()
-        })
+        .protocols([crate::ws::PROTOCOL])
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| crate::ws::serve(socket, state, client, slot))
 }
 
 async fn graphiql(State(state): State<AppState>) -> Response {

@@ -10,9 +10,12 @@ pub mod identity_http;
 pub mod keys;
 pub mod metrics;
 pub mod pdf;
+pub mod ratelimit;
 pub mod scheduler;
 pub mod schema;
 pub mod seed;
 pub mod startup;
+pub mod transport;
+pub mod ws;
 
 pub use startup::Application;

@@ -40,6 +40,9 @@ pub struct Application {
     db: Db,
     keys: TokenKeys,
     commands: CommandService,
+    bounds: crate::transport::ServeBounds,
+    /// Cancelled when the server stops taking requests.
+    stopping: CancellationToken,
 }
 
 /// The signing secret to use, or why the server must not start.
@@ -261,6 +264,7 @@ impl Application {
             introspection: config.introspection_enabled(),
         };
         let state_commands = services.commands.clone();
+        let stopping = CancellationToken::new();
         let state = AppState {
             schema: schema::build(limits, Some(services.clone())),
             services,
@@ -271,6 +275,10 @@ impl Application {
             trusted_proxy: config.trusted_proxy,
             max_response_bytes: config.max_response_bytes,
             metrics_token: config.metrics_token().map(crate::http::MetricsToken::new),
+            transport: Arc::new(crate::transport::Transport::new(
+                &config.transport,
+                stopping.clone(),
+            )),
         };
         Ok(Application {
             listener,
@@ -280,6 +288,8 @@ impl Application {
             db,
             keys,
             commands: state_commands,
+            bounds: crate::transport::ServeBounds::new(&config.transport),
+            stopping,
         })
     }
 
@@ -319,13 +329,17 @@ impl Application {
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let shutdown = self.shutdown.clone();
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let serve = axum::serve(self.listener, service).with_graceful_shutdown(async move {
-            stop.await;
-            tracing::info!("shutting down");
-        });
+        let stopping = self.stopping;
+        let serve = tokio::spawn(crate::transport::serve(
+            self.listener,
+            self.router,
+            self.bounds,
+            stopping.clone(),
+            Duration::from_secs(30),
+        ));
+        stop.await;
+        tracing::info!("shutting down");
+        stopping.cancel();
         let result = serve.await;
         shutdown.cancel();
         for task in self.background {

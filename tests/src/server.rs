@@ -264,6 +264,9 @@ impl ServerProcess {
             .env("KABINET_SEAL_INTERVAL_MS", "200")
             .env("KABINET_LOG", "warn")
             .env("KABINET_DB_MAX_CONNECTIONS", "12")
+            // Tests and benchmarks send many requests from 127.0.0.1.
+            .env("KABINET_RATE_PER_ADDRESS", "0")
+            .env("KABINET_RATE_PER_ACCOUNT", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
