@@ -31,7 +31,7 @@ pub fn production_config(database_url: &str) -> ServeConfig {
     c.delivery.mail_from = Some("no-reply@kabinet.test".into());
     c.delivery.sms_gateway_url = Some("https://127.0.0.1:9/sms".into());
     c.metrics_token = Some(METRICS_TOKEN.to_string().into());
-    c.set_data_key("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
+    c.set_data_key("e5e1f2557c227f82631631cb4261812258d4fc91f250e9474a118697b504f17a");
     c.prescription_key = kabinet_graphql::config::PrescriptionKeyArgs::with_seed(
         "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
     );
