@@ -166,6 +166,18 @@ pub(crate) async fn require_caller(
     headers: &HeaderMap,
     request_id: &str,
 ) -> Result<Actor, Response> {
+    require_caller_of_token(state, headers, request_id)
+        .await
+        .map(|(actor, _)| actor)
+}
+
+/// [`require_caller`], also telling whether the token is a development token
+/// (which passes the identity-verification gate).
+pub(crate) async fn require_caller_of_token(
+    state: &AppState,
+    headers: &HeaderMap,
+    request_id: &str,
+) -> Result<(Actor, bool), Response> {
     let unauthenticated = |message: &str| {
         let mut response = error_response(
             StatusCode::UNAUTHORIZED,
@@ -179,7 +191,7 @@ pub(crate) async fn require_caller(
         response
     };
     match caller(state, headers).await {
-        Ok(Some(c)) => Ok(c.actor),
+        Ok(Some(c)) => Ok((c.actor, c.dev)),
         Ok(None) => Err(unauthenticated("sign in first: this needs a bearer token")),
         Err(AuthError::Unauthenticated(message)) => Err(unauthenticated(message)),
         Err(AuthError::Internal) => Err(error_response(
