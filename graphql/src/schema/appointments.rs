@@ -1049,7 +1049,10 @@ impl AppointmentsMutation {
             &input.appointment_id,
             input.idempotency_key.clone(),
             &input,
-            |_, _| AppointmentCommand::MarkArrived { now },
+            |_, _| AppointmentCommand::MarkArrived {
+                now,
+                opens_before: svc(ctx).visit_opens_before,
+            },
         )
         .await
     }
@@ -1079,6 +1082,7 @@ impl AppointmentsMutation {
         input: FulfilVisitInput,
     ) -> async_graphql::Result<AppointmentPayload> {
         let now = svc(ctx).clock.now();
+        let opens_before = svc(ctx).visit_opens_before;
         let i = input.clone();
         Self::act(
             ctx,
@@ -1093,6 +1097,7 @@ impl AppointmentsMutation {
                 prescriptions: i.prescriptions,
                 referrals: i.referrals,
                 now,
+                opens_before,
             },
         )
         .await

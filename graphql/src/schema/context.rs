@@ -46,6 +46,10 @@ pub struct Services {
     pub file_links: crate::files::FileLinks,
     /// Hours organisations have to answer document requests, per type.
     pub document_deadlines: super::documents::DocumentDeadlines,
+    /// How long a patient stays in an organisation's care after a visit.
+    pub care: kabinet_projections::care::CareRules,
+    /// How long before a visit's start arrival and the outcome may be recorded.
+    pub visit_opens_before: chrono::Duration,
 }
 
 /// The client's network address (from the socket, or from a trusted proxy).
@@ -185,6 +189,24 @@ async fn is_identity_verified(ctx: &Context<'_>, actor: &Actor) -> Result<bool, 
 pub fn identity_not_verified() -> Error {
     Error::new("medical data opens once identity verification is complete (myIdentityVerification)")
         .extend_with(|_, e| e.set("code", "IDENTITY_NOT_VERIFIED"))
+}
+
+/// Whether `patient_id` is in the care of the caller's organisation now (see
+/// [`kabinet_projections::care`]): what every staff read of a patient's personal
+/// data and every staff action for a patient needs. Callers without an
+/// organisation are in nobody's care relationship.
+pub async fn in_care_of_caller(
+    ctx: &Context<'_>,
+    actor: &Actor,
+    patient_id: uuid::Uuid,
+) -> Result<bool, Error> {
+    let Some(organisation) = actor.organisation_id else {
+        return Ok(false);
+    };
+    let s = services(ctx);
+    kabinet_projections::care::in_care(&s.db, s.care, patient_id, organisation, s.clock.now())
+        .await
+        .map_err(|e| internal(ctx, e))
 }
 
 /// Whether the caller may see the medical details of their own records: staff
