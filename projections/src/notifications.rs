@@ -737,10 +737,13 @@ mod tests {
             (ready.account_id, ready.kind),
             (patient, "prescription_ready")
         );
-        let due = draft(&event(
-            "PolicyRenewalDue",
-            json!({ "patient_id": patient, "valid_until": "2027-03-31", "days_left": 30 }),
-        ), &Names::default())
+        let due = draft(
+            &event(
+                "PolicyRenewalDue",
+                json!({ "patient_id": patient, "valid_until": "2027-03-31", "days_left": 30 }),
+            ),
+            &Names::default(),
+        )
         .expect("a message");
         assert!(due.body.contains("31.03.2027"), "{}", due.body);
     }

@@ -340,7 +340,11 @@ fn check_visit_open(
 ) -> Result<(), AppointmentError> {
     if now < slot.start - opens_before {
         let start = match slot.time_zone.parse::<chrono_tz::Tz>() {
-            Ok(zone) => slot.start.with_timezone(&zone).format("%d.%m.%Y %H:%M").to_string(),
+            Ok(zone) => slot
+                .start
+                .with_timezone(&zone)
+                .format("%d.%m.%Y %H:%M")
+                .to_string(),
             Err(_) => slot.start.format("%d.%m.%Y %H:%M UTC").to_string(),
         };
         return Err(AppointmentError::VisitNotOpen {

@@ -137,9 +137,11 @@ impl NotificationsQuery {
         let open = medical_details_open(ctx).await?;
         let info = page_info(&page);
         let mut connection = Connection::new(info.has_previous_page, info.has_next_page);
-        connection.edges.extend(page.items.into_iter().map(|(cursor, n)| {
-            Edge::new(cursor.encode(), notification(n, &deliveries, open))
-        }));
+        connection.edges.extend(
+            page.items
+                .into_iter()
+                .map(|(cursor, n)| Edge::new(cursor.encode(), notification(n, &deliveries, open))),
+        );
         Ok(connection)
     }
 
