@@ -436,7 +436,10 @@ conformance!(
         let refused = prescribe(&server, &clinic.doctor, stranger).await;
         assert_eq!(refused["prescription"], Value::Null);
         assert_eq!(refused["userErrors"][0]["code"], "NOT_IN_CARE", "{refused}");
-        assert_eq!(refused["userErrors"][0]["field"], json!(["input", "patientId"]));
+        assert_eq!(
+            refused["userErrors"][0]["field"],
+            json!(["input", "patientId"])
+        );
         let profile_query = "query($p: ID!) { patientProfile(patientId: $p) {
             surname firstName birthDate phone snils passportSeries passportNumber
             registrationAddress actualAddress omsPolicy email } }";
