@@ -708,10 +708,10 @@ conformance!(
             .map(|s| s["id"].as_str().expect("slot").to_string())
             .collect();
         let today = Utc::now()
-        .with_timezone(&chrono_tz::Europe::Moscow)
-        .date_naive();
-    let until = today + Duration::days(10);
-    let profile_query = "query($p: ID!) { patientProfile(patientId: $p) { surname birthDate phone snils passportNumber actualAddress } }";
+            .with_timezone(&chrono_tz::Europe::Moscow)
+            .date_naive();
+        let until = today + Duration::days(10);
+        let profile_query = "query($p: ID!) { patientProfile(patientId: $p) { surname birthDate phone snils passportNumber actualAddress } }";
         let mut mismatches = Vec::new();
         for (relation, in_care) in CARE_CASES {
             let patient = Uuid::now_v7();
