@@ -143,7 +143,8 @@ enum FieldRule {
     /// Medical data: patients need a verified identity, and every read is recorded.
     Medical,
     /// Personal data of a patient: the patient, and staff of an organisation the
-    /// patient has an appointment at (recorded).
+    /// patient is in the care of (recorded; registrars see only name, birth date,
+    /// sex and phone).
     Personal,
 }
 

@@ -527,6 +527,25 @@ conformance!(
             done["fulfilVisit"]["appointment"]["status"], "FULFILLED",
             "{done}"
         );
+        // The diagnosis is for the organisation's doctors, not its front desk.
+        let outcome = "query($id: ID!) { node(id: $id) { ... on Appointment { status outcome { diagnosisCode } } } }";
+        let by_doctor = server.data(Some(&clinic.doctor), outcome, v.clone()).await;
+        assert_eq!(
+            by_doctor["node"]["outcome"]["diagnosisCode"], "J06.9",
+            "{by_doctor}"
+        );
+        let by_registrar = server
+            .data(Some(&clinic.registrar), outcome, v.clone())
+            .await;
+        assert_eq!(
+            by_registrar["node"]["status"], "FULFILLED",
+            "{by_registrar}"
+        );
+        assert_eq!(
+            by_registrar["node"]["outcome"],
+            Value::Null,
+            "{by_registrar}"
+        );
 
         // Cancelling a booking ends the access it gave.
         clock.set(Utc::now());
