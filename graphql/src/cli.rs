@@ -249,6 +249,9 @@ async fn print_demo(app: &Application) -> anyhow::Result<()> {
             (Some(d), Some(o)) => (*d, Some(*o)),
             _ => (uuid::Uuid::now_v7(), organisation),
         };
+    // The pharmacist works at the seeded pharmacy: the patient sends a
+    // prescription there, the pharmacist prepares and dispenses it.
+    let pharmacy = report.pharmacies.first().copied();
     let port = app.port();
     eprintln!(
         "\nKabinet is running: GraphiQL at http://127.0.0.1:{port}/ , GraphQL at http://127.0.0.1:{port}/graphql\n\
@@ -256,11 +259,18 @@ async fn print_demo(app: &Application) -> anyhow::Result<()> {
          patient    {}\n\
          registrar  {}\n\
          doctor     {}\n\
-         admin      {}\n",
+         pharmacist {}\n\
+         admin      {}\n\
+         The doctor may prescribe to the patient (a visit is booked with them); the patient\n\
+         sends the prescription to the pharmacy {}; the pharmacist marks it ready and dispenses it.\n",
         app.demo_token(patient, Role::Patient, None)?,
         app.demo_token(uuid::Uuid::now_v7(), Role::Registrar, organisation)?,
         app.demo_token(doctor, Role::Doctor, doctor_organisation)?,
+        app.demo_token(uuid::Uuid::now_v7(), Role::Pharmacist, pharmacy)?,
         app.demo_token(uuid::Uuid::now_v7(), Role::Admin, None)?,
+        pharmacy
+            .map(|p| crate::schema::ids::encode("Organisation", p).0)
+            .unwrap_or_default(),
     );
     Ok(())
 }

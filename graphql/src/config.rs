@@ -379,6 +379,13 @@ pub struct ServeConfig {
         default_value_t = 24
     )]
     pub deadline_examination_results_hours: u32,
+    /// Days after a visit (or a referral's approval) that a patient stays in the
+    /// organisation's care: its staff may read their profile and prescribe.
+    #[arg(long, env = "KABINET_CARE_DAYS_AFTER_VISIT", default_value_t = kabinet_projections::care::DEFAULT_DAYS_AFTER_VISIT)]
+    pub care_days_after_visit: u32,
+    /// Minutes before a visit's start from which arrival and the outcome may be recorded.
+    #[arg(long, env = "KABINET_VISIT_OPENS_MINUTES", default_value_t = 60)]
+    pub visit_opens_minutes: u32,
 }
 
 impl ServeConfig {
@@ -504,6 +511,8 @@ impl ServeConfig {
             deadline_history_extract_hours: 24,
             deadline_health_certificate_hours: 24,
             deadline_examination_results_hours: 24,
+            care_days_after_visit: kabinet_projections::care::DEFAULT_DAYS_AFTER_VISIT,
+            visit_opens_minutes: 60,
         }
     }
 }

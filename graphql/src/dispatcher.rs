@@ -12,6 +12,7 @@ use std::time::Duration;
 use kabinet_domain::accounts::{Account, AccountStatus, LoginKind};
 use kabinet_domain::clock::Clock;
 use kabinet_domain::command::CommandService;
+use kabinet_domain::identity::verification::IdentityVerification;
 use kabinet_domain::identity::{Email, PhoneNumber};
 use kabinet_domain::notifications::NotificationChannel;
 use kabinet_domain::notifications::Preferences;
@@ -166,11 +167,12 @@ impl Dispatcher {
                 .finish(delivery, "skipped", Some("no address for this channel"))
                 .await;
         };
+        let (title, body) = self.words_for(n).await;
         let message = Message {
             channel,
             to,
-            subject: n.title.clone(),
-            body: format!("{}\n\n{}", n.title, n.body),
+            subject: title.clone(),
+            body: format!("{title}\n\n{body}"),
         };
         match self.notifier.send(&message).await {
             Ok(()) => self.finish(delivery, "sent", None).await,
@@ -182,6 +184,27 @@ impl Dispatcher {
                     "failed"
                 };
                 self.finish(delivery, status, Some(&e.to_string())).await
+            }
+        }
+    }
+
+    /// The title and text to send: medical details only to a person whose
+    /// identity is verified, neutral words otherwise (and when that cannot be
+    /// checked now).
+    async fn words_for(&self, n: &NotificationView) -> (String, String) {
+        if !notifications::tells_medical_details(&n.kind) {
+            return (n.title.clone(), n.body.clone());
+        }
+        match self
+            .commands
+            .load::<IdentityVerification>(&n.account_id.to_string())
+            .await
+        {
+            Ok(v) if v.is_verified() => (n.title.clone(), n.body.clone()),
+            Ok(_) => notifications::neutral(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check identity verification; sending neutral words");
+                notifications::neutral()
             }
         }
     }

@@ -184,7 +184,8 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
 
 /// `GET /files/{sha256}?exp=…&sig=…` with the bearer token of the account the link was issued to.
 ///
-/// 401 without a valid bearer token, 403 for an altered link or another account's, 410
+/// 401 without a valid bearer token, 403 for an altered link or another account's (or
+/// a patient whose identity is not verified), 410
 /// once expired, 404 for a path that is no SHA-256 or a file that is not stored.
 pub async fn download(
     State(state): State<AppState>,
@@ -193,10 +194,11 @@ pub async fn download(
     headers: HeaderMap,
 ) -> Response {
     let request_id = crate::http::request_id(&headers);
-    let actor = match crate::http::require_caller(&state, &headers, &request_id).await {
-        Ok(actor) => actor,
-        Err(response) => return response,
-    };
+    let (actor, dev_token) =
+        match crate::http::require_caller_of_token(&state, &headers, &request_id).await {
+            Ok(caller) => caller,
+            Err(response) => return response,
+        };
     if !is_sha256_hex(&sha256) {
         return refuse(StatusCode::NOT_FOUND, "NOT_FOUND", "no such file");
     }
@@ -226,6 +228,28 @@ pub async fn download(
         }
         Err(e @ LinkError::Expired) => {
             return refuse(StatusCode::GONE, "LINK_EXPIRED", &e.to_string())
+        }
+    }
+    // Stored files are medical documents: a patient opens them, like every other
+    // medical record, only once their identity is verified.
+    if actor.role == kabinet_domain::Role::Patient && !dev_token {
+        match state.services.identity.is_verified(actor.account_id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return refuse(
+                    StatusCode::FORBIDDEN,
+                    "IDENTITY_NOT_VERIFIED",
+                    "medical documents open once identity verification is complete",
+                )
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot check identity verification");
+                return refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL",
+                    "internal error",
+                );
+            }
         }
     }
     let file = match state.services.files.load(&sha256).await {

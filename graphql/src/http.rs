@@ -219,6 +219,18 @@ pub(crate) async fn require_caller(
     headers: &HeaderMap,
     request_id: &str,
 ) -> Result<Actor, Response> {
+    require_caller_of_token(state, headers, request_id)
+        .await
+        .map(|(actor, _)| actor)
+}
+
+/// [`require_caller`], also telling whether the token is a development token
+/// (which passes the identity-verification gate).
+pub(crate) async fn require_caller_of_token(
+    state: &AppState,
+    headers: &HeaderMap,
+    request_id: &str,
+) -> Result<(Actor, bool), Response> {
     let unauthenticated = |message: &str| {
         let mut response = error_response(
             StatusCode::UNAUTHORIZED,
@@ -232,7 +244,7 @@ pub(crate) async fn require_caller(
         response
     };
     match caller(state, headers).await {
-        Ok(Some(c)) => Ok(c.actor),
+        Ok(Some(c)) => Ok((c.actor, c.dev)),
         Ok(None) => Err(unauthenticated("sign in first: this needs a bearer token")),
         Err(AuthError::Unauthenticated(message)) => Err(unauthenticated(message)),
         Err(AuthError::Internal) => Err(error_response(
@@ -518,28 +530,87 @@ async fn graphiql(State(state): State<AppState>) -> Response {
 }
 
 /// Public verification of a printed prescription's QR code: no sign-in, and
-/// only what a pharmacist needs. A token that does not verify answers
-/// `{"result": "invalid"}`; a database fault answers 503, never 500.
+/// only what a pharmacist needs. A person's browser (`Accept: text/html` preferred
+/// over JSON) gets a page in Russian; programs get JSON. A token that does not
+/// verify answers `{"result": "invalid"}`; a database fault answers 503, never 500.
 async fn verify_prescription(
     State(state): State<AppState>,
     axum::extract::Path(token): axum::extract::Path<String>,
+    headers: HeaderMap,
 ) -> Response {
     Metrics::inc(&state.metrics.http_requests);
-    match crate::schema::prescriptions::verify(&state.services, &token).await {
-        Ok(answer) => (
-            [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-            Json(answer),
+    let page = prefers_html(&headers);
+    let mut response = match crate::schema::prescriptions::verify(&state.services, &token).await {
+        Ok(answer) if page => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            )],
+            crate::schema::prescriptions::verification_page(&answer),
         )
             .into_response(),
+        Ok(answer) => Json(answer).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "prescription verification failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({ "error": "verification is unavailable; try again" })),
-            )
-                .into_response()
+            if page {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/html; charset=utf-8"),
+                    )],
+                    "<!DOCTYPE html>\n<html lang=\"ru\"><head><meta charset=\"utf-8\">\
+                     <title>Проверка рецепта</title></head><body><h1>Проверка рецепта сейчас \
+                     недоступна</h1><p>Попробуйте ещё раз через минуту.</p></body></html>\n",
+                )
+                    .into_response()
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(serde_json::json!({ "error": "verification is unavailable; try again" })),
+                )
+                    .into_response()
+            }
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::VARY, HeaderValue::from_static("accept"));
+    if page {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+        );
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+    }
+    response
+}
+
+/// Whether the `Accept` header ranks `text/html` above `application/json`
+/// (a browser); without a header, or at a tie, the answer is JSON.
+fn prefers_html(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mut html = 0.0_f32;
+    let mut json = 0.0_f32;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "text/html" => html = html.max(q),
+            "application/json" => json = json.max(q),
+            _ => {}
         }
     }
+    html > json
 }
 
 async fn healthz() -> &'static str {

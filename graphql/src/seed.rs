@@ -76,6 +76,8 @@ pub struct SeedReport {
     /// The organisation of each doctor, in the order of `doctors`.
     pub doctor_organisations: Vec<Uuid>,
     pub patients: Vec<Uuid>,
+    /// Pharmacies that receive e-prescriptions.
+    pub pharmacies: Vec<Uuid>,
     pub appointments: u64,
     pub events: i64,
 }
@@ -358,6 +360,33 @@ pub async fn seed(commands: &CommandService, size: &SeedSize) -> anyhow::Result<
         zones.push(zone);
     }
 
+    // A pharmacy, so the pharmacy part of e-prescriptions can be tried.
+    let pharmacy = Uuid::now_v7();
+    let (region, zone, _) = REGIONS[0];
+    run::<Organisation>(
+        commands,
+        &admin_meta,
+        &pharmacy.to_string(),
+        OrganisationCommand::Register(OrganisationDetails {
+            name: "Аптека «Здоровье»".to_string(),
+            region: region.to_string(),
+            address: "ул. Тверская, 20".to_string(),
+            time_zone: zone.to_string(),
+            working_hours: "Ежедневно 08:00–22:00".to_string(),
+            departments: vec!["Рецептурный отдел".to_string()],
+            specialisations: vec![],
+        }),
+    )
+    .await?;
+    run::<Organisation>(
+        commands,
+        &admin_meta,
+        &pharmacy.to_string(),
+        OrganisationCommand::DesignatePharmacy,
+    )
+    .await?;
+    report.pharmacies.push(pharmacy);
+
     let mut doctors = Vec::new();
     for i in 0..size.doctors {
         let org = i % report.organisations.len();
@@ -472,6 +501,9 @@ pub async fn seed(commands: &CommandService, size: &SeedSize) -> anyhow::Result<
         .map(|_| (Uuid::now_v7(), rng.next()))
         .collect();
     report.patients = plans.iter().map(|(p, _)| *p).collect();
+    // The demo's patient sees the demo's doctor (the first one): that visit puts
+    // them in the care of the doctor's organisation, so the doctor may prescribe.
+    let first_patient = report.patients.first().copied();
     let doctors = &doctors;
     stream::iter(plans)
         .for_each_concurrent(size.concurrency.max(1), |(patient, seed)| {
@@ -563,6 +595,7 @@ pub async fn seed(commands: &CommandService, size: &SeedSize) -> anyhow::Result<
                         prescriptions: vec![],
                         referrals: vec![],
                         now,
+                        opens_before: Duration::minutes(60),
                     };
                     if past_booking
                         .act(
@@ -583,7 +616,12 @@ pub async fn seed(commands: &CommandService, size: &SeedSize) -> anyhow::Result<
                     if doctors.is_empty() || size.days == 0 {
                         break;
                     }
-                    let (doctor_id, _, _, _) = doctors[rng.below(doctors.len())];
+                    let picked = doctors[rng.below(doctors.len())];
+                    let (doctor_id, _, _, _) = if Some(patient) == first_patient {
+                        doctors[0]
+                    } else {
+                        picked
+                    };
                     let day = 1 + rng.below(size.days as usize) as i64;
                     let Some(start) =
                         slot_start(rng.next(), now + Duration::days(day), doctors, doctor_id)

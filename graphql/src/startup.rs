@@ -253,6 +253,10 @@ impl Application {
                 health_certificate_hours: config.deadline_health_certificate_hours,
                 examination_results_hours: config.deadline_examination_results_hours,
             },
+            care: kabinet_projections::care::CareRules {
+                days_after_visit: config.care_days_after_visit,
+            },
+            visit_opens_before: chrono::Duration::minutes(i64::from(config.visit_opens_minutes)),
         };
         let limits = Limits {
             max_depth: config.max_depth,

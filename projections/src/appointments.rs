@@ -305,25 +305,6 @@ where
     })
 }
 
-/// Whether `patient_id` has (or had) any appointment at `organisation_id`: what lets
-/// that organisation's staff see the patient's profile.
-pub async fn patient_known_at(
-    db: &Db,
-    patient_id: Uuid,
-    organisation_id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    let sql = "SELECT COUNT(*) FROM appointments WHERE patient_id = $1 AND organisation_id = $2";
-    let (patient, organisation) = (patient_id.to_string(), organisation_id.to_string());
-    kabinet_domain::on_db!(db, pool => {
-        let n: i64 = sqlx::query_scalar(sql)
-            .bind(&patient)
-            .bind(&organisation)
-            .fetch_one(pool)
-            .await?;
-        Ok(n > 0)
-    })
-}
-
 /// One appointment by id.
 pub async fn get(db: &Db, id: Uuid) -> Result<Option<AppointmentView>, sqlx::Error> {
     let sql = format!("SELECT {COLUMNS}{FROM} WHERE a.id = $1");

@@ -3,6 +3,7 @@
 pub mod account_journal;
 pub mod activity_log;
 pub mod appointments;
+pub mod care;
 pub mod doctors;
 pub mod document_requests;
 pub mod notifications;

@@ -6,6 +6,8 @@
 //! the same ids; delivery is the dispatcher's job, recorded in
 //! `notification_deliveries` keyed by those ids, so a rebuild never re-sends.
 
+use std::collections::{BTreeSet, HashMap};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -75,11 +77,62 @@ fn local_when(slot: &Value) -> Option<String> {
     )
 }
 
+/// Names of doctors and organisations a batch of messages mentions, read from
+/// the directory's read models when the batch is written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names {
+    /// Full name of each doctor.
+    pub doctors: HashMap<Uuid, String>,
+    /// Name and address of each organisation.
+    pub organisations: HashMap<Uuid, (String, String)>,
+}
+
+impl Names {
+    /// ` Врач: …. Клиника, адрес.` for a booked slot, each part only when known.
+    fn of_slot(&self, slot: &Value) -> String {
+        let mut words = String::new();
+        if let Some(doctor) = uuid_at(slot, "doctor_id").and_then(|d| self.doctors.get(&d)) {
+            words.push_str(&format!(" Врач: {doctor}."));
+        }
+        if let Some((name, address)) =
+            uuid_at(slot, "organisation_id").and_then(|o| self.organisations.get(&o))
+        {
+            if address.trim().is_empty() {
+                words.push_str(&format!(" {name}."));
+            } else {
+                words.push_str(&format!(" {name}, {address}."));
+            }
+        }
+        words
+    }
+}
+
+/// Whether messages of `kind` tell medical details (a medication, a document,
+/// a policy, a referral, a visit's outcome): a patient whose identity is not
+/// verified is shown [`neutral`] words instead, on screen and on every channel.
+pub fn tells_medical_details(kind: &str) -> bool {
+    kind.starts_with("prescription_")
+        || kind.starts_with("document_")
+        || kind.starts_with("policy_")
+        || kind.starts_with("referral_")
+        || kind == "visit_fulfilled"
+}
+
+/// Title and text that say something new is waiting, without saying what.
+pub fn neutral() -> (String, String) {
+    (
+        "Новое сообщение в личном кабинете".to_string(),
+        "В личном кабинете появились новые сведения. Они откроются после подтверждения личности."
+            .to_string(),
+    )
+}
+
 /// The catalogue: which events a person is told about, and the words.
 ///
 /// Messages are in Russian, the product's language; each kind is stable so
-/// frontends may show their own words instead.
-pub fn draft(event: &RecordedEvent) -> Option<Draft> {
+/// frontends may show their own words instead. Visits name the doctor and the
+/// organisation with its address, when `names` know them.
+pub fn draft(event: &RecordedEvent, names: &Names) -> Option<Draft> {
     let body = variant_body(event)?;
     let patient = uuid_at(body, "patient_id");
     let by_clinic = text(body, "by") == Some("clinic");
@@ -88,20 +141,22 @@ pub fn draft(event: &RecordedEvent) -> Option<Draft> {
             let slot = body.get("slot")?;
             let when = local_when(slot)?;
             let room = text(slot, "room").unwrap_or("");
+            let whom = names.of_slot(slot);
             (
                 "appointment_booked",
                 "Запись подтверждена".to_string(),
-                format!("Вы записаны на приём {when}, кабинет {room}."),
+                format!("Вы записаны на приём {when}, кабинет {room}.{whom}"),
             )
         }
         "AppointmentRescheduled" => {
             let slot = body.get("slot")?;
             let when = local_when(slot)?;
             let room = text(slot, "room").unwrap_or("");
+            let whom = names.of_slot(slot);
             (
                 "appointment_rescheduled",
                 "Время приёма изменено".to_string(),
-                format!("Приём перенесён на {when}, кабинет {room}."),
+                format!("Приём перенесён на {when}, кабинет {room}.{whom}"),
             )
         }
         "AppointmentCancelled" => {
@@ -287,9 +342,10 @@ impl Projection for Notifications {
         table: &str,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
+        let names = names_in(tx, events).await?;
         let drafts: Vec<(&RecordedEvent, Draft)> = events
             .iter()
-            .filter_map(|e| draft(e).map(|d| (e, d)))
+            .filter_map(|e| draft(e, &names).map(|d| (e, d)))
             .collect();
         // Nine values a row; stay well under SQLite's bound-parameter limit.
         for chunk in drafts.chunks(1000) {
@@ -315,6 +371,72 @@ impl Projection for Notifications {
         }
         Ok(())
     }
+}
+
+/// The doctors and organisations of the visits booked or moved in `events`,
+/// from the directory's read models.
+async fn names_in(
+    tx: &mut ProjectionTx<'_>,
+    events: &[RecordedEvent],
+) -> Result<Names, ProjectionError> {
+    let mut doctor_ids = BTreeSet::new();
+    let mut organisation_ids = BTreeSet::new();
+    for event in events {
+        if !matches!(
+            event.event_type.as_str(),
+            "AppointmentBooked" | "AppointmentRescheduled"
+        ) {
+            continue;
+        }
+        if let Some(slot) = variant_body(event).and_then(|b| b.get("slot")) {
+            doctor_ids.extend(uuid_at(slot, "doctor_id").map(|d| d.to_string()));
+            organisation_ids.extend(uuid_at(slot, "organisation_id").map(|o| o.to_string()));
+        }
+    }
+    let mut names = Names::default();
+    for chunk in doctor_ids.into_iter().collect::<Vec<_>>().chunks(500) {
+        let rows: Vec<(String, String)> = crate::on_tx!(tx, conn => {
+            let mut q = QueryBuilder::new(format!("SELECT id, details FROM {} WHERE id IN (", crate::doctors::NAME));
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id.clone());
+            }
+            q.push(")");
+            q.build_query_as().fetch_all(&mut **conn).await?
+        });
+        for (id, details) in rows {
+            let (Ok(id), Ok(details)) = (
+                Uuid::parse_str(&id),
+                serde_json::from_str::<kabinet_domain::directory::DoctorDetails>(&details),
+            ) else {
+                continue;
+            };
+            names.doctors.insert(id, details.full_name());
+        }
+    }
+    for chunk in organisation_ids.into_iter().collect::<Vec<_>>().chunks(500) {
+        let rows: Vec<(String, String)> = crate::on_tx!(tx, conn => {
+            let mut q = QueryBuilder::new(format!("SELECT id, details FROM {} WHERE id IN (", crate::organisations::NAME));
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id.clone());
+            }
+            q.push(")");
+            q.build_query_as().fetch_all(&mut **conn).await?
+        });
+        for (id, details) in rows {
+            let (Ok(id), Ok(details)) = (
+                Uuid::parse_str(&id),
+                serde_json::from_str::<kabinet_domain::directory::OrganisationDetails>(&details),
+            ) else {
+                continue;
+            };
+            names
+                .organisations
+                .insert(id, (details.name, details.address));
+        }
+    }
+    Ok(names)
 }
 
 #[async_trait]
@@ -574,17 +696,32 @@ mod tests {
     #[test]
     fn a_booking_confirmation_gives_local_date_time_and_room() {
         let patient = Uuid::now_v7();
-        let draft = draft(&event(
+        let (doctor, clinic) = (Uuid::now_v7(), Uuid::now_v7());
+        let booked = event(
             "AppointmentBooked",
             json!({ "patient_id": patient, "slot": {
+                "doctor_id": doctor, "organisation_id": clinic,
                 "start": "2026-12-03T07:30:00Z", "time_zone": "Europe/Moscow", "room": "205" } }),
-        ))
-        .expect("a message");
-        assert_eq!(draft.account_id, patient);
-        assert_eq!(draft.kind, "appointment_booked");
+        );
+        let unnamed = draft(&booked, &Names::default()).expect("a message");
+        assert_eq!(unnamed.account_id, patient);
+        assert_eq!(unnamed.kind, "appointment_booked");
         assert_eq!(
-            draft.body,
+            unnamed.body,
             "Вы записаны на приём 03.12.2026 в 10:30, кабинет 205."
+        );
+        let mut names = Names::default();
+        names
+            .doctors
+            .insert(doctor, "Иванова Анна Сергеевна".to_string());
+        names.organisations.insert(
+            clinic,
+            ("Поликлиника №3".to_string(), "ул. Тверская, 5".to_string()),
+        );
+        assert_eq!(
+            draft(&booked, &names).expect("a message").body,
+            "Вы записаны на приём 03.12.2026 в 10:30, кабинет 205. \
+             Врач: Иванова Анна Сергеевна. Поликлиника №3, ул. Тверская, 5."
         );
     }
 
@@ -594,16 +731,19 @@ mod tests {
         let ready = draft(&event(
             "PrescriptionReadyAtPharmacy",
             json!({ "patient_id": patient, "pharmacy_id": Uuid::now_v7(), "status": "ready_at_pharmacy" }),
-        ))
+        ), &Names::default())
         .expect("a message");
         assert_eq!(
             (ready.account_id, ready.kind),
             (patient, "prescription_ready")
         );
-        let due = draft(&event(
-            "PolicyRenewalDue",
-            json!({ "patient_id": patient, "valid_until": "2027-03-31", "days_left": 30 }),
-        ))
+        let due = draft(
+            &event(
+                "PolicyRenewalDue",
+                json!({ "patient_id": patient, "valid_until": "2027-03-31", "days_left": 30 }),
+            ),
+            &Names::default(),
+        )
         .expect("a message");
         assert!(due.body.contains("31.03.2027"), "{}", due.body);
     }
@@ -611,10 +751,10 @@ mod tests {
     #[test]
     fn events_nobody_is_told_about_make_no_message() {
         assert_eq!(
-            draft(&event(
-                "PatientArrived",
-                json!({ "patient_id": Uuid::now_v7() })
-            )),
+            draft(
+                &event("PatientArrived", json!({ "patient_id": Uuid::now_v7() })),
+                &Names::default()
+            ),
             None
         );
     }

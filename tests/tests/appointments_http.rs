@@ -619,7 +619,9 @@ conformance!(
 conformance!(
     a_visit_is_recorded_listed_and_reviewed_once,
     |test_db| async move {
-        let server = Server::start(&test_db, |_| {}).await;
+        let clock = kabinet_domain::clock::FixedClock::new(Utc::now());
+        let server =
+            Server::start_with_clock(&test_db, std::sync::Arc::new(clock.clone()), |_| {}).await;
         let clinic = Clinic::open(&server, "Europe/Moscow").await;
         let (_, token) = patient(&server).await;
         let booked = book(&server, &token, &clinic.slots[0]).await;
@@ -627,6 +629,14 @@ conformance!(
             .as_str()
             .expect("id")
             .to_string();
+        // The outcome is recorded at the visit, not before it.
+        let start = booked["appointment"]["start"].as_str().expect("start");
+        clock.set(
+            DateTime::parse_from_rfc3339(start)
+                .expect("start instant")
+                .with_timezone(&Utc)
+                + Duration::minutes(5),
+        );
         let doctor = server.token(Role::Doctor, Some(clinic.organisation_uuid));
         let fulfilled = server
         .data(Some(&doctor), "mutation($input: FulfilVisitInput!) { fulfilVisit(input: $input) {
@@ -1034,7 +1044,11 @@ conformance!(
             .expect("date")
             .format("%d.%m.%Y")
             .to_string();
-        let expected = format!("Вы записаны на приём {local_date} в {time}, кабинет 214.");
+        // The doctor and the clinic with its address are named.
+        let expected = format!(
+            "Вы записаны на приём {local_date} в {time}, кабинет 214. \
+             Врач: Иванова Анна Сергеевна. Городская поликлиника №2, ул. Тверская, 5."
+        );
         assert_eq!(node["body"], json!(expected));
 
         // Exactly one message per channel, to the chosen addresses, with date, time and room.

@@ -143,7 +143,8 @@ enum FieldRule {
     /// Medical data: patients need a verified identity, and every read is recorded.
     Medical,
     /// Personal data of a patient: the patient, and staff of an organisation the
-    /// patient has an appointment at (recorded).
+    /// patient is in the care of (recorded; registrars see only name, birth date,
+    /// sex and phone).
     Personal,
 }
 
@@ -662,3 +663,166 @@ conformance!(other_peoples_ids_reveal_nothing, |test_db| async move {
     assert_eq!(known["patientProfile"]["surname"], "Белова");
     server.stop().await;
 });
+
+/// How a patient stands towards the fixture's organisation, and whether that is
+/// its care (issue 17): the one rule behind every staff read of a profile and
+/// every prescription.
+#[derive(Debug, Clone, Copy)]
+enum Relation {
+    Nothing,
+    Booked,
+    BookedThenCancelled,
+    ReferralRequested,
+    DocumentRequested,
+}
+
+const CARE_CASES: &[(Relation, bool)] = &[
+    (Relation::Nothing, false),
+    (Relation::Booked, true),
+    (Relation::BookedThenCancelled, false),
+    (Relation::ReferralRequested, true),
+    (Relation::DocumentRequested, true),
+];
+
+conformance!(
+    staff_reach_only_patients_in_their_care,
+    |test_db| async move {
+        let server = Server::start(&test_db, |_| {}).await;
+        let fixture = fixture(&server).await;
+        let org_id = fixture.values["$ORG"].clone();
+        let doctor_uuid = ids::decode_as(&fixture.values["$DOCTOR"], "Doctor").expect("doctor");
+        let doctor = server.token_for(doctor_uuid, Role::Doctor, Some(fixture.organisation));
+        let registrar = server.token(Role::Registrar, Some(fixture.organisation));
+        let other_doctor = server.token(Role::Doctor, Some(Uuid::now_v7()));
+        let tomorrow = fixture.values["$TOMORROW"].clone();
+        let published = server
+        .data(
+            Some(&registrar),
+            &format!(r#"mutation {{ publishSchedule(input: {{ doctorId: "{}", date: "{tomorrow}", start: "09:00", end: "11:00", slotMinutes: 20, room: "5", serviceCodes: [] }}) {{ slots {{ id }} userErrors {{ code message }} }} }}"#, fixture.values["$DOCTOR"]),
+            json!({}),
+        )
+        .await;
+        let mut slots: Vec<String> = published["publishSchedule"]["slots"]
+            .as_array()
+            .unwrap_or_else(|| panic!("slots: {published}"))
+            .iter()
+            .map(|s| s["id"].as_str().expect("slot").to_string())
+            .collect();
+        let today = Utc::now()
+            .with_timezone(&chrono_tz::Europe::Moscow)
+            .date_naive();
+        let until = today + Duration::days(10);
+        let profile_query = "query($p: ID!) { patientProfile(patientId: $p) { surname birthDate phone snils passportNumber actualAddress } }";
+        let mut mismatches = Vec::new();
+        for (relation, in_care) in CARE_CASES {
+            let patient = Uuid::now_v7();
+            let own = server.token_for(patient, Role::Patient, None);
+            let updated = server
+            .data(
+                Some(&own),
+                r#"mutation { updateMyProfile(input: { surname: "Белова", firstName: "Ада", birthDate: "1990-01-01", sex: FEMALE, snils: "112 233 445 95", passportSeries: "45 08", passportNumber: "123456", phone: "+79161234567", actualAddress: "Москва, ул. Арбат, 10" }) { userErrors { field code message } } }"#,
+                json!({}),
+            )
+            .await;
+            assert_eq!(
+                updated["updateMyProfile"]["userErrors"],
+                json!([]),
+                "{updated}"
+            );
+            let p = ids::encode("Account", patient).to_string();
+            match relation {
+                Relation::Nothing => {}
+                Relation::Booked | Relation::BookedThenCancelled => {
+                    // The registrar books by phone, on the patient's behalf.
+                    let booked = server
+                    .data(
+                        Some(&registrar),
+                        "mutation($s: ID!, $p: ID!) { bookAppointment(input: { slotId: $s, patientId: $p }) { appointment { id } userErrors { code message } } }",
+                        json!({ "s": slots.pop().expect("a free slot"), "p": p }),
+                    )
+                    .await;
+                    let id = booked["bookAppointment"]["appointment"]["id"]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("booked: {booked}"))
+                        .to_string();
+                    if matches!(relation, Relation::BookedThenCancelled) {
+                        let cancelled = server
+                        .data(
+                            Some(&registrar),
+                            "mutation($id: ID!) { cancelAppointment(input: { appointmentId: $id }) { userErrors { code } } }",
+                            json!({ "id": id }),
+                        )
+                        .await;
+                        assert_eq!(cancelled["cancelAppointment"]["userErrors"], json!([]));
+                    }
+                }
+                Relation::ReferralRequested => {
+                    let asked = server
+                    .data(
+                        Some(&own),
+                        "mutation($o: ID!) { requestReferral(input: { organisationId: $o, specialty: \"therapist\", reason: \"боли\" }) { userErrors { code message } } }",
+                        json!({ "o": org_id }),
+                    )
+                    .await;
+                    assert_eq!(asked["requestReferral"]["userErrors"], json!([]), "{asked}");
+                }
+                Relation::DocumentRequested => {
+                    let asked = server
+                    .data(
+                        Some(&own),
+                        "mutation($o: ID!) { requestDocument(input: { organisationId: $o, type: HEALTH_CERTIFICATE, periodFrom: \"2026-01-01\", periodTo: \"2026-02-01\" }) { userErrors { field code message } } }",
+                        json!({ "o": org_id }),
+                    )
+                    .await;
+                    assert_eq!(asked["requestDocument"]["userErrors"], json!([]), "{asked}");
+                }
+            }
+            let vars = json!({ "p": p });
+            let by_registrar = server
+                .data(Some(&registrar), profile_query, vars.clone())
+                .await;
+            let by_doctor = server
+                .data(Some(&doctor), profile_query, vars.clone())
+                .await;
+            let by_stranger = server
+                .data(Some(&other_doctor), profile_query, vars.clone())
+                .await;
+            let prescribed = server
+            .data(
+                Some(&doctor),
+                &format!(r#"mutation {{ issuePrescription(input: {{ patientId: "{p}", medication: "Амоксициллин", dosage: "по 1 таблетке 2 раза в день", quantity: 1, validFrom: "{today}", validUntil: "{until}" }}) {{ userErrors {{ code }} }} }}"#),
+                json!({}),
+            )
+            .await;
+            let registrar_sees = by_registrar["patientProfile"] != Value::Null;
+            // A registrar gets name, birth date and phone; never documents or addresses.
+            let registrar_minimal = by_registrar["patientProfile"]["snils"] == Value::Null
+                && by_registrar["patientProfile"]["passportNumber"] == Value::Null
+                && by_registrar["patientProfile"]["actualAddress"] == Value::Null;
+            let doctor_sees = by_doctor["patientProfile"]["snils"] == "112-233-445 95";
+            let may_prescribe = prescribed["issuePrescription"]["userErrors"] == json!([]);
+            let refused_as_not_in_care =
+                prescribed["issuePrescription"]["userErrors"][0]["code"] == "NOT_IN_CARE";
+            let outcome = (
+                registrar_sees,
+                registrar_minimal,
+                doctor_sees,
+                may_prescribe,
+                refused_as_not_in_care,
+                by_stranger["patientProfile"] == Value::Null,
+            );
+            let expected = (*in_care, true, *in_care, *in_care, !*in_care, true);
+            if outcome != expected {
+                mismatches.push(format!(
+                "{relation:?}: (registrar sees, registrar minimal, doctor sees, may prescribe, NOT_IN_CARE, stranger blind) = {outcome:?}, expected {expected:?}\n  registrar: {by_registrar}\n  doctor: {by_doctor}\n  prescribe: {prescribed}"
+            ));
+            }
+        }
+        assert!(
+            mismatches.is_empty(),
+            "care mismatches:\n{}",
+            mismatches.join("\n")
+        );
+        server.stop().await;
+    }
+);

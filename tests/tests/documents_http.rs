@@ -153,6 +153,7 @@ impl Clinic {
                     prescriptions: vec![],
                     referrals: vec![],
                     now: start + Duration::minutes(15),
+                    opens_before: Duration::minutes(60),
                 },
                 &(),
                 &meta,

@@ -689,8 +689,12 @@ conformance!(
     the_account_journal_shows_changes_and_reads_by_a_doctor,
     |test_db| async move {
         let notifier = MemoryNotifier::default();
-        let server =
-            Server::start_with_notifier(&test_db, Some(Arc::new(notifier.clone())), |_| {}).await;
+        let clock = kabinet_domain::clock::FixedClock::new(Utc::now());
+        let overrides = kabinet_graphql::startup::Overrides {
+            clock: Some(Arc::new(clock.clone())),
+            notifier: Some(Arc::new(notifier.clone())),
+        };
+        let server = Server::start_with(&test_db, overrides, |_| {}).await;
         load_registry(
             &server,
             json!([serde_json::from_str::<Value>(REGISTRY_ENTRY).expect("entry")]),
@@ -703,7 +707,7 @@ conformance!(
         let booked = server
             .data(
                 Some(&token),
-                "mutation($input: BookAppointmentInput!) { bookAppointment(input: $input) { appointment { id } userErrors { code message } } }",
+                "mutation($input: BookAppointmentInput!) { bookAppointment(input: $input) { appointment { id start } userErrors { code message } } }",
                 json!({ "input": { "slotId": slot } }),
             )
             .await;
@@ -711,6 +715,15 @@ conformance!(
             .as_str()
             .unwrap_or_else(|| panic!("booked: {booked}"))
             .to_string();
+        // The outcome is recorded at the visit, not before it.
+        let start = booked["bookAppointment"]["appointment"]["start"]
+            .as_str()
+            .expect("start");
+        let visit_time = chrono::DateTime::parse_from_rfc3339(start)
+            .expect("start instant")
+            .with_timezone(&Utc)
+            + Duration::minutes(5);
+        clock.set(visit_time);
         let doctor = server.token(Role::Doctor, Some(organisation));
         let fulfilled = server
             .data(
@@ -819,7 +832,7 @@ conformance!(
             .data(
                 Some(&token),
                 "query($from: DateTime) { accountJournal(filter: { from: $from }) { edges { node { kind } } } }",
-                json!({ "from": (Utc::now() + Duration::hours(1)).to_rfc3339() }),
+                json!({ "from": (visit_time + Duration::hours(1)).to_rfc3339() }),
             )
             .await;
         assert_eq!(future["accountJournal"]["edges"], json!([]));

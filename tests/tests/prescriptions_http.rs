@@ -134,6 +134,19 @@ impl World {
             )
             .await;
         assert_eq!(recorded["recordPatientProfile"]["recorded"], true);
+        // A referral to the clinic puts the patient in its care: its doctors may prescribe.
+        let referral = client
+            .data(
+                Some(&patient),
+                "mutation($input: RequestReferralInput!) { requestReferral(input: $input) { userErrors { code message } } }",
+                json!({ "input": { "organisationId": organisation, "specialty": "therapist", "reason": "боли в горле" } }),
+            )
+            .await;
+        assert_eq!(
+            referral["requestReferral"]["userErrors"],
+            json!([]),
+            "{referral}"
+        );
         World {
             doctor: client.token_for(doctor_uuid, Role::Doctor, Some(clinic_uuid)),
             other_doctor: client.token_for(other_uuid, Role::Doctor, Some(clinic_uuid)),
@@ -590,7 +603,8 @@ conformance!(
             json!({ "patientId": ids::encode("Account", Uuid::now_v7()).0 }),
         )
         .await;
-        assert_eq!(code(&nobody), "NOT_FOUND");
+        // Nobody's id and a stranger's answer alike: not in the clinic's care.
+        assert_eq!(code(&nobody), "NOT_IN_CARE");
         assert_eq!(field(&nobody), json!(["input", "patientId"]));
         let mine = server
             .data(

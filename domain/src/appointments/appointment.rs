@@ -148,6 +148,8 @@ pub enum AppointmentCommand {
     },
     MarkArrived {
         now: DateTime<Utc>,
+        /// How long before the visit's start arrival may be recorded.
+        opens_before: Duration,
     },
     Fulfil {
         diagnosis_code: String,
@@ -156,6 +158,8 @@ pub enum AppointmentCommand {
         prescriptions: Vec<String>,
         referrals: Vec<String>,
         now: DateTime<Utc>,
+        /// How long before the visit's start its outcome may be recorded.
+        opens_before: Duration,
     },
     MarkNoShow {
         now: DateTime<Utc>,
@@ -258,6 +262,10 @@ pub enum AppointmentError {
     ServiceNotOffered(String),
     #[error("a no-show can be recorded only after the visit's start")]
     TooEarly,
+    #[error("the visit at {start} is not open yet: arrival and outcome can be recorded from {minutes} minutes before its start")]
+    VisitNotOpen { start: String, minutes: i64 },
+    #[error("arrival can be recorded only on the visit's day ({day})")]
+    VisitDayOver { day: NaiveDate },
     #[error("only the patient of a fulfilled visit may review it, once")]
     CannotReview,
     #[error("{field}: {message}")]
@@ -290,6 +298,12 @@ impl AsUserError for AppointmentError {
                 UserError::field("serviceCode", "SERVICE_NOT_OFFERED", message)
             }
             AppointmentError::TooEarly => UserError::new("TOO_EARLY", message),
+            AppointmentError::VisitNotOpen { .. } => {
+                UserError::field("appointmentId", "VISIT_NOT_OPEN", message)
+            }
+            AppointmentError::VisitDayOver { .. } => {
+                UserError::field("appointmentId", "VISIT_DAY_OVER", message)
+            }
             AppointmentError::CannotReview => UserError::new("CANNOT_REVIEW", message),
             AppointmentError::Invalid { field, message } => {
                 UserError::field(field, "INVALID_INPUT", message.clone())
@@ -307,6 +321,38 @@ pub struct Appointment {
     pub service_code: Option<String>,
     pub outcome: Option<VisitOutcome>,
     pub reviewed: bool,
+}
+
+/// The local date of `at` in the zone of `slot` (UTC when the zone is unknown).
+fn local_day(slot: &BookedSlot, at: DateTime<Utc>) -> NaiveDate {
+    match slot.time_zone.parse::<chrono_tz::Tz>() {
+        Ok(zone) => at.with_timezone(&zone).date_naive(),
+        Err(_) => at.date_naive(),
+    }
+}
+
+/// A visit opens for arrival and outcome `opens_before` its start: nobody
+/// records a patient as come, or a diagnosis, for a visit still ahead.
+fn check_visit_open(
+    slot: &BookedSlot,
+    now: DateTime<Utc>,
+    opens_before: Duration,
+) -> Result<(), AppointmentError> {
+    if now < slot.start - opens_before {
+        let start = match slot.time_zone.parse::<chrono_tz::Tz>() {
+            Ok(zone) => slot
+                .start
+                .with_timezone(&zone)
+                .format("%d.%m.%Y %H:%M")
+                .to_string(),
+            Err(_) => slot.start.format("%d.%m.%Y %H:%M UTC").to_string(),
+        };
+        return Err(AppointmentError::VisitNotOpen {
+            start,
+            minutes: opens_before.num_minutes(),
+        });
+    }
+    Ok(())
 }
 
 /// Checks that `slot` may be taken by a patient of `age` at `now`.
@@ -497,13 +543,17 @@ impl Appointment {
                     status: S::Cancelled,
                 })
             }
-            C::MarkArrived { now: _ } => {
-                let (patient_id, _, status) = self.current()?;
+            C::MarkArrived { now, opens_before } => {
+                let (patient_id, slot, status) = self.current()?;
                 if status != S::Booked {
                     return Err(AppointmentError::InvalidState {
                         status,
                         action: "marked as arrived",
                     });
+                }
+                check_visit_open(slot, now, opens_before)?;
+                if local_day(slot, now) > slot.day {
+                    return Err(AppointmentError::VisitDayOver { day: slot.day });
                 }
                 Ok(E::PatientArrived {
                     patient_id,
@@ -516,15 +566,17 @@ impl Appointment {
                 recommendations,
                 prescriptions,
                 referrals,
-                now: _,
+                now,
+                opens_before,
             } => {
-                let (patient_id, _, status) = self.current()?;
+                let (patient_id, slot, status) = self.current()?;
                 if !matches!(status, S::Booked | S::Arrived) {
                     return Err(AppointmentError::InvalidState {
                         status,
                         action: "fulfilled",
                     });
                 }
+                check_visit_open(slot, now, opens_before)?;
                 let diagnosis_code = IcdCode::parse(&diagnosis_code).map_err(|message| {
                     AppointmentError::Invalid {
                         field: "diagnosisCode",
@@ -753,6 +805,68 @@ mod tests {
             by: ChangedBy::Patient,
             status: AppointmentStatus::Booked,
         }
+    }
+
+    fn arrive(now: DateTime<Utc>) -> AppointmentCommand {
+        AppointmentCommand::MarkArrived {
+            now,
+            opens_before: Duration::minutes(60),
+        }
+    }
+
+    fn fulfil(now: DateTime<Utc>) -> AppointmentCommand {
+        AppointmentCommand::Fulfil {
+            diagnosis_code: "J06.9".into(),
+            diagnosis_text: "ОРВИ".into(),
+            recommendations: String::new(),
+            prescriptions: vec![],
+            referrals: vec![],
+            now,
+            opens_before: Duration::minutes(60),
+        }
+    }
+
+    #[test]
+    fn arrival_is_recorded_from_the_window_before_the_start() {
+        TestFramework::<Appointment>::with(())
+            .given(vec![booked(9)])
+            .when(arrive(at(8, 0)))
+            .then_expect_events(vec![AppointmentEvent::PatientArrived {
+                patient_id: patient(),
+                status: AppointmentStatus::Arrived,
+            }]);
+    }
+
+    #[test]
+    fn arrival_cannot_be_recorded_before_the_visit_opens() {
+        TestFramework::<Appointment>::with(())
+            .given(vec![booked(9)])
+            .when(arrive(at(7, 59)))
+            .then_expect_error(AppointmentError::VisitNotOpen {
+                start: "23.11.2026 12:00".into(),
+                minutes: 60,
+            });
+    }
+
+    #[test]
+    fn arrival_cannot_be_recorded_after_the_visit_day() {
+        TestFramework::<Appointment>::with(())
+            .given(vec![booked(9)])
+            .when(arrive(at(21, 0)))
+            .then_expect_error(AppointmentError::VisitDayOver {
+                day: NaiveDate::from_ymd_opt(2026, 11, 23).expect("date"),
+            });
+    }
+
+    #[test]
+    fn an_outcome_cannot_be_recorded_for_a_visit_a_day_ahead() {
+        TestFramework::<Appointment>::with(())
+            .given(vec![booked(9)])
+            .when(fulfil(at(9, 0) - Duration::hours(31)))
+            .then_expect_error(AppointmentError::VisitNotOpen {
+                start: "23.11.2026 12:00".into(),
+                minutes: 60,
+            });
     }
 
     #[test]

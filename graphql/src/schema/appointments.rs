@@ -20,8 +20,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::context::{
-    actor, bad_input, forbidden, internal, medical_patient, metadata, read_your_writes,
-    record_medical_read, services as svc,
+    actor, bad_input, forbidden, in_care_of_caller, internal, medical_patient, metadata,
+    read_your_writes, record_medical_read, services as svc,
 };
 use super::directory::Organisation;
 use super::doctors::{local, local_time, Doctor};
@@ -145,12 +145,21 @@ impl Appointment {
     }
     /// The doctor's record of the visit (diagnosis): medical data, so patients need a
     /// verified identity, and every read is recorded in the patient's account journal.
+    /// Of the staff, only doctors of the visit's organisation see it, while the
+    /// patient is in its care; registrars and administrators get `null`.
     async fn outcome(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<VisitOutcome>> {
         if self.0.outcome.is_none() {
             return Ok(None);
         }
-        if actor(ctx)?.role == Role::Patient {
-            medical_patient(ctx).await?;
+        let actor = actor(ctx)?;
+        match actor.role {
+            Role::Patient => {
+                medical_patient(ctx).await?;
+            }
+            Role::Doctor
+                if actor.organisation_id == Some(self.0.organisation_id)
+                    && in_care_of_caller(ctx, actor, self.0.patient_id).await? => {}
+            _ => return Ok(None),
         }
         record_medical_read(ctx, self.0.patient_id, "visit_outcome", Some(self.0.id)).await?;
         Ok(self.0.outcome.as_ref().map(|o| VisitOutcome {
@@ -1049,7 +1058,10 @@ impl AppointmentsMutation {
             &input.appointment_id,
             input.idempotency_key.clone(),
             &input,
-            |_, _| AppointmentCommand::MarkArrived { now },
+            |_, _| AppointmentCommand::MarkArrived {
+                now,
+                opens_before: svc(ctx).visit_opens_before,
+            },
         )
         .await
     }
@@ -1079,6 +1091,7 @@ impl AppointmentsMutation {
         input: FulfilVisitInput,
     ) -> async_graphql::Result<AppointmentPayload> {
         let now = svc(ctx).clock.now();
+        let opens_before = svc(ctx).visit_opens_before;
         let i = input.clone();
         Self::act(
             ctx,
@@ -1093,6 +1106,7 @@ impl AppointmentsMutation {
                 prescriptions: i.prescriptions,
                 referrals: i.referrals,
                 now,
+                opens_before,
             },
         )
         .await

@@ -46,6 +46,10 @@ pub struct Services {
     pub file_links: crate::files::FileLinks,
     /// Hours organisations have to answer document requests, per type.
     pub document_deadlines: super::documents::DocumentDeadlines,
+    /// How long a patient stays in an organisation's care after a visit.
+    pub care: kabinet_projections::care::CareRules,
+    /// How long before a visit's start arrival and the outcome may be recorded.
+    pub visit_opens_before: chrono::Duration,
 }
 
 /// The client's network address (from the socket, or from a trusted proxy).
@@ -153,21 +157,30 @@ pub struct VerifiedOnce(std::sync::OnceLock<()>);
 
 /// Refuses a patient whose identity is not verified (development tokens pass).
 pub async fn identity_verified(ctx: &Context<'_>, actor: &Actor) -> Result<(), Error> {
+    if is_identity_verified(ctx, actor).await? {
+        Ok(())
+    } else {
+        Err(identity_not_verified())
+    }
+}
+
+/// Whether `actor`'s identity is verified (development tokens count as verified).
+async fn is_identity_verified(ctx: &Context<'_>, actor: &Actor) -> Result<bool, Error> {
     if request(ctx).dev_token {
-        return Ok(());
+        return Ok(true);
     }
     let remembered = ctx.data_opt::<VerifiedOnce>();
     if remembered.is_some_and(|r| r.0.get().is_some()) {
-        return Ok(());
+        return Ok(true);
     }
     match services(ctx).identity.is_verified(actor.account_id).await {
         Ok(true) => {
             if let Some(r) = remembered {
                 let _ = r.0.set(());
             }
-            Ok(())
+            Ok(true)
         }
-        Ok(false) => Err(identity_not_verified()),
+        Ok(false) => Ok(false),
         Err(e) => Err(internal(ctx, e)),
     }
 }
@@ -178,11 +191,43 @@ pub fn identity_not_verified() -> Error {
         .extend_with(|_, e| e.set("code", "IDENTITY_NOT_VERIFIED"))
 }
 
-/// Records that the caller read medical data of `patient_id` (`what` names the
-/// kind of data, e.g. `visit_history`; `object_id` the record, when one).
+/// Whether `patient_id` is in the care of the caller's organisation now (see
+/// [`kabinet_projections::care`]): what every staff read of a patient's personal
+/// data and every staff action for a patient needs. Callers without an
+/// organisation are in nobody's care relationship.
+pub async fn in_care_of_caller(
+    ctx: &Context<'_>,
+    actor: &Actor,
+    patient_id: uuid::Uuid,
+) -> Result<bool, Error> {
+    let Some(organisation) = actor.organisation_id else {
+        return Ok(false);
+    };
+    let s = services(ctx);
+    kabinet_projections::care::in_care(&s.db, s.care, patient_id, organisation, s.clock.now())
+        .await
+        .map_err(|e| internal(ctx, e))
+}
+
+/// Whether the caller may see the medical details of their own records: staff
+/// and verified patients may; a patient whose identity is not verified sees
+/// only neutral words (notifications say that something happened, not what).
+pub async fn medical_details_open(ctx: &Context<'_>) -> Result<bool, Error> {
+    let actor = actor(ctx)?;
+    if actor.role != Role::Patient {
+        return Ok(true);
+    }
+    is_identity_verified(ctx, actor).await
+}
+
+/// Opens medical data of `patient_id` to the caller and records the read
+/// (`what` names the kind of data, e.g. `visit_history`; `object_id` the
+/// record, when one).
 ///
-/// Every read of medical data, by anyone, goes through here so the owner can
-/// list it in their account journal.
+/// The one gate of every read of medical data, by anyone and on every path
+/// (lists, `node`, nested fields, payloads): a patient reading their own data
+/// must have a verified identity (`IDENTITY_NOT_VERIFIED` otherwise), and every
+/// read is recorded so the owner can list it in their account journal.
 pub async fn record_medical_read(
     ctx: &Context<'_>,
     patient_id: uuid::Uuid,
@@ -190,6 +235,9 @@ pub async fn record_medical_read(
     object_id: Option<uuid::Uuid>,
 ) -> Result<(), Error> {
     let reader = actor(ctx)?.clone();
+    if reader.role == Role::Patient {
+        identity_verified(ctx, &reader).await?;
+    }
     let s = services(ctx);
     let read = MedicalRead {
         patient_id,

@@ -12,12 +12,13 @@ use kabinet_domain::identity::service::{IdentityFailure, RawRegistryEntry, Regis
 use kabinet_domain::identity::verification::IdentityVerification;
 use kabinet_domain::patients::{Patient, PatientCommand, ProfileUpdate, RawProfileUpdate};
 use kabinet_domain::{Actor, Role};
-use kabinet_projections::{account_journal, appointments};
+use kabinet_projections::account_journal;
 use serde::Serialize;
 
 use super::appointments::Sex;
 use super::context::{
-    actor, actor_in, forbidden, internal, metadata, read_your_writes, record_medical_read, services,
+    actor, actor_in, forbidden, in_care_of_caller, internal, metadata, read_your_writes,
+    record_medical_read, services,
 };
 use super::errors::{idempotency_key, run_command, UserError};
 use super::ids;
@@ -272,27 +273,37 @@ impl IdentityQuery {
     }
 
     /// A patient's profile, for registrars and doctors of an organisation the patient
-    /// has an appointment at; `null` otherwise. Every such read is recorded.
+    /// is in the care of (an appointment, a referral, an open document request or an
+    /// active prescription there); `null` otherwise. Doctors see the whole profile;
+    /// registrars only what booking needs: name, birth date, sex and phone. Every
+    /// such read is recorded.
     async fn patient_profile(
         &self,
         ctx: &Context<'_>,
         patient_id: ID,
     ) -> async_graphql::Result<Option<PatientProfile>> {
         let actor = actor_in(ctx, &[Role::Registrar, Role::Doctor])?;
-        let (Some(patient), Some(organisation)) = (
-            ids::decode_as(&patient_id, "Account"),
-            actor.organisation_id,
-        ) else {
+        let Some(patient) = ids::decode_as(&patient_id, "Account") else {
             return Ok(None);
         };
-        let known = appointments::patient_known_at(&services(ctx).db, patient, organisation)
-            .await
-            .map_err(|e| internal(ctx, e))?;
-        if !known {
+        if !in_care_of_caller(ctx, actor, patient).await? {
             return Ok(None);
         }
         record_medical_read(ctx, patient, "profile", None).await?;
-        load_profile(ctx, patient).await.map(Some)
+        let profile = load_profile(ctx, patient).await?;
+        Ok(Some(match actor.role {
+            Role::Doctor => profile,
+            _ => PatientProfile {
+                snils: None,
+                oms_policy: None,
+                passport_series: None,
+                passport_number: None,
+                email: None,
+                registration_address: None,
+                actual_address: None,
+                ..profile
+            },
+        }))
     }
 
     /// The caller's identity verification and its steps (patients).

@@ -12,7 +12,7 @@ use kabinet_domain::notifications::{
 use kabinet_projections::notifications::{self as model, DeliveryView, NotificationView};
 use serde::Serialize;
 
-use super::context::{actor, internal, read_your_writes, services};
+use super::context::{actor, internal, medical_details_open, read_your_writes, services};
 use super::errors::{idempotency_key, run_command, UserError};
 use super::pagination::{connection_complexity, page_info, page_request};
 
@@ -69,7 +69,8 @@ pub struct Notification {
     pub kind: String,
     /// Title in Russian.
     pub title: String,
-    /// Text in Russian.
+    /// Text in Russian. Until the patient's identity is verified, messages about
+    /// medical records say only that something new is waiting, not what.
     pub body: String,
     /// Kind of object it is about (e.g. `appointment`) and its id.
     pub object_type: String,
@@ -132,12 +133,14 @@ impl NotificationsQuery {
         let deliveries = model::deliveries_of(db, actor.account_id, &positions)
             .await
             .map_err(|e| internal(ctx, e))?;
+        // Medical details wait for a verified identity, like the records they tell about.
+        let open = medical_details_open(ctx).await?;
         let info = page_info(&page);
         let mut connection = Connection::new(info.has_previous_page, info.has_next_page);
         connection.edges.extend(
             page.items
                 .into_iter()
-                .map(|(cursor, n)| Edge::new(cursor.encode(), notification(n, &deliveries))),
+                .map(|(cursor, n)| Edge::new(cursor.encode(), notification(n, &deliveries, open))),
         );
         Ok(connection)
     }
@@ -152,7 +155,14 @@ impl NotificationsQuery {
     }
 }
 
-fn notification(n: NotificationView, deliveries: &[DeliveryView]) -> Notification {
+/// The notification as the caller sees it; `open` is false for a patient whose
+/// identity is not verified, who is told only that something new is waiting.
+fn notification(n: NotificationView, deliveries: &[DeliveryView], open: bool) -> Notification {
+    let (title, body) = if open || !model::tells_medical_details(&n.kind) {
+        (n.title, n.body)
+    } else {
+        model::neutral()
+    };
     Notification {
         deliveries: deliveries
             .iter()
@@ -160,8 +170,8 @@ fn notification(n: NotificationView, deliveries: &[DeliveryView]) -> Notificatio
             .map(NotificationDelivery::from)
             .collect(),
         kind: n.kind,
-        title: n.title,
-        body: n.body,
+        title,
+        body,
         object_type: n.object_type,
         object_id: n.object_id,
         created_at: n.created_at,

@@ -22,8 +22,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::context::{
-    actor, actor_in, bad_input, forbidden, internal, medical_patient, read_your_writes,
-    record_medical_read, services as svc, Services,
+    actor, actor_in, bad_input, forbidden, in_care_of_caller, internal, medical_patient,
+    read_your_writes, record_medical_read, services as svc, Services,
 };
 use super::directory::Organisation;
 use super::errors::{idempotency_key, run_command, UserError};
@@ -501,6 +501,90 @@ pub async fn verify(s: &Services, token: &str) -> Result<PrescriptionVerificatio
     })
 }
 
+/// Escapes text for HTML element content and attribute values.
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `DD.MM.YYYY` of a `YYYY-MM-DD` date, or the text as it is.
+fn ru_day_of(raw: &str) -> String {
+    NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        .map(ru_date)
+        .unwrap_or_else(|_| raw.to_string())
+}
+
+/// The page a phone's browser shows for the QR code of a printed prescription:
+/// the verdict in Russian in large letters, then what a pharmacist checks.
+pub fn verification_page(answer: &PrescriptionVerification) -> String {
+    let (verdict, tone) = match answer.result {
+        VerificationResult::Valid => ("Рецепт действителен", "ok"),
+        VerificationResult::Cancelled => ("Рецепт отменён врачом", "bad"),
+        VerificationResult::Dispensed => ("Лекарство по этому рецепту уже выдано", "bad"),
+        VerificationResult::Expired => ("Срок действия рецепта истёк", "bad"),
+        VerificationResult::Invalid => (
+            "Рецепт не найден: QR-код изменён, повреждён или выдан не этой системой",
+            "bad",
+        ),
+    };
+    let mut rows = String::new();
+    let mut row = |label: &str, value: Option<String>| {
+        if let Some(value) = value {
+            rows.push_str(&format!(
+                "<tr><th>{}</th><td>{}</td></tr>\n",
+                html_escape(label),
+                html_escape(&value)
+            ));
+        }
+    };
+    row("Препарат", answer.medication.clone());
+    row("Способ применения", answer.dosage.clone());
+    row(
+        "Количество упаковок",
+        answer.quantity.map(|q| q.to_string()),
+    );
+    if let (Some(from), Some(until)) = (&answer.valid_from, &answer.valid_until) {
+        row(
+            "Действителен",
+            Some(format!(
+                "с {} по {} включительно",
+                ru_day_of(from),
+                ru_day_of(until)
+            )),
+        );
+    }
+    row("Врач", answer.prescriber_name.clone());
+    row("Медицинская организация", answer.organisation_name.clone());
+    row("Пациент (инициалы)", answer.patient_initials.clone());
+    let table = if rows.is_empty() {
+        String::new()
+    } else {
+        format!("<table>\n{rows}</table>\n")
+    };
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"ru\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>Проверка рецепта — {verdict}</title>\n\
+         <style>body{{font-family:sans-serif;margin:1.5em;max-width:40em}}\
+         .ok{{color:#11632b}}.bad{{color:#a4161a}}th{{text-align:left;padding-right:1em;\
+         vertical-align:top;font-weight:normal;color:#555}}td{{padding-bottom:.4em}}</style>\n\
+         </head>\n<body>\n<h1 class=\"{tone}\">{verdict}</h1>\n{table}\
+         <p>Проверка электронного рецепта по QR-коду. Сведения показаны на момент проверки.</p>\n\
+         </body>\n</html>\n",
+        verdict = html_escape(verdict),
+    )
+}
+
 /// Prescription queries.
 #[derive(Default)]
 pub struct PrescriptionsQuery;
@@ -837,6 +921,15 @@ impl PrescriptionsMutation {
                 ))
             }
         };
+        // A doctor prescribes only to patients in the care of their organisation.
+        if !in_care_of_caller(ctx, actor, patient_id).await? {
+            return failed(UserError::on_field(
+                "patientId",
+                "NOT_IN_CARE",
+                "this patient is not in the care of your organisation: prescribing needs an \
+                 appointment, a referral, an open document request or an active prescription here",
+            ));
+        }
         let patient = s
             .commands
             .load::<Patient>(&patient_id.to_string())
