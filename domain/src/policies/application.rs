@@ -3,7 +3,7 @@
 //! The holder is always the applicant, as their verified profile says: identity
 //! fields in the application are optional and, when given, must agree with it.
 
-use chrono::{Datelike, Months, NaiveDate};
+use chrono::{Months, NaiveDate};
 use serde::{Deserialize, Serialize};
 
 use crate::directory::BoundedText;
