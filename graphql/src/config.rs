@@ -194,10 +194,18 @@ pub struct IdentityLimitArgs {
     #[arg(long, env = "KABINET_IDENTITY_CODES_PER_DAY", default_value_t = 10)]
     pub identity_codes_per_day: u32,
     /// Identity SMS codes one phone number may receive in an hour, whoever asks.
-    #[arg(long, env = "KABINET_IDENTITY_CODES_PER_NUMBER_PER_HOUR", default_value_t = 5)]
+    #[arg(
+        long,
+        env = "KABINET_IDENTITY_CODES_PER_NUMBER_PER_HOUR",
+        default_value_t = 5
+    )]
     pub identity_codes_per_number_per_hour: u32,
     /// Identity SMS codes one phone number may receive in a day, whoever asks.
-    #[arg(long, env = "KABINET_IDENTITY_CODES_PER_NUMBER_PER_DAY", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "KABINET_IDENTITY_CODES_PER_NUMBER_PER_DAY",
+        default_value_t = 10
+    )]
     pub identity_codes_per_number_per_day: u32,
     /// Passport scans one person may upload in an hour.
     #[arg(long, env = "KABINET_PASSPORT_SCANS_PER_HOUR", default_value_t = 5)]

@@ -566,7 +566,11 @@ impl IdentityMutation {
             Ok((outcome, _)) => {
                 // Steps that checked data the profile no longer holds are undone.
                 let meta = metadata(ctx, actor, None);
-                let revised = match s.identity.revise(&meta, actor.account_id, s.clock.now()).await {
+                let revised = match s
+                    .identity
+                    .revise(&meta, actor.account_id, s.clock.now())
+                    .await
+                {
                     Ok(revision) => revision.last_order(),
                     Err(IdentityFailure::User(errors)) => {
                         tracing::warn!(?errors, "identity revision refused after a profile change");
