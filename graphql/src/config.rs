@@ -19,6 +19,8 @@ pub struct Cli {
 }
 
 /// What to do.
+// Parsed once at start-up: the size of the settings variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Apply migrations, start the projector and the sealer, serve GraphQL.
