@@ -488,11 +488,9 @@ conformance!(
             "{capped}"
         );
 
-        // Changing the profile phone does not escape the person's cap.
+        // Changing the profile phone does not escape the person's cap (three tries
+        // an hour: the refused one counted too).
         update(&server, &token, json!({ "phone": "+79120000002" })).await;
-        tick();
-        assert_eq!(send(token.clone()).await["userErrors"], json!([]));
-        update(&server, &token, json!({ "phone": "+79120000003" })).await;
         tick();
         let capped = send(token.clone()).await;
         assert_eq!(
@@ -505,8 +503,7 @@ conformance!(
                 .is_some_and(|m| m.contains("an hour")),
             "{capped}"
         );
-        let sent_to_patient = notifier.sent().len();
-        assert_eq!(sent_to_patient, 3);
+        assert_eq!(notifier.sent().len(), 2);
 
         // An hour later one more, then the daily cap.
         clock.set(kabinet_domain::clock::Clock::now(&*clock) + Duration::minutes(61));

@@ -449,9 +449,10 @@ impl IdentityService {
         counted: Counted,
         subject: &str,
         cap: Cap,
+        gap: Duration,
         now: DateTime<Utc>,
     ) -> Result<Result<(), limits::CapReached>, IdentityFailure> {
-        limits::take(&self.db, counted, subject, cap, now)
+        limits::take(&self.db, counted, subject, cap, gap, now)
             .await
             .map_err(internal)
     }
@@ -615,6 +616,7 @@ impl IdentityService {
                 Counted::ScansOfPerson,
                 &patient_id.to_string(),
                 self.limits.scans_per_person,
+                Duration::zero(),
                 now,
             )
             .await?
@@ -922,29 +924,46 @@ impl IdentityService {
                 )));
             }
         }
-        // Each person and each number has its own hourly and daily cap, so neither a
-        // patient nor patients together can pump SMS to one number.
-        for (counted, subject, cap) in [
-            (
-                Counted::CodesToNumber,
-                phone.as_str().to_string(),
-                self.limits.codes_per_number,
-            ),
-            (
+        // One person gets a code at most once a minute and within an hourly and a
+        // daily cap; each number too, whoever asks. The person's turn is taken first
+        // and in one statement, so a burst of requests sends one code and uses one turn.
+        let person = match self
+            .take(
                 Counted::CodesToPerson,
-                patient.clone(),
+                &patient,
                 self.limits.codes_per_person,
-            ),
-        ] {
-            if let Err(reached) = self.take(counted, &subject, cap, now).await? {
-                let what = match counted {
-                    Counted::CodesToNumber => "codes to this phone number",
-                    _ => "identity codes",
-                };
-                return Err(IdentityFailure::user(
-                    reached.to_user_error("CODE_LIMIT_REACHED", what),
-                ));
+                Duration::seconds(CODE_RESEND_SECONDS),
+                now,
+            )
+            .await?
+        {
+            Ok(()) => Ok(()),
+            Err(reached) if reached.window == limits::GAP => {
+                return Err(IdentityFailure::user(UserError::new(
+                    "CODE_RESEND_TOO_SOON",
+                    format!(
+                        "a code was sent a moment ago; ask again in {} s",
+                        reached.retry_seconds
+                    ),
+                )))
             }
+            Err(reached) => Err(reached.to_user_error("CODE_LIMIT_REACHED", "identity codes")),
+        };
+        let number = match person {
+            Ok(()) => self
+                .take(
+                    Counted::CodesToNumber,
+                    phone.as_str(),
+                    self.limits.codes_per_number,
+                    Duration::zero(),
+                    now,
+                )
+                .await?
+                .map_err(|r| r.to_user_error("CODE_LIMIT_REACHED", "codes to this phone number")),
+            Err(e) => Err(e),
+        };
+        if let Err(error) = number {
+            return Err(IdentityFailure::user(error));
         }
         let code = random_code();
         let salt = random_hex(16);
