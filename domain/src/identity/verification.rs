@@ -180,13 +180,15 @@ pub enum VerificationEvent {
     },
     PassportScanApproved {
         sha256: String,
-        reviewer: Uuid,
+        reviewer_id: Uuid,
         at: DateTime<Utc>,
     },
+    /// `note` is the reviewer's reason, shown to the patient; it may name personal
+    /// data, and exports without personal data drop fields so named.
     PassportScanRejected {
         sha256: String,
-        reviewer: Uuid,
-        reason: String,
+        reviewer_id: Uuid,
+        note: String,
         at: DateTime<Utc>,
     },
     /// A step was undone because the profile data it relied on changed.
@@ -454,7 +456,7 @@ impl IdentityVerification {
                 let event = match decision {
                     ScanDecision::Approve => VerificationEvent::PassportScanApproved {
                         sha256,
-                        reviewer,
+                        reviewer_id: reviewer,
                         at: now,
                     },
                     ScanDecision::Reject { reason } => {
@@ -462,8 +464,8 @@ impl IdentityVerification {
                             .map_err(|e| VerificationError::BadReason(e.to_string()))?;
                         VerificationEvent::PassportScanRejected {
                             sha256,
-                            reviewer,
-                            reason: reason.as_str().to_string(),
+                            reviewer_id: reviewer,
+                            note: reason.as_str().to_string(),
                             at: now,
                         }
                     }
@@ -549,10 +551,10 @@ impl Aggregate for IdentityVerification {
                 self.scan_review = Some(ScanReview::Approved);
                 self.scan_reviewed_at = Some(at);
             }
-            VerificationEvent::PassportScanRejected { reason, at, .. } => {
+            VerificationEvent::PassportScanRejected { note, at, .. } => {
                 self.scan_review = Some(ScanReview::Rejected);
                 self.scan_reviewed_at = Some(at);
-                self.scan_rejection_reason = Some(reason);
+                self.scan_rejection_reason = Some(note);
             }
             VerificationEvent::StepUndone { step, reason, .. } => {
                 match step {
@@ -663,7 +665,7 @@ mod tests {
     fn approved() -> VerificationEvent {
         VerificationEvent::PassportScanApproved {
             sha256: "ab".repeat(32),
-            reviewer: reviewer(),
+            reviewer_id: reviewer(),
             at: now(),
         }
     }
