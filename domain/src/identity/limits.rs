@@ -104,6 +104,9 @@ impl CapReached {
     }
 }
 
+/// A counter row: hour start, hour count, day start, day count, last use.
+type CounterRow = (i64, i64, i64, i64, i64);
+
 /// The `window` of a refusal because the last use was too recent.
 pub const GAP: &str = "the least gap";
 
@@ -143,7 +146,7 @@ pub async fn take(
     let per_hour = i64::from(cap.per_hour);
     let per_day = i64::from(cap.per_day);
     let gap_start = (now - gap).timestamp_micros();
-    let (taken, row): (u64, Option<(i64, i64, i64, i64, i64)>) = crate::on_db!(db, pool => {
+    let (taken, row): (u64, Option<CounterRow>) = crate::on_db!(db, pool => {
         sqlx::query(ENSURE).bind(&key).execute(pool).await?;
         let taken = sqlx::query(TAKE)
             .bind(at)
