@@ -281,6 +281,87 @@ impl TransportLimits {
     }
 }
 
+/// Caps of identity verification: SMS codes, passport scans and their uploads.
+#[derive(Debug, Clone, Args)]
+pub struct IdentityLimitArgs {
+    /// Identity SMS codes one person may have sent in an hour.
+    #[arg(long, env = "KABINET_IDENTITY_CODES_PER_HOUR", default_value_t = 5)]
+    pub identity_codes_per_hour: u32,
+    /// Identity SMS codes one person may have sent in a day.
+    #[arg(long, env = "KABINET_IDENTITY_CODES_PER_DAY", default_value_t = 10)]
+    pub identity_codes_per_day: u32,
+    /// Identity SMS codes one phone number may receive in an hour, whoever asks.
+    #[arg(
+        long,
+        env = "KABINET_IDENTITY_CODES_PER_NUMBER_PER_HOUR",
+        default_value_t = 5
+    )]
+    pub identity_codes_per_number_per_hour: u32,
+    /// Identity SMS codes one phone number may receive in a day, whoever asks.
+    #[arg(
+        long,
+        env = "KABINET_IDENTITY_CODES_PER_NUMBER_PER_DAY",
+        default_value_t = 10
+    )]
+    pub identity_codes_per_number_per_day: u32,
+    /// Passport scans one person may upload in an hour.
+    #[arg(long, env = "KABINET_PASSPORT_SCANS_PER_HOUR", default_value_t = 5)]
+    pub passport_scans_per_hour: u32,
+    /// Passport scans one person may upload in a day.
+    #[arg(long, env = "KABINET_PASSPORT_SCANS_PER_DAY", default_value_t = 10)]
+    pub passport_scans_per_day: u32,
+    /// Passport-scan uploads read at the same time; more are answered 503 at once.
+    #[arg(long, env = "KABINET_SCAN_UPLOAD_CONCURRENCY", default_value_t = 16)]
+    pub scan_upload_concurrency: usize,
+    /// Longest time the body of one passport-scan upload may take, in milliseconds.
+    #[arg(long, env = "KABINET_SCAN_UPLOAD_TIMEOUT_MS", default_value_t = 30_000)]
+    pub scan_upload_timeout_ms: u64,
+}
+
+impl Default for IdentityLimitArgs {
+    fn default() -> Self {
+        IdentityLimitArgs::from(&kabinet_domain::identity::limits::IdentityLimits::default())
+    }
+}
+
+impl From<&kabinet_domain::identity::limits::IdentityLimits> for IdentityLimitArgs {
+    fn from(l: &kabinet_domain::identity::limits::IdentityLimits) -> Self {
+        IdentityLimitArgs {
+            identity_codes_per_hour: l.codes_per_person.per_hour,
+            identity_codes_per_day: l.codes_per_person.per_day,
+            identity_codes_per_number_per_hour: l.codes_per_number.per_hour,
+            identity_codes_per_number_per_day: l.codes_per_number.per_day,
+            passport_scans_per_hour: l.scans_per_person.per_hour,
+            passport_scans_per_day: l.scans_per_person.per_day,
+            scan_upload_concurrency: l.concurrent_uploads,
+            scan_upload_timeout_ms: l.upload_read_timeout.as_millis() as u64,
+        }
+    }
+}
+
+impl IdentityLimitArgs {
+    /// The limits these settings describe.
+    pub fn limits(&self) -> kabinet_domain::identity::limits::IdentityLimits {
+        use kabinet_domain::identity::limits::{Cap, IdentityLimits};
+        IdentityLimits {
+            codes_per_person: Cap {
+                per_hour: self.identity_codes_per_hour,
+                per_day: self.identity_codes_per_day,
+            },
+            codes_per_number: Cap {
+                per_hour: self.identity_codes_per_number_per_hour,
+                per_day: self.identity_codes_per_number_per_day,
+            },
+            scans_per_person: Cap {
+                per_hour: self.passport_scans_per_hour,
+                per_day: self.passport_scans_per_day,
+            },
+            concurrent_uploads: self.scan_upload_concurrency.max(1),
+            upload_read_timeout: std::time::Duration::from_millis(self.scan_upload_timeout_ms),
+        }
+    }
+}
+
 /// Settings of `kabinet serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -347,6 +428,8 @@ pub struct ServeConfig {
     pub prescription_key: PrescriptionKeyArgs,
     #[command(flatten)]
     pub transport: TransportLimits,
+    #[command(flatten)]
+    pub identity_limits: IdentityLimitArgs,
     /// Public base URL of the server, used in links printed on documents
     /// (default: `http://` and the listen address).
     #[arg(long, env = "KABINET_PUBLIC_URL")]
@@ -505,6 +588,7 @@ impl ServeConfig {
             data_key: None,
             prescription_key: PrescriptionKeyArgs::default(),
             transport: TransportLimits::for_tests(),
+            identity_limits: IdentityLimitArgs::default(),
             public_url: None,
             policy_renewal_days: 30,
             scheduler_interval_ms: 200,

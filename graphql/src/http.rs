@@ -74,6 +74,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                 // The handler reads the body under its own limit.
                 .layer(DefaultBodyLimit::disable()),
         )
+        .route(
+            "/identity/passport-scans/{patient}/{sha256}",
+            get(crate::identity_http::download_passport_scan),
+        )
         .route("/verify/prescription/{token}", get(verify_prescription))
         .route("/files/{sha256}", get(crate::files::download))
         .route_layer(axum::middleware::from_fn_with_state(

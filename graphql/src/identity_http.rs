@@ -1,19 +1,29 @@
-//! `POST /identity/passport-scan`: the passport scan step of identity verification.
+//! Passport scans over plain HTTP.
 //!
-//! The body is the file itself (PDF or JPEG, at most 5 MiB), with a bearer token of
-//! the patient. The route has its own body limit; anything larger answers 413 with a
-//! JSON error. The content decides the type: a disguised or truncated file is refused
-//! with a precise code, and nothing is stored.
+//! `POST /identity/passport-scan`: the scan step of identity verification. The body
+//! is the file itself (PDF, JPEG or PNG, at most 5 MiB), with a bearer token of the
+//! patient. Only a bounded number of uploads are read at once (more are answered 503
+//! with `Retry-After` at once, never queued), each body must arrive within a time
+//! limit (else 408), and each person may store only so many scans an hour and a day
+//! (else 429 with `Retry-After`). The content decides the type: a disguised,
+//! truncated or empty file is refused with a precise code, and nothing is stored. A
+//! stored scan waits for a reviewer; it counts only once approved.
+//!
+//! `GET /identity/passport-scans/{patient}/{sha256}`: the scan itself, for reviewers
+//! (registrars and administrators) only, while it awaits review or once approved.
+//! Every download is recorded as a read of the patient's data.
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
+use kabinet_domain::access::MedicalRead;
 use kabinet_domain::identity::scan::MAX_SCAN_BYTES;
 use kabinet_domain::identity::service::IdentityFailure;
 use kabinet_domain::{EventMetadata, Role};
+use uuid::Uuid;
 
 use crate::http::{error_response, request_id, require_caller, AppState};
 
@@ -24,6 +34,9 @@ pub const BODY_LIMIT: usize = MAX_SCAN_BYTES + 1024;
 /// ordinary clients see the answer instead of a reset connection. Bodies declared
 /// larger than this are answered at once.
 const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Roles that review passport scans.
+pub const REVIEWERS: &[Role] = &[Role::Registrar, Role::Admin];
 
 /// The body, or `None` when it is larger than [`BODY_LIMIT`].
 async fn read_limited(headers: &HeaderMap, body: Body) -> Result<Option<Vec<u8>>, String> {
@@ -59,6 +72,23 @@ fn too_large(request_id: &str) -> Response {
     )
 }
 
+fn with_retry_after(mut response: Response, seconds: i64) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+fn internal_error(request_id: &str, cause: &str) -> Response {
+    tracing::error!(request_id = %request_id, error = %cause, "passport scan request failed");
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+        &format!("internal error (request id {request_id})"),
+        request_id,
+    )
+}
+
 /// Checks, seals and stores a passport scan of the calling patient.
 pub async fn upload_passport_scan(
     State(state): State<AppState>,
@@ -78,10 +108,38 @@ pub async fn upload_passport_scan(
             &request_id,
         );
     }
-    let body = match read_limited(&headers, body).await {
-        Ok(Some(body)) => body,
-        Ok(None) => return too_large(&request_id),
-        Err(message) => {
+    let services = &state.services;
+    // Held until the answer is built: the body is in memory until then.
+    let _permit = match services.identity.upload_permit() {
+        Ok(permit) => permit,
+        Err(busy) => {
+            return with_retry_after(
+                error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UPLOADS_BUSY",
+                    &busy.to_string(),
+                    &request_id,
+                ),
+                1,
+            )
+        }
+    };
+    let timeout = services.identity.limits().upload_read_timeout;
+    let body = match tokio::time::timeout(timeout, read_limited(&headers, body)).await {
+        Err(_) => {
+            return error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "SCAN_UPLOAD_TIMEOUT",
+                &format!(
+                    "the scan did not arrive within {} ms; send it again",
+                    timeout.as_millis()
+                ),
+                &request_id,
+            )
+        }
+        Ok(Ok(Some(body))) => body,
+        Ok(Ok(None)) => return too_large(&request_id),
+        Ok(Err(message)) => {
             return error_response(
                 StatusCode::BAD_REQUEST,
                 "BAD_REQUEST",
@@ -102,16 +160,10 @@ pub async fn upload_passport_scan(
         .filter(|k| !k.is_empty() && k.len() <= 128 && k.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string);
     let meta = EventMetadata::new(actor.clone(), request_id.clone()).with_idempotency_key(key);
-    let services = &state.services;
+    let now = services.clock.now();
     let result = services
         .identity
-        .upload_scan(
-            &meta,
-            actor.account_id,
-            &body,
-            declared,
-            services.clock.now(),
-        )
+        .upload_scan(&meta, actor.account_id, &body, declared, now)
         .await;
     match result {
         Ok((outcome, stored)) => {
@@ -127,6 +179,7 @@ pub async fn upload_passport_scan(
                 Json(serde_json::json!({
                     "sha256": stored.sha256,
                     "size": stored.size,
+                    "review": "AWAITING_REVIEW",
                 })),
             )
                 .into_response();
@@ -136,25 +189,102 @@ pub async fn upload_passport_scan(
             response
         }
         Err(IdentityFailure::User(errors)) => {
-            let status = if errors.iter().any(|e| e.code == "SCAN_TOO_LARGE") {
-                StatusCode::PAYLOAD_TOO_LARGE
-            } else {
-                StatusCode::UNPROCESSABLE_ENTITY
-            };
             let (code, message) = errors
                 .first()
                 .map(|e| (e.code, e.message.as_str()))
                 .unwrap_or(("INVALID_INPUT", "the scan was refused"));
-            error_response(status, code, message, &request_id)
+            let status = match code {
+                "SCAN_TOO_LARGE" => StatusCode::PAYLOAD_TOO_LARGE,
+                "SCAN_LIMIT_REACHED" => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            let response = error_response(status, code, message, &request_id);
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                with_retry_after(response, retry_seconds(message))
+            } else {
+                response
+            }
         }
-        Err(IdentityFailure::Internal(cause)) => {
-            tracing::error!(request_id = %request_id, error = %cause, "passport scan upload failed");
-            error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL",
-                &format!("internal error (request id {request_id})"),
-                &request_id,
-            )
-        }
+        Err(IdentityFailure::Internal(cause)) => internal_error(&request_id, &cause),
     }
+}
+
+/// The seconds a cap's message says to wait ("… (in N s)").
+fn retry_seconds(message: &str) -> i64 {
+    message
+        .rsplit("(in ")
+        .next()
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(60)
+}
+
+/// The scan itself, for a reviewer.
+pub async fn download_passport_scan(
+    State(state): State<AppState>,
+    Path((patient, sha256)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let request_id = request_id(&headers);
+    let actor = match require_caller(&state, &headers, &request_id).await {
+        Ok(actor) => actor,
+        Err(response) => return response,
+    };
+    if !REVIEWERS.contains(&actor.role) {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "only registrars and administrators review passport scans",
+            &request_id,
+        );
+    }
+    let not_found = || {
+        error_response(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "no such scan awaits review or was approved",
+            &request_id,
+        )
+    };
+    let patient_id = crate::schema::ids::decode_as(&patient, "Account")
+        .or_else(|| Uuid::parse_str(&patient).ok());
+    let (Some(patient_id), true) = (
+        patient_id,
+        sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()),
+    ) else {
+        return not_found();
+    };
+    let services = &state.services;
+    let opened = match services
+        .identity
+        .open_scan_for_review(patient_id, &sha256.to_ascii_lowercase())
+        .await
+    {
+        Ok(Some(opened)) => opened,
+        Ok(None) => return not_found(),
+        Err(cause) => return internal_error(&request_id, &cause),
+    };
+    let read = MedicalRead {
+        patient_id,
+        reader: actor.clone(),
+        what: "passport_scan".into(),
+        object_id: None,
+        request_id: request_id.clone(),
+        at: services.clock.now(),
+    };
+    if let Err(e) = services.access.record(&read).await {
+        return internal_error(&request_id, &e.to_string());
+    }
+    let (bytes, format) = opened;
+    let mut response = (StatusCode::OK, bytes).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.media_type()),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        headers.insert("x-request-id", value);
+    }
+    response
 }

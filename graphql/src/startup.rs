@@ -228,7 +228,8 @@ impl Application {
                 commands.clone(),
                 Arc::new(snils_registry.clone()),
                 data_key,
-            ),
+            )
+            .with_limits(config.identity_limits.limits()),
             snils_registry,
             access: AccessLog::new(db.clone()),
             db: db.clone(),

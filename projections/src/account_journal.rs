@@ -68,6 +68,18 @@ pub fn label(action: &str) -> Option<(&'static str, &'static str)> {
             "СНИЛС подтверждён по реестру",
         ),
         "PassportScanUploaded" => ("Passport scan uploaded", "Загружен скан паспорта"),
+        "PassportScanApproved" => (
+            "Passport scan approved by a reviewer",
+            "Скан паспорта принят сотрудником",
+        ),
+        "PassportScanRejected" => (
+            "Passport scan rejected by a reviewer",
+            "Скан паспорта отклонён сотрудником",
+        ),
+        "VerificationStepUndone" => (
+            "Verification step undone: the profile changed",
+            "Шаг идентификации отменён: данные профиля изменились",
+        ),
         "PhoneCodeSent" => (
             "Confirmation code sent by SMS",
             "Код подтверждения отправлен по SMS",

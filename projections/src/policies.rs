@@ -243,27 +243,46 @@ pub async fn get(db: &Db, id: Uuid) -> Result<Option<PolicyView>, sqlx::Error> {
     })
 }
 
+/// Which policies by their first day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Starts {
+    /// Starting on or before the day (in force, for active ones).
+    ByDay(NaiveDate),
+    /// Starting after the day (issued, not yet in force).
+    AfterDay(NaiveDate),
+}
+
 /// A page of policies: of one patient, or (with `None`) of everyone, newest first,
-/// optionally of one status.
+/// optionally of one status and by their first day.
 pub async fn list(
     db: &Db,
     patient_id: Option<Uuid>,
     status: Option<&str>,
+    starts: Option<Starts>,
     first: usize,
     offset: usize,
 ) -> Result<OffsetPage<PolicyView>, sqlx::Error> {
+    // Dates are stored as YYYY-MM-DD, so text order is date order.
     let sql = format!(
         "SELECT {COLUMNS} FROM policies WHERE ($1 = '' OR patient_id = $1) AND ($2 = '' OR status = $2) \
+         AND ($5 = '' OR valid_from <= $5) AND ($6 = '' OR valid_from > $6) \
          ORDER BY applied_at DESC, id DESC LIMIT $3 OFFSET $4"
     );
     let patient = patient_id.map(|p| p.to_string()).unwrap_or_default();
     let status = status.unwrap_or_default().to_string();
+    let (by, after) = match starts {
+        None => (String::new(), String::new()),
+        Some(Starts::ByDay(day)) => (day.to_string(), String::new()),
+        Some(Starts::AfterDay(day)) => (String::new(), day.to_string()),
+    };
     kabinet_domain::on_db!(db, pool => {
         let rows = sqlx::query(&sql)
             .bind(&patient)
             .bind(&status)
             .bind(first as i64 + 1)
             .bind(offset as i64)
+            .bind(&by)
+            .bind(&after)
             .fetch_all(pool)
             .await?;
         let views = rows.iter().map(view_of).collect::<Result<Vec<_>, _>>()?;

@@ -4,6 +4,7 @@
 
 pub mod api_bench;
 pub mod delivery;
+pub mod identity;
 pub mod pdf_text;
 mod seen;
 pub mod server;

@@ -79,9 +79,26 @@ async fn step(client: &Client, token: &str, mutation: &str, input: Value) -> Val
 
 fn pdf_with(marker: &str) -> Vec<u8> {
     format!(
-        "%PDF-1.4\n1 0 obj << /Title ({marker}) >> endobj\nxref\n0 1\ntrailer << >>\nstartxref\n9\n%%EOF\n"
+        "%PDF-1.4\n1 0 obj << /Type /Page /Title ({marker}) >> endobj\nxref\n0 1\ntrailer << >>\nstartxref\n9\n%%EOF\n"
     )
     .into_bytes()
+}
+
+/// An administrator approves `patient`'s scan `sha256` in the review queue.
+async fn approve(client: &Client, patient: Uuid, sha256: &str) -> Value {
+    let admin = client.token(Role::Admin, None);
+    let patient_id = kabinet_graphql::schema::ids::encode("Account", patient);
+    let out = client
+        .data(
+            Some(&admin),
+            "mutation($input: ReviewPassportScanInput!) { reviewPassportScan(input: $input) {
+                result { review identityVerified } userErrors { code message } } }",
+            json!({ "input": { "patientId": patient_id.as_str(), "sha256": sha256, "decision": "APPROVE" } }),
+        )
+        .await["reviewPassportScan"]
+        .clone();
+    assert_eq!(out["userErrors"], json!([]), "{out}");
+    out
 }
 
 async fn upload(client: &Client, token: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
@@ -114,9 +131,10 @@ const REGISTRY_ENTRY: &str = r#"{ "snils": "11223344595", "surname": "СМИРН
     "patronymic": "Петрович", "birthDate": "1990-04-12" }"#;
 
 /// Runs all three steps for a patient whose profile matches the registry.
-async fn verify(client: &Client, notifier: &MemoryNotifier, token: &str) {
+async fn verify(client: &Client, notifier: &MemoryNotifier, token: &str, patient: Uuid) {
     let scan = upload(client, token, "application/pdf", pdf_with("scan")).await;
     assert_eq!(scan.0, 201, "{scan:?}");
+    approve(client, patient, scan.1["sha256"].as_str().expect("sha256")).await;
     let sent = step(client, token, "sendIdentityCode", json!({})).await;
     assert_eq!(sent["userErrors"], json!([]), "{sent}");
     let code = last_code(notifier, "+79123456789");
@@ -254,7 +272,7 @@ conformance!(
         )
         .await;
         assert_eq!(loaded["loaded"], 1, "{loaded}");
-        let (_, token) = session_patient(&server);
+        let (patient_id, token) = session_patient(&server);
         assert_eq!(
             update(&server, &token, valid_profile()).await["userErrors"],
             json!([])
@@ -321,10 +339,16 @@ conformance!(
         .await;
         assert_eq!(right["userErrors"], json!([]), "{right}");
 
-        // Then the scan, then the SNILS: the last step completes it.
+        // Then the scan, approved by a reviewer, then the SNILS: the last step completes it.
         let (status_code, body) = upload(&server, &token, "application/pdf", pdf_with("x")).await;
         assert_eq!(status_code, 201, "{body}");
         assert_eq!(body["size"], pdf_with("x").len());
+        approve(
+            &server,
+            patient_id,
+            body["sha256"].as_str().expect("sha256"),
+        )
+        .await;
         let matched = step(&server, &token, "verifySnils", json!({})).await;
         assert_eq!(matched["verification"]["status"], "VERIFIED", "{matched}");
         assert_eq!(matched["verification"]["labelRu"], "Идентификация пройдена");
@@ -354,19 +378,16 @@ conformance!(
         assert_eq!(twice["userErrors"][0]["code"], "IDENTITY_ALREADY_VERIFIED");
 
         // The same SNILS cannot complete a second account's verification.
-        let (_, second) = session_patient(&server);
+        let (second_id, second) = session_patient(&server);
         update(&server, &second, valid_profile()).await;
-        assert_eq!(
-            upload(
-                &server,
-                &second,
-                "image/jpeg",
-                vec![0xFF, 0xD8, 0xFF, 0xE0, 7, 0xFF, 0xD9]
-            )
-            .await
-            .0,
-            201
-        );
+        let second_scan = upload(&server, &second, "application/pdf", pdf_with("second")).await;
+        assert_eq!(second_scan.0, 201, "{second_scan:?}");
+        approve(
+            &server,
+            second_id,
+            second_scan.1["sha256"].as_str().expect("sha256"),
+        )
+        .await;
         step(&server, &second, "sendIdentityCode", json!({})).await;
         let code = last_code(&notifier, "+79123456789");
         step(
@@ -542,8 +563,8 @@ conformance!(
         assert_eq!(status, 413);
         assert_eq!(body["errors"][0]["extensions"]["code"], "SCAN_TOO_LARGE");
 
-        let png = [&b"\x89PNG\r\n\x1a\n"[..], &[0u8; 64]].concat();
-        let (status, body) = upload(&server, &token, "application/pdf", png).await;
+        let gif = [&b"GIF89a"[..], &[0u8; 64]].concat();
+        let (status, body) = upload(&server, &token, "application/pdf", gif).await;
         assert_eq!(status, 422);
         assert_eq!(
             body["errors"][0]["extensions"]["code"],
@@ -551,7 +572,7 @@ conformance!(
         );
         assert!(body["errors"][0]["message"]
             .as_str()
-            .is_some_and(|m| m.contains("PNG")));
+            .is_some_and(|m| m.contains("GIF")));
         let whole = pdf_with("truncated");
         let (status, body) = upload(
             &server,
@@ -617,6 +638,10 @@ conformance!(
             "{}",
             events[0]
         );
+        // Uploaded is not done: the scan waits for a reviewer.
+        let status = server.data(Some(&token), STATUS, json!({})).await;
+        assert_eq!(status["myIdentityVerification"]["steps"][1]["done"], false);
+        approve(&server, patient_id, &sha).await;
         let status = server.data(Some(&token), STATUS, json!({})).await;
         assert_eq!(status["myIdentityVerification"]["steps"][1]["done"], true);
         server.stop().await;
@@ -703,7 +728,7 @@ conformance!(
         let (organisation, _, slot) = clinic(&server).await;
         let (patient_id, token) = session_patient(&server);
         update(&server, &token, valid_profile()).await;
-        verify(&server, &notifier, &token).await;
+        verify(&server, &notifier, &token, patient_id).await;
         let booked = server
             .data(
                 Some(&token),

@@ -1,6 +1,7 @@
 //! OMS policies end to end over HTTP on both backends: application checks,
 //! issuance with a valid unique number, one active policy per person under
-//! concurrency, renewal reminders and expiry by the scheduler, and roles.
+//! concurrency, renewal reminders and expiry by the scheduler, and roles. Applicants
+//! are patients with a verified identity: the policy's holder is taken from it.
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -28,6 +29,18 @@ fn application(snils: &str) -> Value {
         "kind": "REGIONAL", "region": "Москва", "validFrom": day(0), "validUntil": day(365 * 5),
         "consent": true,
     })
+}
+
+/// A token of a patient verified as the holder `application` describes (with `snils`).
+async fn verified(test_db: &kabinet_tests::TestDb, client: &Client, snils: &str, n: u32) -> String {
+    let account = uuid::Uuid::now_v7();
+    let identity = kabinet_tests::identity::TestIdentity {
+        snils: snils.chars().filter(char::is_ascii_digit).collect(),
+        passport_number: "123456".into(),
+        ..kabinet_tests::identity::TestIdentity::numbered(n)
+    };
+    kabinet_tests::identity::verify_patient(&test_db.commands(), account, &identity).await;
+    client.token_for(account, Role::Patient, None)
 }
 
 async fn apply(client: &Client, token: &str, input: Value) -> Value {
@@ -88,7 +101,7 @@ conformance!(
     |test_db| async move {
         let server = Server::start(&test_db, |_| {}).await;
         let admin = server.token(Role::Admin, None);
-        let patient = server.token(Role::Patient, None);
+        let patient = verified(&test_db, &server, "112-233-445 95", 1).await;
         let applied = apply(&server, &patient, application("112-233-445 95")).await;
         assert_eq!(applied["userErrors"], json!([]), "{applied}");
         let policy = &applied["policy"];
@@ -154,8 +167,11 @@ conformance!(
 
         // Numbers of many policies are all different and all valid.
         let mut numbers = vec![number.to_string()];
-        for snils in ["123-456-789 64", "987-654-321 83", "111-223-344 79"] {
-            let p = server.token(Role::Patient, None);
+        for (n, snils) in ["123-456-789 64", "987-654-321 83", "111-223-344 79"]
+            .into_iter()
+            .enumerate()
+        {
+            let p = verified(&test_db, &server, snils, 10 + n as u32).await;
             let applied = apply(&server, &p, application(snils)).await;
             assert_eq!(applied["userErrors"], json!([]), "{snils}: {applied}");
             let issued = issue(
@@ -183,7 +199,7 @@ conformance!(
     a_bad_application_names_every_wrong_field_and_changes_nothing,
     |test_db| async move {
         let server = Server::start(&test_db, |_| {}).await;
-        let patient = server.token(Role::Patient, None);
+        let patient = verified(&test_db, &server, "112-233-445 95", 1).await;
         let bad = apply(
             &server,
             &patient,
@@ -195,12 +211,10 @@ conformance!(
         assert_eq!(
             fields(&bad),
             [
-                "surname",
-                "region",
                 "birthDate",
-                "passportNumber",
                 "snils",
                 "passportSeries",
+                "region",
                 "validUntil",
                 "consent"
             ],
@@ -230,7 +244,9 @@ conformance!(
     |test_db| async move {
         let server = Server::start(&test_db, |_| {}).await;
         let admin = server.token(Role::Admin, None);
-        let tokens: Vec<String> = (0..8).map(|_| server.token(Role::Patient, None)).collect();
+        // One verified person applying eight times at once.
+        let patient = verified(&test_db, &server, "112-233-445 95", 1).await;
+        let tokens: Vec<String> = (0..8).map(|_| patient.clone()).collect();
         let attempts = join_all(
             tokens
                 .iter()
@@ -259,7 +275,7 @@ conformance!(
         );
 
         // A rejected application frees the person.
-        let other = server.token(Role::Patient, None);
+        let other = verified(&test_db, &server, "123-456-789 64", 2).await;
         let first = apply(&server, &other, application("123-456-789 64")).await;
         let first_id = first["policy"]["id"].as_str().expect("id").to_string();
         let rejected = admin_act(
@@ -295,7 +311,7 @@ conformance!(
         })
         .await;
         let admin = server.token(Role::Admin, None);
-        let patient = server.token(Role::Patient, None);
+        let patient = verified(&test_db, &server, "112-233-445 95", 1).await;
         let mut input = application("112-233-445 95");
         input["validUntil"] = json!(day(60));
         let applied = apply(&server, &patient, input).await;
@@ -349,7 +365,7 @@ conformance!(
     |test_db| async move {
         let server = Server::start(&test_db, |_| {}).await;
         let admin = server.token(Role::Admin, None);
-        let patient = server.token(Role::Patient, None);
+        let patient = verified(&test_db, &server, "112-233-445 95", 1).await;
         let applied = apply(&server, &patient, application("112-233-445 95")).await;
         let id = applied["policy"]["id"].as_str().expect("id").to_string();
         let node = |token: String| {
@@ -426,7 +442,7 @@ conformance!(
 
         let server = Server::start(&test_db, |_| {}).await;
         let admin = server.token(Role::Admin, None);
-        let patient = server.token(Role::Patient, None);
+        let patient = verified(&test_db, &server, "112-233-445 95", 1).await;
         let applied = apply(&server, &patient, application("112-233-445 95")).await;
         let id = applied["policy"]["id"].as_str().expect("id").to_string();
 

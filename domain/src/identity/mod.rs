@@ -1,5 +1,6 @@
 //! Identity of an account holder: the documents and contacts a profile carries.
 
+pub mod limits;
 pub mod scan;
 pub mod service;
 pub mod values;

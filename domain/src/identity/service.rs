@@ -12,9 +12,13 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use uuid::Uuid;
 
+use super::limits::{self, Cap, Counted, IdentityLimits};
 use super::scan::{check_scan, DataKey, ScanError};
 use super::values::Snils;
-use super::verification::{IdentityVerification, RegistryAnswer, VerificationCommand};
+use super::verification::{
+    IdentityVerification, ProfileBases, RegistryAnswer, ScanDecision, ScanFormat, ScanReview,
+    VerificationCommand,
+};
 use crate::command::{CommandError, CommandOutcome, CommandService, Retry};
 use crate::directory::BoundedText;
 use crate::notify::{Channel, Message, Notifier};
@@ -198,10 +202,14 @@ impl SnilsRegistry for TableSnilsRegistry {
     }
 }
 
+/// A name without case, surrounding spaces, or the ё/е distinction.
+fn normal_name(s: &str) -> String {
+    s.trim().to_lowercase().replace('ё', "е")
+}
+
 /// Names compare without case, surrounding spaces, or the ё/е distinction.
 fn same_name(a: &str, b: &str) -> bool {
-    let norm = |s: &str| s.trim().to_lowercase().replace('ё', "е");
-    norm(a) == norm(b)
+    normal_name(a) == normal_name(b)
 }
 
 /// Why a verification step did not happen.
@@ -257,6 +265,25 @@ pub struct StoredScan {
     pub size: u64,
 }
 
+/// A scan waiting in the review queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanAwaitingReview {
+    pub patient_id: Uuid,
+    pub sha256: String,
+    pub size: u64,
+    pub format: ScanFormat,
+    pub uploaded_at: DateTime<Utc>,
+}
+
+/// A scan upload may not start now: too many are being read at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many passport scans are being uploaded right now; try again in a moment")]
+pub struct UploadsBusy;
+
+/// A scan stored in the review queue, and what to do with it.
+const SCAN_PENDING: &str = "pending";
+const SCAN_APPROVED: &str = "approved";
+
 /// An outstanding code: phone, salt, hash, expiry (µs) and tries used.
 type CodeRow = (String, String, String, i64, i32);
 
@@ -267,6 +294,8 @@ pub struct IdentityService {
     commands: CommandService,
     registry: Arc<dyn SnilsRegistry>,
     key: DataKey,
+    limits: IdentityLimits,
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -342,12 +371,90 @@ impl IdentityService {
         registry: Arc<dyn SnilsRegistry>,
         key: DataKey,
     ) -> Self {
+        let limits = IdentityLimits::default();
         IdentityService {
             db,
             commands,
             registry,
             key,
+            uploads: Arc::new(tokio::sync::Semaphore::new(limits.concurrent_uploads)),
+            limits,
         }
+    }
+
+    /// The service with `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: IdentityLimits) -> Self {
+        self.uploads = Arc::new(tokio::sync::Semaphore::new(
+            limits.concurrent_uploads.max(1),
+        ));
+        self.limits = limits;
+        self
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &IdentityLimits {
+        &self.limits
+    }
+
+    /// A place among the uploads read at once, held until dropped; refused at once
+    /// (never queued) when all are taken, so stalled uploads cannot pile up memory.
+    pub fn upload_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, UploadsBusy> {
+        self.uploads
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| UploadsBusy)
+    }
+
+    /// What the verification steps rely on in `patient`'s profile now.
+    pub fn bases(&self, patient: &Patient) -> ProfileBases {
+        let person = patient.profile.as_ref().map(|p| {
+            format!(
+                "{}\u{1f}{}\u{1f}{}\u{1f}{}",
+                normal_name(&p.surname),
+                normal_name(&p.first_name),
+                normal_name(p.patronymic.as_deref().unwrap_or("")),
+                p.birth_date
+            )
+        });
+        let d = &patient.details;
+        let snils = match (&person, &d.snils) {
+            (Some(person), Some(snils)) => Some(
+                self.key
+                    .fingerprint(format!("snils\u{1f}{}\u{1f}{person}", snils.digits()).as_bytes()),
+            ),
+            _ => None,
+        };
+        let passport = match (&person, &d.passport_series, &d.passport_number) {
+            (Some(person), Some(series), Some(number)) => Some(
+                self.key.fingerprint(
+                    format!(
+                        "passport\u{1f}{}\u{1f}{}\u{1f}{person}",
+                        series.as_str(),
+                        number.as_str()
+                    )
+                    .as_bytes(),
+                ),
+            ),
+            _ => None,
+        };
+        ProfileBases {
+            snils,
+            passport,
+            phone: d.phone.clone(),
+        }
+    }
+
+    async fn take(
+        &self,
+        counted: Counted,
+        subject: &str,
+        cap: Cap,
+        gap: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), limits::CapReached>, IdentityFailure> {
+        limits::take(&self.db, counted, subject, cap, gap, now)
+            .await
+            .map_err(internal)
     }
 
     /// The verification of `patient_id` as it stands.
@@ -428,6 +535,7 @@ impl IdentityService {
                 "add the SNILS to the profile first",
             ));
         }
+        let bases = self.bases(&patient);
         let (Some(profile), Some(snils), true) =
             (patient.profile, patient.details.snils, missing.is_empty())
         else {
@@ -455,7 +563,12 @@ impl IdentityService {
         let input = json!({ "step": "snils", "snils": snils.digits() });
         self.run(
             patient_id,
-            VerificationCommand::MatchSnils { snils, answer, now },
+            VerificationCommand::MatchSnils {
+                snils,
+                answer,
+                bases,
+                now,
+            },
             meta,
             input,
         )
@@ -477,7 +590,9 @@ impl IdentityService {
         })?;
         self.refuse_if_verified(patient_id).await?;
         // The scan goes with the passport data of the profile.
-        let details = self.patient(patient_id).await?.details;
+        let patient = self.patient(patient_id).await?;
+        let bases = self.bases(&patient);
+        let details = patient.details;
         let mut missing = Vec::new();
         if details.passport_series.is_none() {
             missing.push(UserError::field(
@@ -496,13 +611,28 @@ impl IdentityService {
         if !missing.is_empty() {
             return Err(IdentityFailure::User(missing));
         }
+        if let Err(reached) = self
+            .take(
+                Counted::ScansOfPerson,
+                &patient_id.to_string(),
+                self.limits.scans_per_person,
+                Duration::zero(),
+                now,
+            )
+            .await?
+        {
+            return Err(IdentityFailure::user(
+                reached.to_user_error("SCAN_LIMIT_REACHED", "passport scans"),
+            ));
+        }
         let sha256 = hex::encode(Sha256::digest(bytes));
         let context = format!("{patient_id}:{sha256}");
         let sealed = self.key.seal(bytes, context.as_bytes());
         const SQL: &str =
             "INSERT INTO passport_scans (patient_id, sha256, size, format, key_id, nonce, \
-             ciphertext, uploaded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (patient_id, sha256) DO NOTHING";
+             ciphertext, uploaded_at, review_state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending') \
+             ON CONFLICT (patient_id, sha256) DO UPDATE SET review_state = 'pending', \
+             uploaded_at = excluded.uploaded_at";
         let patient = patient_id.to_string();
         crate::on_db!(&self.db, pool => {
             sqlx::query(SQL)
@@ -527,13 +657,199 @@ impl IdentityService {
                     sha256: sha256.clone(),
                     size,
                     format,
+                    bases,
                     now,
                 },
                 meta,
                 input,
             )
             .await?;
+        // Only the latest scan and an approved one are kept.
+        const PRUNE: &str = "DELETE FROM passport_scans WHERE patient_id = $1 AND sha256 <> $2 \
+             AND review_state <> 'approved'";
+        crate::on_db!(&self.db, pool => {
+            sqlx::query(PRUNE).bind(&patient).bind(&sha256).execute(pool).await.map_err(internal)?;
+        });
         Ok((outcome, StoredScan { sha256, size }))
+    }
+
+    /// Records a reviewer's decision on `patient_id`'s scan `sha256`: an approval
+    /// completes the scan step (and keeps only that scan), a rejection deletes it.
+    #[tracing::instrument(skip_all)]
+    pub async fn review_scan(
+        &self,
+        meta: &EventMetadata,
+        patient_id: Uuid,
+        sha256: &str,
+        decision: ScanDecision,
+        now: DateTime<Utc>,
+    ) -> Result<CommandOutcome, IdentityFailure> {
+        let not_found = || {
+            IdentityFailure::user(UserError::field(
+                "sha256",
+                "NOT_FOUND",
+                "no scan of this patient awaits review under this digest",
+            ))
+        };
+        if !self
+            .scan_stored(patient_id, sha256)
+            .await
+            .map_err(internal)?
+        {
+            return Err(not_found());
+        }
+        let patient = self.patient(patient_id).await?;
+        let bases = self.bases(&patient);
+        let approve = decision == ScanDecision::Approve;
+        let input = json!({
+            "step": "review_passport_scan",
+            "patient": patient_id,
+            "sha256": sha256,
+            "approve": approve,
+        });
+        let outcome = self
+            .run(
+                patient_id,
+                VerificationCommand::ReviewPassportScan {
+                    sha256: sha256.to_string(),
+                    decision,
+                    reviewer: meta.actor.account_id,
+                    bases,
+                    now,
+                },
+                meta,
+                input,
+            )
+            .await?;
+        let patient = patient_id.to_string();
+        const APPROVE: &str =
+            "UPDATE passport_scans SET review_state = 'approved' WHERE patient_id = $1 AND sha256 = $2";
+        const DROP_OTHERS: &str =
+            "DELETE FROM passport_scans WHERE patient_id = $1 AND sha256 <> $2";
+        const DROP: &str = "DELETE FROM passport_scans WHERE patient_id = $1 AND sha256 = $2";
+        crate::on_db!(&self.db, pool => {
+            if approve {
+                sqlx::query(APPROVE).bind(&patient).bind(sha256).execute(pool).await.map_err(internal)?;
+                sqlx::query(DROP_OTHERS).bind(&patient).bind(sha256).execute(pool).await.map_err(internal)?;
+            } else {
+                sqlx::query(DROP).bind(&patient).bind(sha256).execute(pool).await.map_err(internal)?;
+            }
+        });
+        Ok(outcome)
+    }
+
+    async fn scan_stored(&self, patient_id: Uuid, sha256: &str) -> Result<bool, sqlx::Error> {
+        const SQL: &str =
+            "SELECT count(*) FROM passport_scans WHERE patient_id = $1 AND sha256 = $2";
+        let patient = patient_id.to_string();
+        let n: i64 = crate::on_db!(&self.db, pool => {
+            sqlx::query_scalar(SQL).bind(&patient).bind(sha256).fetch_one(pool).await?
+        });
+        Ok(n > 0)
+    }
+
+    /// Scans awaiting review, oldest first: `limit` from `offset`. The table is the
+    /// queue's index; each patient's verification stream decides what still waits.
+    pub async fn scans_awaiting_review(
+        &self,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<ScanAwaitingReview>, String> {
+        const SQL: &str =
+            "SELECT patient_id, sha256, size, format, uploaded_at FROM passport_scans \
+             WHERE review_state = $1 ORDER BY uploaded_at, patient_id LIMIT $2 OFFSET $3";
+        let rows: Vec<(String, String, i64, String, i64)> = crate::on_db!(&self.db, pool => {
+            sqlx::query_as(SQL)
+                .bind(SCAN_PENDING)
+                .bind(limit as i64)
+                .bind(offset as i64)
+                .fetch_all(pool)
+                .await
+                .map_err(|e| e.to_string())?
+        });
+        let mut queue = Vec::with_capacity(rows.len());
+        for (patient, sha256, size, format, uploaded_at) in rows {
+            let Ok(patient_id) = Uuid::parse_str(&patient) else {
+                continue;
+            };
+            let status = self.status(patient_id).await?;
+            let waiting = status.scan_review == Some(ScanReview::AwaitingReview)
+                && status.scan_sha256.as_deref() == Some(sha256.as_str());
+            if !waiting {
+                continue;
+            }
+            queue.push(ScanAwaitingReview {
+                patient_id,
+                sha256,
+                size: u64::try_from(size).unwrap_or(0),
+                format: ScanFormat::parse(&format).unwrap_or(ScanFormat::Pdf),
+                uploaded_at: DateTime::from_timestamp_micros(uploaded_at).unwrap_or_default(),
+            });
+        }
+        Ok(queue)
+    }
+
+    /// The plaintext and format of a scan that awaits review or was approved.
+    pub async fn open_scan_for_review(
+        &self,
+        patient_id: Uuid,
+        sha256: &str,
+    ) -> Result<Option<(Vec<u8>, ScanFormat)>, String> {
+        const SQL: &str =
+            "SELECT format FROM passport_scans WHERE patient_id = $1 AND sha256 = $2 \
+             AND review_state IN ($3, $4)";
+        let patient = patient_id.to_string();
+        let format: Option<String> = crate::on_db!(&self.db, pool => {
+            sqlx::query_scalar(SQL)
+                .bind(&patient)
+                .bind(sha256)
+                .bind(SCAN_PENDING)
+                .bind(SCAN_APPROVED)
+                .fetch_optional(pool)
+                .await
+                .map_err(|e| e.to_string())?
+        });
+        let Some(format) = format.and_then(|f| ScanFormat::parse(&f)) else {
+            return Ok(None);
+        };
+        Ok(self
+            .open_scan(patient_id, sha256)
+            .await?
+            .map(|bytes| (bytes, format)))
+    }
+
+    /// After a profile change: undoes the steps whose data the profile no longer holds,
+    /// and deletes a scan that no longer goes with the profile.
+    #[tracing::instrument(skip_all)]
+    pub async fn revise(
+        &self,
+        meta: &EventMetadata,
+        patient_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<CommandOutcome, IdentityFailure> {
+        let patient = self.patient(patient_id).await?;
+        let bases = self.bases(&patient);
+        let before = self.status(patient_id).await.map_err(internal)?;
+        let input = json!({ "step": "revise" });
+        // A revision follows another command; it never answers for that one's key.
+        let meta = meta.clone().with_idempotency_key(None);
+        let outcome = self
+            .run(
+                patient_id,
+                VerificationCommand::Revise { bases, now },
+                &meta,
+                input,
+            )
+            .await?;
+        let after = self.status(patient_id).await.map_err(internal)?;
+        if let (Some(old), None) = (before.scan_sha256, after.scan_sha256) {
+            const DROP: &str = "DELETE FROM passport_scans WHERE patient_id = $1 AND sha256 = $2";
+            let patient = patient_id.to_string();
+            crate::on_db!(&self.db, pool => {
+                sqlx::query(DROP).bind(&patient).bind(&old).execute(pool).await.map_err(internal)?;
+            });
+        }
+        Ok(outcome)
     }
 
     /// The plaintext of a stored scan (for staff review tools and tests).
@@ -607,6 +923,47 @@ impl IdentityService {
                     ),
                 )));
             }
+        }
+        // One person gets a code at most once a minute and within an hourly and a
+        // daily cap; each number too, whoever asks. The person's turn is taken first
+        // and in one statement, so a burst of requests sends one code and uses one turn.
+        let person = match self
+            .take(
+                Counted::CodesToPerson,
+                &patient,
+                self.limits.codes_per_person,
+                Duration::seconds(CODE_RESEND_SECONDS),
+                now,
+            )
+            .await?
+        {
+            Ok(()) => Ok(()),
+            Err(reached) if reached.window == limits::GAP => {
+                return Err(IdentityFailure::user(UserError::new(
+                    "CODE_RESEND_TOO_SOON",
+                    format!(
+                        "a code was sent a moment ago; ask again in {} s",
+                        reached.retry_seconds
+                    ),
+                )))
+            }
+            Err(reached) => Err(reached.to_user_error("CODE_LIMIT_REACHED", "identity codes")),
+        };
+        let number = match person {
+            Ok(()) => self
+                .take(
+                    Counted::CodesToNumber,
+                    phone.as_str(),
+                    self.limits.codes_per_number,
+                    Duration::zero(),
+                    now,
+                )
+                .await?
+                .map_err(|r| r.to_user_error("CODE_LIMIT_REACHED", "codes to this phone number")),
+            Err(e) => Err(e),
+        };
+        if let Err(error) = number {
+            return Err(IdentityFailure::user(error));
         }
         let code = random_code();
         let salt = random_hex(16);
@@ -744,9 +1101,10 @@ impl IdentityService {
                 .map_err(internal)?;
         });
         let phone = super::values::PhoneNumber::parse(&phone).map_err(internal)?;
+        let bases = self.bases(&self.patient(patient_id).await?);
         self.run(
             patient_id,
-            VerificationCommand::ConfirmPhone { phone, now },
+            VerificationCommand::ConfirmPhone { phone, bases, now },
             meta,
             input,
         )

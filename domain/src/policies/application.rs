@@ -1,6 +1,9 @@
 //! Parsing an OMS policy application: every wrong or missing field is named at once.
+//!
+//! The holder is always the applicant, as their verified profile says: identity
+//! fields in the application are optional and, when given, must agree with it.
 
-use chrono::{Datelike, Months, NaiveDate};
+use chrono::{Months, NaiveDate};
 use serde::{Deserialize, Serialize};
 
 use crate::directory::BoundedText;
@@ -42,7 +45,8 @@ pub struct PolicyHolder {
     pub passport_number: PassportNumber,
 }
 
-/// An application as the caller typed it.
+/// An application as the caller typed it. The identity fields (name, birth date,
+/// SNILS, passport) only confirm the verified profile's; they never replace it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RawApplication {
     pub surname: Option<String>,
@@ -75,38 +79,95 @@ fn missing(field: &str) -> UserError {
     UserError::field(field, "REQUIRED", "this field is required")
 }
 
-/// Checks every field of `raw` against `today`, naming each one at fault.
+fn mismatch(field: &str) -> UserError {
+    UserError::field(
+        field,
+        "IDENTITY_MISMATCH",
+        "differs from your verified profile: a policy is issued only to its applicant, as identified",
+    )
+}
+
+fn same_name(a: &str, b: &str) -> bool {
+    let norm = |s: &str| s.trim().to_lowercase().replace('ё', "е");
+    norm(a) == norm(b)
+}
+
+/// Names every identity field of `raw` that is given and differs from `holder`.
+fn check_identity(raw: &RawApplication, holder: &PolicyHolder, errors: &mut Vec<UserError>) {
+    let given = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+    };
+    if given(&raw.surname).is_some_and(|v| !same_name(&v, &holder.surname)) {
+        errors.push(mismatch("surname"));
+    }
+    if given(&raw.first_name).is_some_and(|v| !same_name(&v, &holder.first_name)) {
+        errors.push(mismatch("firstName"));
+    }
+    if given(&raw.patronymic)
+        .is_some_and(|v| !same_name(&v, holder.patronymic.as_deref().unwrap_or("")))
+    {
+        errors.push(mismatch("patronymic"));
+    }
+    if let Some(v) = given(&raw.birth_date) {
+        match NaiveDate::parse_from_str(&v, "%Y-%m-%d") {
+            Ok(d) if d == holder.birth_date => {}
+            Ok(_) => errors.push(mismatch("birthDate")),
+            Err(_) => errors.push(UserError::field(
+                "birthDate",
+                "INVALID_DATE",
+                "must be a date YYYY-MM-DD",
+            )),
+        }
+    }
+    if let Some(v) = given(&raw.snils) {
+        match Snils::parse(&v) {
+            Ok(s) if s == holder.snils => {}
+            Ok(_) => errors.push(mismatch("snils")),
+            Err(e) => errors.push(field_error("snils", &e)),
+        }
+    }
+    if let Some(v) = given(&raw.passport_series) {
+        match PassportSeries::parse(&v) {
+            Ok(s) if s == holder.passport_series => {}
+            Ok(_) => errors.push(mismatch("passportSeries")),
+            Err(e) => errors.push(field_error("passportSeries", &e)),
+        }
+    }
+    if let Some(v) = given(&raw.passport_number) {
+        match PassportNumber::parse(&v) {
+            Ok(n) if n == holder.passport_number => {}
+            Ok(_) => errors.push(mismatch("passportNumber")),
+            Err(e) => errors.push(field_error("passportNumber", &e)),
+        }
+    }
+}
+
+/// Checks every field of `raw` against `today` for `holder` (the applicant, from
+/// their verified profile), naming each one at fault.
 pub fn parse_application(
     raw: &RawApplication,
+    holder: &PolicyHolder,
     today: NaiveDate,
 ) -> Result<PolicyApplication, Vec<UserError>> {
     let mut errors = Vec::new();
-    let mut text = |field: &str, value: &Option<String>, max: usize, required: bool| match value
-        .as_deref()
-        .map(str::trim)
-    {
-        None | Some("") if required => {
-            errors.push(missing(field));
+    check_identity(raw, holder, &mut errors);
+    let region = match raw.region.as_deref().map(str::trim) {
+        None | Some("") if raw.kind == Some(PolicyKind::Regional) => {
+            errors.push(missing("region"));
             None
         }
         None | Some("") => None,
-        Some(t) => match BoundedText::parse(t, max) {
+        Some(t) => match BoundedText::parse(t, 100) {
             Ok(t) => Some(t.as_str().to_string()),
             Err(e) => {
-                errors.push(UserError::field(field, "INVALID_INPUT", e.to_string()));
+                errors.push(UserError::field("region", "INVALID_INPUT", e.to_string()));
                 None
             }
         },
     };
-    let surname = text("surname", &raw.surname, 100, true);
-    let first_name = text("firstName", &raw.first_name, 100, true);
-    let patronymic = text("patronymic", &raw.patronymic, 100, false);
-    let region = text(
-        "region",
-        &raw.region,
-        100,
-        raw.kind == Some(PolicyKind::Regional),
-    );
     let mut date = |field: &str, value: &Option<String>| match value.as_deref().map(str::trim) {
         None | Some("") => {
             errors.push(missing(field));
@@ -124,43 +185,8 @@ pub fn parse_application(
             }
         },
     };
-    let birth_date = date("birthDate", &raw.birth_date);
     let valid_from = date("validFrom", &raw.valid_from);
     let valid_until = date("validUntil", &raw.valid_until);
-    if let Some(born) = birth_date {
-        if born > today || born.year() < 1900 {
-            errors.push(UserError::field(
-                "birthDate",
-                "INVALID_DATE",
-                "the birth date must lie between 1900 and today",
-            ));
-        }
-    }
-    let mut value = |field: &str, raw: &Option<String>| match raw.as_deref().map(str::trim) {
-        None | Some("") => {
-            errors.push(missing(field));
-            None
-        }
-        Some(t) => Some(t.to_string()),
-    };
-    let snils = value("snils", &raw.snils);
-    let series = value("passportSeries", &raw.passport_series);
-    let number = value("passportNumber", &raw.passport_number);
-    let snils = snils.and_then(|s| {
-        Snils::parse(&s)
-            .map_err(|e| errors.push(field_error("snils", &e)))
-            .ok()
-    });
-    let series = series.and_then(|s| {
-        PassportSeries::parse(&s)
-            .map_err(|e| errors.push(field_error("passportSeries", &e)))
-            .ok()
-    });
-    let number = number.and_then(|s| {
-        PassportNumber::parse(&s)
-            .map_err(|e| errors.push(field_error("passportNumber", &e)))
-            .ok()
-    });
     if raw.kind.is_none() {
         errors.push(missing("kind"));
     }
@@ -193,46 +219,20 @@ pub fn parse_application(
             "consent to the processing of personal data is required",
         ));
     }
-    match (
-        surname,
-        first_name,
-        birth_date,
-        snils,
-        series,
-        number,
-        raw.kind,
-        valid_from,
-        valid_until,
-    ) {
-        (
-            Some(surname),
-            Some(first_name),
-            Some(birth_date),
-            Some(snils),
-            Some(passport_series),
-            Some(passport_number),
-            Some(kind),
-            Some(valid_from),
-            Some(valid_until),
-        ) if errors.is_empty() => Ok(PolicyApplication {
-            holder: PolicyHolder {
-                surname,
-                first_name,
-                patronymic,
-                birth_date,
-                snils,
-                passport_series,
-                passport_number,
-            },
-            kind,
-            region: if kind == PolicyKind::Regional {
-                region
-            } else {
-                None
-            },
-            valid_from,
-            valid_until,
-        }),
+    match (raw.kind, valid_from, valid_until) {
+        (Some(kind), Some(valid_from), Some(valid_until)) if errors.is_empty() => {
+            Ok(PolicyApplication {
+                holder: holder.clone(),
+                kind,
+                region: if kind == PolicyKind::Regional {
+                    region
+                } else {
+                    None
+                },
+                valid_from,
+                valid_until,
+            })
+        }
         _ => Err(errors),
     }
 }
@@ -263,6 +263,19 @@ mod tests {
         }
     }
 
+    /// The applicant as their verified profile says.
+    pub(crate) fn holder() -> PolicyHolder {
+        PolicyHolder {
+            surname: "Иванова".into(),
+            first_name: "Мария".into(),
+            patronymic: Some("Петровна".into()),
+            birth_date: NaiveDate::from_ymd_opt(1990, 4, 12).expect("date"),
+            snils: Snils::parse("112-233-445 95").expect("snils"),
+            passport_series: PassportSeries::parse("45 08").expect("series"),
+            passport_number: PassportNumber::parse("123456").expect("number"),
+        }
+    }
+
     fn fields(errors: &[UserError]) -> Vec<String> {
         errors
             .iter()
@@ -272,7 +285,7 @@ mod tests {
 
     #[test]
     fn a_complete_application_parses() {
-        let parsed = parse_application(&good(), today()).expect("valid");
+        let parsed = parse_application(&good(), &holder(), today()).expect("valid");
         assert_eq!(parsed.holder.snils.digits(), "11223344595");
         assert_eq!(parsed.holder.passport_series.as_str(), "4508");
         assert_eq!(parsed.region.as_deref(), Some("Москва"));
@@ -288,10 +301,10 @@ mod tests {
             consent: false,
             ..good()
         };
-        let errors = parse_application(&raw, today()).expect_err("invalid");
+        let errors = parse_application(&raw, &holder(), today()).expect_err("invalid");
         assert_eq!(
             fields(&errors),
-            ["surname", "birthDate", "snils", "passportNumber", "consent"]
+            ["birthDate", "snils", "passportNumber", "consent"]
         );
         let snils = errors.iter().find(|e| e.code == "INVALID_SNILS_CHECKSUM");
         assert!(snils.is_some(), "{errors:?}");
@@ -299,22 +312,38 @@ mod tests {
 
     #[test]
     fn an_empty_application_names_every_required_field() {
-        let errors = parse_application(&RawApplication::default(), today()).expect_err("empty");
+        let errors =
+            parse_application(&RawApplication::default(), &holder(), today()).expect_err("empty");
         assert_eq!(
             fields(&errors),
-            [
-                "surname",
-                "firstName",
-                "birthDate",
-                "validFrom",
-                "validUntil",
-                "snils",
-                "passportSeries",
-                "passportNumber",
-                "kind",
-                "consent"
-            ]
+            ["validFrom", "validUntil", "kind", "consent"]
         );
+    }
+
+    #[test]
+    fn the_holder_is_the_applicant_whatever_the_application_says() {
+        let bare = RawApplication {
+            surname: None,
+            first_name: None,
+            patronymic: None,
+            birth_date: None,
+            snils: None,
+            passport_series: None,
+            passport_number: None,
+            ..good()
+        };
+        let parsed = parse_application(&bare, &holder(), today()).expect("valid");
+        assert_eq!(parsed.holder, holder());
+        let someone_else = RawApplication {
+            surname: Some("Петрова".into()),
+            snils: Some("112-233-445 95".into()),
+            passport_number: Some("654321".into()),
+            ..good()
+        };
+        let errors =
+            parse_application(&someone_else, &holder(), today()).expect_err("another person");
+        assert_eq!(fields(&errors), ["surname", "passportNumber"]);
+        assert!(errors.iter().all(|e| e.code == "IDENTITY_MISMATCH"));
     }
 
     #[test]
@@ -325,7 +354,7 @@ mod tests {
             valid_until: Some("2026-11-29".into()),
             ..good()
         };
-        let errors = parse_application(&raw, today()).expect_err("invalid");
+        let errors = parse_application(&raw, &holder(), today()).expect_err("invalid");
         assert_eq!(fields(&errors), ["region", "validUntil", "validFrom"]);
         assert!(errors.iter().all(|e| e.code != "INTERNAL"));
         let long = RawApplication {
@@ -333,7 +362,7 @@ mod tests {
             ..good()
         };
         assert_eq!(
-            fields(&parse_application(&long, today()).expect_err("too long")),
+            fields(&parse_application(&long, &holder(), today()).expect_err("too long")),
             ["validUntil"]
         );
     }
@@ -345,7 +374,9 @@ mod tests {
             ..good()
         };
         assert_eq!(
-            parse_application(&raw, today()).expect("valid").region,
+            parse_application(&raw, &holder(), today())
+                .expect("valid")
+                .region,
             None
         );
     }

@@ -376,7 +376,16 @@ mod tests {
             valid_until: Some("2027-12-01".into()),
             consent: true,
         };
-        parse_application(&raw, day("2026-12-01")).expect("valid")
+        let holder = PolicyHolder {
+            surname: "Иванова".into(),
+            first_name: "Мария".into(),
+            patronymic: None,
+            birth_date: day("1990-04-12"),
+            snils: crate::identity::Snils::parse("112-233-445 95").expect("snils"),
+            passport_series: crate::identity::PassportSeries::parse("4508").expect("series"),
+            passport_number: crate::identity::PassportNumber::parse("123456").expect("number"),
+        };
+        parse_application(&raw, &holder, day("2026-12-01")).expect("valid")
     }
 
     fn patient() -> Uuid {

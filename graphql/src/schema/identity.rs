@@ -1,15 +1,19 @@
 //! The profile (A2) and identity verification (A3): `myProfile`, `updateMyProfile`,
-//! staff's `patientProfile`, `myIdentityVerification` with its three steps, and the
-//! administrators' `loadSnilsRegistry`.
+//! staff's `patientProfile`, `myIdentityVerification` with its three steps, the
+//! reviewers' queue of passport scans (`passportScansAwaitingReview`,
+//! `reviewPassportScan`), and the administrators' `loadSnilsRegistry`.
 //!
 //! Profile and verification are read from their own streams (a handful of events per
 //! patient), so they are never stale and no read-model copy of passport data exists.
 
+use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, NaiveDate, Utc};
 use kabinet_domain::command::Retry;
 use kabinet_domain::identity::service::{IdentityFailure, RawRegistryEntry, RegistryEntry};
-use kabinet_domain::identity::verification::IdentityVerification;
+use kabinet_domain::identity::verification::{
+    IdentityVerification, ScanDecision, ScanReview, Step,
+};
 use kabinet_domain::patients::{Patient, PatientCommand, ProfileUpdate, RawProfileUpdate};
 use kabinet_domain::{Actor, Role};
 use kabinet_projections::account_journal;
@@ -22,6 +26,7 @@ use super::context::{
 };
 use super::errors::{idempotency_key, run_command, UserError};
 use super::ids;
+use super::pagination::forward_page;
 
 /// A patient's profile: name, birth date, sex, documents, contacts and addresses.
 #[derive(Debug, Clone, SimpleObject)]
@@ -87,7 +92,8 @@ async fn load_profile(
 pub enum VerificationStepKind {
     /// The profile's SNILS, name and birth date matched against the registry.
     Snils,
-    /// A passport scan uploaded (`POST /identity/passport-scan`).
+    /// A passport scan uploaded (`POST /identity/passport-scan`) and approved by a
+    /// reviewer as matching the profile.
     PassportScan,
     /// The profile's phone confirmed with an SMS code.
     Phone,
@@ -100,6 +106,26 @@ pub enum VerificationStatus {
     InProgress,
     /// "Identification complete": medical data is open.
     Verified,
+}
+
+/// Where the latest passport scan stands with its reviewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum PassportScanReview {
+    /// No scan, or the last one no longer goes with the profile.
+    None,
+    /// Uploaded; a registrar or administrator has yet to compare it with the profile.
+    AwaitingReview,
+    /// A reviewer confirmed it matches the profile: the step is done.
+    Approved,
+    /// A reviewer refused it (see `passportScanRejectionReason`); upload another.
+    Rejected,
+}
+
+/// A reviewer's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize)]
+pub enum ScanReviewDecision {
+    Approve,
+    Reject,
 }
 
 /// One step and whether it is done.
@@ -121,8 +147,14 @@ pub struct IdentityVerificationView {
     pub verified_at: Option<DateTime<Utc>>,
     /// When the last SMS code sent stops working (until the phone is confirmed).
     pub code_expires_at: Option<DateTime<Utc>>,
-    /// SHA-256 of the uploaded passport scan.
+    /// SHA-256 of the latest passport scan.
     pub passport_scan_sha256: Option<String>,
+    /// Where the latest passport scan stands with its reviewer.
+    pub passport_scan_review: PassportScanReview,
+    /// Why the reviewer refused the latest scan.
+    pub passport_scan_rejection_reason: Option<String>,
+    /// Why a step was last undone (its profile data changed), if one was.
+    pub last_undone_reason: Option<String>,
 }
 
 fn verification_view(v: &IdentityVerification) -> IdentityVerificationView {
@@ -135,9 +167,9 @@ fn verification_view(v: &IdentityVerification) -> IdentityVerificationView {
         },
         VerificationStep {
             step: VerificationStepKind::PassportScan,
-            done: v.scan_uploaded_at.is_some(),
-            done_at: v.scan_uploaded_at,
-            label_ru: "Скан паспорта загружен",
+            done: v.scan_approved(),
+            done_at: v.scan_reviewed_at.filter(|_| v.scan_approved()),
+            label_ru: "Скан паспорта проверен сотрудником",
         },
         VerificationStep {
             step: VerificationStepKind::Phone,
@@ -148,7 +180,11 @@ fn verification_view(v: &IdentityVerification) -> IdentityVerificationView {
     ];
     let (status, label_ru) = if v.is_verified() {
         (VerificationStatus::Verified, "Идентификация пройдена")
-    } else if steps.iter().any(|s| s.done) || v.code_sent_to.is_some() {
+    } else if steps.iter().any(|s| s.done)
+        || v.code_sent_to.is_some()
+        || v.scan_review.is_some()
+        || v.last_undone.is_some()
+    {
         (VerificationStatus::InProgress, "Идентификация в процессе")
     } else {
         (VerificationStatus::NotStarted, "Идентификация не пройдена")
@@ -160,6 +196,21 @@ fn verification_view(v: &IdentityVerification) -> IdentityVerificationView {
         verified_at: v.verified_at,
         code_expires_at: v.code_expires_at.filter(|_| v.phone_confirmed_at.is_none()),
         passport_scan_sha256: v.scan_sha256.clone(),
+        passport_scan_review: match v.scan_review {
+            None => PassportScanReview::None,
+            Some(ScanReview::AwaitingReview) => PassportScanReview::AwaitingReview,
+            Some(ScanReview::Approved) => PassportScanReview::Approved,
+            Some(ScanReview::Rejected) => PassportScanReview::Rejected,
+        },
+        passport_scan_rejection_reason: v.scan_rejection_reason.clone(),
+        last_undone_reason: v.last_undone.as_ref().map(|(step, reason)| {
+            let step = match step {
+                Step::Snils => "SNILS",
+                Step::PassportScan => "passport scan",
+                Step::Phone => "phone",
+            };
+            format!("{step} step undone: {reason}")
+        }),
     }
 }
 
@@ -257,6 +308,54 @@ pub struct LoadSnilsRegistryPayload {
     pub user_errors: Vec<UserError>,
 }
 
+/// A passport scan in the reviewers' queue, with the profile data it must match.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct PassportScanForReview {
+    /// Global id of the patient's account.
+    pub patient_id: ID,
+    /// SHA-256 of the scan: what `reviewPassportScan` decides on.
+    pub sha256: String,
+    pub size: i64,
+    /// `pdf`, `jpeg` or `png`.
+    pub format: String,
+    pub uploaded_at: DateTime<Utc>,
+    /// The path that serves the scan to reviewers (bearer token required).
+    pub download_path: String,
+    /// The profile the scan must match.
+    pub profile: PatientProfile,
+}
+
+type ScanQueueConnection = Connection<String, PassportScanForReview, EmptyFields, EmptyFields>;
+
+/// Input of `reviewPassportScan`.
+#[derive(Debug, Clone, InputObject, Serialize)]
+pub struct ReviewPassportScanInput {
+    pub patient_id: ID,
+    pub sha256: String,
+    pub decision: ScanReviewDecision,
+    /// Required to reject (shown to the patient), at most 500 characters.
+    pub reason: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// The reviewed scan's standing.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct PassportScanReviewResult {
+    pub patient_id: ID,
+    pub sha256: String,
+    pub review: PassportScanReview,
+    pub rejection_reason: Option<String>,
+    /// Whether the patient's identity is now verified.
+    pub identity_verified: bool,
+}
+
+/// Result of `reviewPassportScan`.
+#[derive(Debug, SimpleObject)]
+pub struct ReviewPassportScanPayload {
+    pub result: Option<PassportScanReviewResult>,
+    pub user_errors: Vec<UserError>,
+}
+
 /// Most entries one `loadSnilsRegistry` call takes.
 const MAX_REGISTRY_ENTRIES: usize = 1000;
 
@@ -304,6 +403,52 @@ impl IdentityQuery {
                 ..profile
             },
         }))
+    }
+
+    /// Passport scans awaiting review, oldest first (registrars and administrators).
+    /// Each read of a patient's data here is recorded.
+    #[graphql(
+        complexity = "super::pagination::connection_complexity(child_complexity, first, None)"
+    )]
+    async fn passport_scans_awaiting_review(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<ScanQueueConnection> {
+        actor_in(ctx, crate::identity_http::REVIEWERS)?;
+        let (first, offset) = forward_page(first, after)?;
+        let mut queue = services(ctx)
+            .identity
+            .scans_awaiting_review(first + 1, offset)
+            .await
+            .map_err(|e| internal(ctx, e))?;
+        let has_next = queue.len() > first;
+        queue.truncate(first);
+        let mut connection = Connection::new(offset > 0, has_next);
+        for (i, scan) in queue.into_iter().enumerate() {
+            record_medical_read(ctx, scan.patient_id, "passport_scan_review", None).await?;
+            let profile = load_profile(ctx, scan.patient_id).await?;
+            let patient_id = ids::encode("Account", scan.patient_id);
+            let cursor = kabinet_projections::page::OffsetCursor(offset + i + 1).encode();
+            connection.edges.push(Edge::new(
+                cursor,
+                PassportScanForReview {
+                    download_path: format!(
+                        "/identity/passport-scans/{}/{}",
+                        patient_id.as_str(),
+                        scan.sha256
+                    ),
+                    patient_id,
+                    sha256: scan.sha256,
+                    size: scan.size as i64,
+                    format: scan.format.as_str().to_string(),
+                    uploaded_at: scan.uploaded_at,
+                    profile,
+                },
+            ));
+        }
+        Ok(connection)
     }
 
     /// The caller's identity verification and its steps (patients).
@@ -430,13 +575,102 @@ impl IdentityMutation {
         .await?
         {
             Ok((outcome, _)) => {
-                read_your_writes(ctx, &[account_journal::NAME], outcome.last_order()).await;
+                // Steps that checked data the profile no longer holds are undone.
+                let meta = metadata(ctx, actor, None);
+                let revised = match s
+                    .identity
+                    .revise(&meta, actor.account_id, s.clock.now())
+                    .await
+                {
+                    Ok(revision) => revision.last_order(),
+                    Err(IdentityFailure::User(errors)) => {
+                        tracing::warn!(?errors, "identity revision refused after a profile change");
+                        None
+                    }
+                    Err(IdentityFailure::Internal(e)) => return Err(internal(ctx, e)),
+                };
+                let last = revised.max(outcome.last_order());
+                read_your_writes(ctx, &[account_journal::NAME], last).await;
                 Ok(UpdateMyProfilePayload {
                     profile: Some(load_profile(ctx, actor.account_id).await?),
                     user_errors: vec![],
                 })
             }
             Err(errors) => failed(errors),
+        }
+    }
+
+    /// Approves a passport scan as matching the patient's profile, or rejects it with
+    /// a reason the patient sees (registrars and administrators).
+    async fn review_passport_scan(
+        &self,
+        ctx: &Context<'_>,
+        input: ReviewPassportScanInput,
+    ) -> async_graphql::Result<ReviewPassportScanPayload> {
+        let actor = actor_in(ctx, crate::identity_http::REVIEWERS)?;
+        let failed = |errors: Vec<UserError>| {
+            Ok(ReviewPassportScanPayload {
+                result: None,
+                user_errors: errors,
+            })
+        };
+        let key = match idempotency_key(input.idempotency_key.clone()) {
+            Ok(k) => k,
+            Err(e) => return failed(vec![e]),
+        };
+        let Some(patient) = ids::decode_as(&input.patient_id, "Account") else {
+            return failed(vec![UserError::on_field(
+                "patientId",
+                "NOT_FOUND",
+                "no such patient",
+            )]);
+        };
+        let decision = match (input.decision, input.reason.as_deref().map(str::trim)) {
+            (ScanReviewDecision::Approve, _) => ScanDecision::Approve,
+            (ScanReviewDecision::Reject, Some(reason)) if !reason.is_empty() => {
+                ScanDecision::Reject {
+                    reason: reason.to_string(),
+                }
+            }
+            (ScanReviewDecision::Reject, _) => {
+                return failed(vec![UserError::on_field(
+                    "reason",
+                    "REASON_REQUIRED",
+                    "say why the scan is rejected; the patient sees it",
+                )])
+            }
+        };
+        let sha256 = input.sha256.trim().to_ascii_lowercase();
+        let s = services(ctx);
+        let meta = metadata(ctx, actor, key);
+        match s
+            .identity
+            .review_scan(&meta, patient, &sha256, decision, s.clock.now())
+            .await
+        {
+            Ok(outcome) => {
+                read_your_writes(ctx, &[account_journal::NAME], outcome.last_order()).await;
+                let v = s
+                    .identity
+                    .status(patient)
+                    .await
+                    .map_err(|e| internal(ctx, e))?;
+                let view = verification_view(&v);
+                Ok(ReviewPassportScanPayload {
+                    result: Some(PassportScanReviewResult {
+                        patient_id: input.patient_id.clone(),
+                        sha256,
+                        review: view.passport_scan_review,
+                        rejection_reason: view.passport_scan_rejection_reason,
+                        identity_verified: v.is_verified(),
+                    }),
+                    user_errors: vec![],
+                })
+            }
+            Err(IdentityFailure::User(errors)) => {
+                failed(errors.into_iter().map(UserError::from).collect())
+            }
+            Err(IdentityFailure::Internal(e)) => Err(internal(ctx, e)),
         }
     }
 

@@ -6,8 +6,9 @@ use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, Subscripti
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use kabinet_domain::command::{CommandOutcome, Retry};
+use kabinet_domain::patients::Patient;
 use kabinet_domain::policies::{
-    complete_number, parse_application, Policy as PolicyAggregate, PolicyCommand,
+    complete_number, parse_application, Policy as PolicyAggregate, PolicyCommand, PolicyHolder,
     PolicyKind as DomainKind, PolicyStatus as DomainStatus, RawApplication,
 };
 use kabinet_domain::Role;
@@ -42,6 +43,8 @@ pub enum PolicyKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize)]
 pub enum PolicyStatus {
     Applied,
+    /// Issued, but its period has not begun: it becomes active on `validFrom`.
+    Issued,
     Active,
     Rejected,
     Expired,
@@ -49,6 +52,36 @@ pub enum PolicyStatus {
 
 fn status_of(raw: &str) -> DomainStatus {
     DomainStatus::parse(raw).unwrap_or(DomainStatus::Applied)
+}
+
+/// The status a holder sees on `today`: an issued policy is active only from its
+/// first day.
+fn status_on(view: &PolicyView, today: chrono::NaiveDate) -> PolicyStatus {
+    match status_of(&view.status) {
+        DomainStatus::Active if view.valid_from > today => PolicyStatus::Issued,
+        other => PolicyStatus::of(other),
+    }
+}
+
+fn today(ctx: &Context<'_>) -> chrono::NaiveDate {
+    svc(ctx).clock.now().date_naive()
+}
+
+/// Whether `view` is in force on `today`.
+fn in_force(view: &PolicyView, today: chrono::NaiveDate) -> bool {
+    view.status == DomainStatus::Active.as_str() && view.valid_from <= today
+}
+
+/// The policy to show as the holder's current one: in force, else issued and
+/// starting later, else an application in progress, else the newest.
+fn pick_current(views: &[PolicyView], today: chrono::NaiveDate) -> Option<PolicyView> {
+    views
+        .iter()
+        .find(|v| in_force(v, today))
+        .or_else(|| views.iter().find(|v| v.status == "active"))
+        .or_else(|| views.iter().find(|v| v.status == "applied"))
+        .or(views.first())
+        .cloned()
 }
 
 impl PolicyStatus {
@@ -64,7 +97,7 @@ impl PolicyStatus {
     fn domain(self) -> DomainStatus {
         match self {
             PolicyStatus::Applied => DomainStatus::Applied,
-            PolicyStatus::Active => DomainStatus::Active,
+            PolicyStatus::Active | PolicyStatus::Issued => DomainStatus::Active,
             PolicyStatus::Rejected => DomainStatus::Rejected,
             PolicyStatus::Expired => DomainStatus::Expired,
         }
@@ -81,11 +114,18 @@ impl Policy {
     pub async fn id(&self) -> ID {
         ids::encode("Policy", self.0.id)
     }
-    async fn status(&self) -> PolicyStatus {
-        PolicyStatus::of(status_of(&self.0.status))
+    /// `ISSUED` until the first day of the period, `ACTIVE` from it.
+    async fn status(&self, ctx: &Context<'_>) -> PolicyStatus {
+        status_on(&self.0, today(ctx))
     }
-    async fn status_label_ru(&self) -> &'static str {
-        status_of(&self.0.status).label_ru()
+    async fn status_label_ru(&self, ctx: &Context<'_>) -> String {
+        match status_on(&self.0, today(ctx)) {
+            PolicyStatus::Issued => format!(
+                "Оформлен, действует с {}",
+                self.0.valid_from.format("%d.%m.%Y")
+            ),
+            _ => status_of(&self.0.status).label_ru().to_string(),
+        }
     }
     /// The 16-digit unified policy number, once issued.
     async fn number(&self) -> Option<&str> {
@@ -155,7 +195,7 @@ impl Policy {
         if actor.account_id != self.0.patient_id || self.0.number.is_none() {
             return Ok(None);
         }
-        let doc = policy_pdf(&self.0);
+        let doc = policy_pdf(&self.0, today(ctx));
         super::prescriptions::download_link(ctx, &doc, actor.account_id)
             .await
             .map(Some)
@@ -163,7 +203,7 @@ impl Policy {
 }
 
 /// The printable policy, built from the read model.
-fn policy_pdf(view: &PolicyView) -> PdfDocument {
+fn policy_pdf(view: &PolicyView, today: chrono::NaiveDate) -> PdfDocument {
     let field = |label: &str, value: String| PdfBlock::Field {
         label: label.to_string(),
         value,
@@ -206,7 +246,11 @@ fn policy_pdf(view: &PolicyView) -> PdfDocument {
     ));
     blocks.push(field(
         "Статус",
-        status_of(&view.status).label_ru().to_string(),
+        if view.status == "active" && view.valid_from > today {
+            format!("Оформлен, действует с {}", date(view.valid_from))
+        } else {
+            status_of(&view.status).label_ru().to_string()
+        },
     ));
     PdfDocument {
         title: "Полис обязательного медицинского страхования".to_string(),
@@ -215,24 +259,31 @@ fn policy_pdf(view: &PolicyView) -> PdfDocument {
     }
 }
 
-/// Input of `applyForPolicy`. Every field is checked and all faults are reported together.
+/// Input of `applyForPolicy`. Every field is checked and all faults are reported
+/// together. The holder is the applicant as their verified profile says: the
+/// identity fields may be left out, and any given must agree with the profile
+/// (`IDENTITY_MISMATCH` otherwise).
 #[derive(Debug, Clone, InputObject, Serialize)]
 pub struct ApplyForPolicyInput {
+    /// Optional; must equal the verified profile's.
     pub surname: Option<String>,
+    /// Optional; must equal the verified profile's.
     pub first_name: Option<String>,
+    /// Optional; must equal the verified profile's.
     pub patronymic: Option<String>,
-    /// `YYYY-MM-DD`.
+    /// `YYYY-MM-DD`; optional, must equal the verified profile's.
     pub birth_date: Option<String>,
-    /// `XXX-XXX-XXX YY` or 11 digits.
+    /// `XXX-XXX-XXX YY` or 11 digits; optional, must equal the verified profile's.
     pub snils: Option<String>,
-    /// 4 digits.
+    /// 4 digits; optional, must equal the verified profile's.
     pub passport_series: Option<String>,
-    /// 6 digits.
+    /// 6 digits; optional, must equal the verified profile's.
     pub passport_number: Option<String>,
     pub kind: Option<PolicyKind>,
     /// Required for a regional policy.
     pub region: Option<String>,
-    /// First day (`YYYY-MM-DD`, today or up to 90 days ahead).
+    /// First day (`YYYY-MM-DD`, today or up to 90 days ahead); a policy starting
+    /// later is `ISSUED` until then.
     pub valid_from: Option<String>,
     /// Last day, after `validFrom`, at most 10 years later.
     pub valid_until: Option<String>,
@@ -270,6 +321,74 @@ fn failed(errors: Vec<UserError>) -> async_graphql::Result<PolicyPayload> {
     })
 }
 
+/// The applicant as their verified profile says, or why they cannot apply yet.
+async fn verified_holder(
+    ctx: &Context<'_>,
+    patient_id: Uuid,
+) -> async_graphql::Result<Result<PolicyHolder, Vec<UserError>>> {
+    let s = svc(ctx);
+    let verified = s
+        .identity
+        .is_verified(patient_id)
+        .await
+        .map_err(|e| internal(ctx, e))?;
+    if !verified {
+        return Ok(Err(vec![UserError::from(
+            kabinet_domain::user_error::UserError::new(
+                "IDENTITY_NOT_VERIFIED",
+                "complete identity verification first: a policy is issued to the verified holder of the profile",
+            ),
+        )]));
+    }
+    let patient = s
+        .commands
+        .load::<Patient>(&patient_id.to_string())
+        .await
+        .map_err(|e| internal(ctx, e))?;
+    let d = &patient.details;
+    let incomplete = |field: &str| {
+        UserError::on_field(
+            field,
+            "PROFILE_INCOMPLETE",
+            "the verified profile lacks this; it is needed for a policy",
+        )
+    };
+    match (
+        patient.profile,
+        d.snils.clone(),
+        d.passport_series.clone(),
+        d.passport_number.clone(),
+    ) {
+        (Some(p), Some(snils), Some(passport_series), Some(passport_number)) => {
+            Ok(Ok(PolicyHolder {
+                surname: p.surname,
+                first_name: p.first_name,
+                patronymic: p.patronymic,
+                birth_date: p.birth_date,
+                snils,
+                passport_series,
+                passport_number,
+            }))
+        }
+        (profile, snils, series, number) => {
+            let mut errors = Vec::new();
+            if profile.is_none() {
+                errors.push(incomplete("surname"));
+            }
+            if snils.is_none() {
+                errors.push(incomplete("snils"));
+            }
+            if series.is_none() {
+                errors.push(incomplete("passportSeries"));
+            }
+            if number.is_none() {
+                errors.push(incomplete("passportNumber"));
+            }
+            Ok(Err(errors))
+        }
+    }
+}
+
 /// Resolves a policy's global id for its holder and administrators.
 pub async fn node(ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Policy>> {
     let actor = actor(ctx)?;
@@ -299,8 +418,13 @@ async fn list(
     after: Option<String>,
 ) -> async_graphql::Result<PolicyConnection> {
     let (first, offset) = forward_page(first, after)?;
+    let starts = match status {
+        Some(PolicyStatus::Active) => Some(policies::Starts::ByDay(today(ctx))),
+        Some(PolicyStatus::Issued) => Some(policies::Starts::AfterDay(today(ctx))),
+        _ => None,
+    };
     let status = status.map(|s| s.domain().as_str());
-    let page = policies::list(&svc(ctx).db, patient, status, first, offset)
+    let page = policies::list(&svc(ctx).db, patient, status, starts, first, offset)
         .await
         .map_err(|e| internal(ctx, e))?;
     let mut connection = Connection::new(page.has_previous, page.has_next);
@@ -316,16 +440,11 @@ async fn list(
 /// The caller's current policy: the active one, else an application in
 /// progress, else the newest.
 async fn current_policy(ctx: &Context<'_>, patient: Uuid) -> async_graphql::Result<Option<Policy>> {
-    let page = policies::list(&svc(ctx).db, Some(patient), None, 100, 0)
+    let page = policies::list(&svc(ctx).db, Some(patient), None, None, 100, 0)
         .await
         .map_err(|e| internal(ctx, e))?;
     let views: Vec<PolicyView> = page.items.into_iter().map(|(_, v)| v).collect();
-    let pick = views
-        .iter()
-        .find(|v| v.status == "active")
-        .or_else(|| views.iter().find(|v| v.status == "applied"))
-        .or(views.first())
-        .cloned();
+    let pick = pick_current(&views, today(ctx));
     match pick {
         Some(v) => {
             record_medical_read(ctx, v.patient_id, "oms_policy", Some(v.id)).await?;
@@ -430,8 +549,12 @@ impl PoliciesMutation {
             valid_until: input.valid_until.clone(),
             consent: input.consent,
         };
+        let holder = match verified_holder(ctx, actor.account_id).await? {
+            Ok(holder) => holder,
+            Err(errors) => return failed(errors),
+        };
         let today = svc(ctx).clock.now().date_naive();
-        let application = match parse_application(&raw, today) {
+        let application = match parse_application(&raw, &holder, today) {
             Ok(a) => a,
             Err(errors) => return failed(errors.into_iter().map(UserError::from).collect()),
         };
@@ -578,16 +701,11 @@ impl PoliciesSubscription {
             state,
             move |(s, mut progress, mut seen)| async move {
                 loop {
-                    let page = policies::list(&s.db, Some(patient), None, 100, 0)
+                    let page = policies::list(&s.db, Some(patient), None, None, 100, 0)
                         .await
                         .ok()?;
                     let views: Vec<PolicyView> = page.items.into_iter().map(|(_, v)| v).collect();
-                    let pick = views
-                        .iter()
-                        .find(|v| v.status == "active")
-                        .or_else(|| views.iter().find(|v| v.status == "applied"))
-                        .or(views.first())
-                        .cloned();
+                    let pick = pick_current(&views, s.clock.now().date_naive());
                     if let Some(view) = pick {
                         let mark = (view.id, view.updated_at);
                         if seen != Some(mark) {
