@@ -126,6 +126,41 @@ pub struct DeliveryArgs {
     pub sms_gateway_token: Option<SecretString>,
 }
 
+/// How many passwords are hashed at once (each Argon2id hashing takes 19 MiB), and
+/// how long a sign-in waits for a free slot before it is told the server is busy.
+#[derive(Debug, Clone, Args)]
+pub struct PasswordHashingArgs {
+    /// Most password hashings at once (default: one per core); memory for them
+    /// stays within this times 19 MiB.
+    #[arg(long, env = "KABINET_PASSWORD_HASHING_SLOTS")]
+    pub password_hashing_slots: Option<usize>,
+    /// Longest wait for a free hashing slot, in milliseconds, before the answer
+    /// BUSY.
+    #[arg(long, env = "KABINET_PASSWORD_HASHING_WAIT_MS", default_value_t = 3000)]
+    pub password_hashing_wait_ms: u64,
+}
+
+impl Default for PasswordHashingArgs {
+    fn default() -> Self {
+        PasswordHashingArgs {
+            password_hashing_slots: None,
+            password_hashing_wait_ms: 3000,
+        }
+    }
+}
+
+impl PasswordHashingArgs {
+    /// The bound these settings describe.
+    pub fn gate(&self) -> kabinet_domain::accounts::password::HashGate {
+        use kabinet_domain::accounts::password::HashGate;
+        let wait = std::time::Duration::from_millis(self.password_hashing_wait_ms);
+        match self.password_hashing_slots {
+            Some(slots) => HashGate::new(slots, wait),
+            None => HashGate::new(HashGate::default().limit(), wait),
+        }
+    }
+}
+
 impl std::fmt::Debug for DeliveryArgs {
     // The SMTP URL may hold a password and the gateway token is a secret.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -193,6 +228,8 @@ pub struct ServeConfig {
     pub secret: SecretArgs,
     #[command(flatten)]
     pub delivery: DeliveryArgs,
+    #[command(flatten)]
+    pub password_hashing: PasswordHashingArgs,
     /// Trust the last `X-Forwarded-For` entry as the client address (only behind a proxy that sets it).
     #[arg(long, env = "KABINET_TRUSTED_PROXY")]
     pub trusted_proxy: bool,
@@ -298,6 +335,7 @@ impl ServeConfig {
                 jwt_secret: Some(SecretString::from(secret.to_string())),
             },
             delivery: DeliveryArgs::default(),
+            password_hashing: PasswordHashingArgs::default(),
             trusted_proxy: false,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             mode: Mode::Development,

@@ -46,6 +46,17 @@ pub const SENDS_PER_ADDRESS: ThrottlePolicy = ThrottlePolicy {
     forget_after: Duration::hours(1),
 };
 
+/// Sign-in codes sent to one login (only after the right password, but each is
+/// an SMS or a letter): 10 free within an hour, then back-off, 20 stop sending
+/// for an hour.
+pub const SIGN_IN_SENDS_PER_LOGIN: ThrottlePolicy = ThrottlePolicy {
+    free: 10,
+    lock_after: 20,
+    lock: Duration::hours(1),
+    max_backoff: Duration::seconds(60),
+    forget_after: Duration::hours(1),
+};
+
 impl ThrottlePolicy {
     /// Whether the counter has expired at `now`.
     pub fn forgotten(&self, last_failure: DateTime<Utc>, now: DateTime<Utc>) -> bool {
