@@ -496,6 +496,42 @@ conformance!(
             )
             .await;
         assert_eq!(reset["resetPassword"]["passwordChanged"], true, "{reset}");
+
+        // An account an older server left without credentials recovers its password.
+        let legacy = phone();
+        let registered = register(&server, &sms, &legacy).await;
+        let id = account_id(&registered).to_string();
+        kabinet_domain::on_db!(&test_db.db, pool => {
+            sqlx::query("DELETE FROM account_credentials WHERE account_id = $1")
+                .bind(&id)
+                .execute(pool)
+                .await
+                .expect("delete");
+        });
+        let sent = sms.messages_to(&legacy).len();
+        let asked = server
+            .data(None, RECOVER, json!({ "input": { "contact": legacy } }))
+            .await;
+        assert_eq!(errors(&asked["requestPasswordRecovery"]), Vec::<String>::new());
+        let text = sms.nth_message_to(&legacy, sent + 1).await;
+        assert!(text.contains("восстановления пароля"), "{text}");
+        let code = six_digits(&text).expect("code");
+        let reset = server
+            .data(
+                None,
+                RESET,
+                json!({ "input": { "contact": legacy, "code": code, "newPassword": "осенний-ветер-35" } }),
+            )
+            .await;
+        assert_eq!(reset["resetPassword"]["passwordChanged"], true, "{reset}");
+        let signed = server
+            .data(
+                None,
+                SIGN_IN,
+                json!({ "input": { "login": legacy, "password": "осенний-ветер-35" } }),
+            )
+            .await;
+        assert_eq!(errors(&signed["signIn"]), Vec::<String>::new(), "{signed}");
         server.stop().await;
     }
 );
