@@ -513,12 +513,13 @@ impl Aggregate for Patient {
             }
         };
         let text = |field: &'static str, raw: &str| {
-            BoundedText::parse(raw, 100)
+            let invalid = |message: String| PatientError::Invalid { field, message };
+            let name = BoundedText::parse(raw, 100)
                 .map(|t| t.as_str().to_string())
-                .map_err(|e| PatientError::Invalid {
-                    field,
-                    message: e.to_string(),
-                })
+                .map_err(|e| invalid(e.to_string()))?;
+            crate::identity::values::check_person_name(&name)
+                .map_err(|e| invalid(e.to_string()))?;
+            Ok(name)
         };
         if profile.birth_date > today {
             return Err(PatientError::Invalid {

@@ -512,7 +512,10 @@ conformance!(
         let asked = server
             .data(None, RECOVER, json!({ "input": { "contact": legacy } }))
             .await;
-        assert_eq!(errors(&asked["requestPasswordRecovery"]), Vec::<String>::new());
+        assert_eq!(
+            errors(&asked["requestPasswordRecovery"]),
+            Vec::<String>::new()
+        );
         let text = sms.nth_message_to(&legacy, sent + 1).await;
         assert!(text.contains("восстановления пароля"), "{text}");
         let code = six_digits(&text).expect("code");
@@ -628,6 +631,21 @@ conformance!(
             ],
             "{r}"
         );
+        const RECORD: &str =
+            "mutation($input: RecordPatientProfileInput!) { recordPatientProfile(input: $input) {
+            recorded userErrors { field message } } }";
+        let r = server
+            .data(
+                Some(&token),
+                RECORD,
+                json!({ "input": { "surname": "Петров\u{202E}", "firstName": "Пётр", "birthDate": "1980-01-02", "sex": "MALE" } }),
+            )
+            .await;
+        assert_eq!(r["recordPatientProfile"]["recorded"], false, "{r}");
+        let message = r["recordPatientProfile"]["userErrors"][0]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(message.contains("U+202E"), "{r}");
         server.stop().await;
     }
 );
