@@ -161,6 +161,66 @@ impl PasswordHashingArgs {
     }
 }
 
+/// Lock-outs against guessing and against sending too many codes.
+#[derive(Debug, Clone, Args)]
+pub struct AccountLimitsArgs {
+    /// Failed sign-ins of one login that lock it.
+    #[arg(long, env = "KABINET_LOGIN_LOCK_AFTER", default_value_t = 10)]
+    pub login_lock_after: i64,
+    /// How long a locked login stays locked, in minutes.
+    #[arg(long, env = "KABINET_LOGIN_LOCK_MINUTES", default_value_t = 15)]
+    pub login_lock_minutes: i64,
+    /// Failed attempts from one client address (within an hour) that lock it for 15 minutes.
+    #[arg(long, env = "KABINET_ADDRESS_LOCK_AFTER", default_value_t = 100)]
+    pub address_lock_after: i64,
+    /// Codes one client address may have sent within an hour before sending stops for an hour.
+    #[arg(long, env = "KABINET_CODES_PER_ADDRESS_PER_HOUR", default_value_t = 60)]
+    pub codes_per_address_per_hour: i64,
+    /// Sign-in codes one login may be sent within an hour before sending stops for an hour.
+    #[arg(
+        long,
+        env = "KABINET_SIGN_IN_CODES_PER_LOGIN_PER_HOUR",
+        default_value_t = 20
+    )]
+    pub sign_in_codes_per_login_per_hour: i64,
+}
+
+impl Default for AccountLimitsArgs {
+    fn default() -> Self {
+        AccountLimitsArgs {
+            login_lock_after: 10,
+            login_lock_minutes: 15,
+            address_lock_after: 100,
+            codes_per_address_per_hour: 60,
+            sign_in_codes_per_login_per_hour: 20,
+        }
+    }
+}
+
+impl AccountLimitsArgs {
+    /// The policies these settings describe.
+    pub fn limits(&self) -> kabinet_domain::accounts::throttle::AccountLimits {
+        use chrono::Duration;
+        let d = kabinet_domain::accounts::throttle::AccountLimits::default();
+        kabinet_domain::accounts::throttle::AccountLimits {
+            per_login: d.per_login.locking(
+                self.login_lock_after,
+                Duration::minutes(self.login_lock_minutes.max(1)),
+            ),
+            per_address: d
+                .per_address
+                .locking(self.address_lock_after, d.per_address.lock),
+            sends_per_address: d
+                .sends_per_address
+                .locking(self.codes_per_address_per_hour, d.sends_per_address.lock),
+            sign_in_sends_per_login: d.sign_in_sends_per_login.locking(
+                self.sign_in_codes_per_login_per_hour,
+                d.sign_in_sends_per_login.lock,
+            ),
+        }
+    }
+}
+
 impl std::fmt::Debug for DeliveryArgs {
     // The SMTP URL may hold a password and the gateway token is a secret.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -230,6 +290,8 @@ pub struct ServeConfig {
     pub delivery: DeliveryArgs,
     #[command(flatten)]
     pub password_hashing: PasswordHashingArgs,
+    #[command(flatten)]
+    pub account_limits: AccountLimitsArgs,
     /// Trust the last `X-Forwarded-For` entry as the client address (only behind a proxy that sets it).
     #[arg(long, env = "KABINET_TRUSTED_PROXY")]
     pub trusted_proxy: bool,
@@ -336,6 +398,7 @@ impl ServeConfig {
             },
             delivery: DeliveryArgs::default(),
             password_hashing: PasswordHashingArgs::default(),
+            account_limits: AccountLimitsArgs::default(),
             trusted_proxy: false,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             mode: Mode::Development,

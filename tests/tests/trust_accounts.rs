@@ -720,3 +720,40 @@ conformance!(
         server.stop().await;
     }
 );
+
+conformance!(
+    the_login_lock_is_configurable,
+    |test_db: TestDb| async move {
+        let sms = SmsReceiver::start().await;
+        let clock = FixedClock::new(Utc::now());
+        let server = Server::start_with_clock(&test_db, Arc::new(clock.clone()), |c| {
+            sms_config(&sms)(c);
+            c.account_limits.login_lock_after = 2;
+            c.account_limits.login_lock_minutes = 1;
+        })
+        .await;
+        let contact = phone();
+        register(&server, &sms, &contact).await;
+        let attempt = |password: &'static str| {
+            let server = &server;
+            let contact = contact.clone();
+            async move {
+                errors(
+                    &server
+                        .data(
+                            None,
+                            SIGN_IN,
+                            json!({ "input": { "login": contact, "password": password } }),
+                        )
+                        .await["signIn"],
+                )
+            }
+        };
+        assert_eq!(attempt("wrong-guess-001").await, ["INVALID_CREDENTIALS"]);
+        assert_eq!(attempt("wrong-guess-002").await, ["INVALID_CREDENTIALS"]);
+        assert_eq!(attempt(PASSWORD).await, ["TOO_MANY_ATTEMPTS"]);
+        clock.set(clock.now() + Duration::seconds(61));
+        assert_eq!(attempt(PASSWORD).await, Vec::<String>::new());
+        server.stop().await;
+    }
+);

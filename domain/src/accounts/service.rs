@@ -17,7 +17,7 @@ use super::login::{Login, LoginKind};
 use super::password::{GateError, HashGate, NewPassword};
 use super::secrets::{opaque_token, six_digit_code, token_hash, CodeHasher};
 use super::store::{AccountStore, Spent, StoredCode};
-use super::throttle::{PER_ADDRESS, PER_LOGIN, SENDS_PER_ADDRESS, SIGN_IN_SENDS_PER_LOGIN};
+use super::throttle::AccountLimits;
 use super::totp;
 use crate::clock::Clock;
 use crate::command::{CommandError, CommandOutcome, CommandService, Retry};
@@ -167,6 +167,7 @@ pub struct AccountService {
     notifier: Arc<dyn Notifier>,
     codes: CodeHasher,
     hashing: HashGate,
+    limits: AccountLimits,
     /// Failed sign-ins are recorded one at a time, so a burst of them never
     /// meets itself on one account stream.
     failure_writes: Arc<tokio::sync::Mutex<()>>,
@@ -188,6 +189,7 @@ impl AccountService {
             notifier,
             codes,
             hashing: HashGate::default(),
+            limits: AccountLimits::default(),
             failure_writes: Arc::default(),
         }
     }
@@ -195,6 +197,12 @@ impl AccountService {
     /// The service hashing passwords through `gate` (by default one slot per core).
     pub fn with_hash_gate(mut self, gate: HashGate) -> Self {
         self.hashing = gate;
+        self
+    }
+
+    /// The service throttling with `limits`.
+    pub fn with_limits(mut self, limits: AccountLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -314,7 +322,12 @@ impl AccountService {
         let now = self.clock.now();
         match self
             .store
-            .throttle_reserve(&PER_ADDRESS, ADDRESS_SCOPE, &ip.to_string(), now)
+            .throttle_reserve(
+                &self.limits.per_address,
+                ADDRESS_SCOPE,
+                &ip.to_string(),
+                now,
+            )
             .await
             .map_err(internal)?
         {
@@ -338,7 +351,12 @@ impl AccountService {
         let now = self.clock.now();
         if let Err(wait) = self
             .store
-            .throttle_reserve(&SENDS_PER_ADDRESS, SENDS_SCOPE, &ip.to_string(), now)
+            .throttle_reserve(
+                &self.limits.sends_per_address,
+                SENDS_SCOPE,
+                &ip.to_string(),
+                now,
+            )
             .await
             .map_err(internal)?
         {
@@ -358,7 +376,12 @@ impl AccountService {
         let now = self.clock.now();
         if let Err(wait) = self
             .store
-            .throttle_reserve(&SIGN_IN_SENDS_PER_LOGIN, SIGN_IN_SENDS_SCOPE, login, now)
+            .throttle_reserve(
+                &self.limits.sign_in_sends_per_login,
+                SIGN_IN_SENDS_SCOPE,
+                login,
+                now,
+            )
             .await
             .map_err(internal)?
         {
@@ -377,7 +400,7 @@ impl AccountService {
         let now = self.clock.now();
         match self
             .store
-            .throttle_reserve(&PER_LOGIN, LOGIN_SCOPE, login, now)
+            .throttle_reserve(&self.limits.per_login, LOGIN_SCOPE, login, now)
             .await
             .map_err(internal)?
         {
@@ -401,7 +424,7 @@ impl AccountService {
     /// Counts a failed second step against `login` (its address attempt is counted already).
     async fn count_login_failure(&self, login: &str) -> Flow<()> {
         self.store
-            .throttle_fail(&PER_LOGIN, LOGIN_SCOPE, login, self.clock.now())
+            .throttle_fail(&self.limits.per_login, LOGIN_SCOPE, login, self.clock.now())
             .await
             .map_err(internal)
     }
