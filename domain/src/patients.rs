@@ -158,6 +158,17 @@ fn bounded(raw: &str, field: &str, max: usize, errors: &mut Vec<UserError>) -> O
     }
 }
 
+/// `name` when it passes [`crate::identity::values::check_person_name`]; else an error naming `field`.
+fn person_name(name: String, field: &str, errors: &mut Vec<UserError>) -> Option<String> {
+    match crate::identity::values::check_person_name(&name) {
+        Ok(()) => Some(name),
+        Err(e) => {
+            errors.push(crate::identity::field_error(field, &e));
+            None
+        }
+    }
+}
+
 /// Checks a birth date against `today`: not in the future, within 130 years.
 fn check_birth_date(birth_date: NaiveDate, today: NaiveDate) -> Result<(), &'static str> {
     if birth_date > today {
@@ -177,14 +188,18 @@ impl ProfileUpdate {
     ) -> Result<ProfileUpdate, Vec<UserError>> {
         let mut errors = Vec::new();
         let name = |raw: &Option<String>, field: &str, errors: &mut Vec<UserError>| {
-            raw.as_deref().and_then(|r| bounded(r, field, 100, errors))
+            raw.as_deref()
+                .and_then(|r| bounded(r, field, 100, errors))
+                .and_then(|n| person_name(n, field, errors))
         };
         let surname = name(&raw.surname, "surname", &mut errors);
         let first_name = name(&raw.first_name, "firstName", &mut errors);
         let patronymic = match raw.patronymic.as_deref().map(str::trim) {
             None => Change::Keep,
             Some("") => Change::Clear,
-            Some(p) => bounded(p, "patronymic", 100, &mut errors).map_or(Change::Keep, Change::Set),
+            Some(p) => bounded(p, "patronymic", 100, &mut errors)
+                .and_then(|n| person_name(n, "patronymic", &mut errors))
+                .map_or(Change::Keep, Change::Set),
         };
         let birth_date = match raw.birth_date.as_deref().map(str::trim) {
             None => None,
@@ -498,12 +513,13 @@ impl Aggregate for Patient {
             }
         };
         let text = |field: &'static str, raw: &str| {
-            BoundedText::parse(raw, 100)
+            let invalid = |message: String| PatientError::Invalid { field, message };
+            let name = BoundedText::parse(raw, 100)
                 .map(|t| t.as_str().to_string())
-                .map_err(|e| PatientError::Invalid {
-                    field,
-                    message: e.to_string(),
-                })
+                .map_err(|e| invalid(e.to_string()))?;
+            crate::identity::values::check_person_name(&name)
+                .map_err(|e| invalid(e.to_string()))?;
+            Ok(name)
         };
         if profile.birth_date > today {
             return Err(PatientError::Invalid {

@@ -29,7 +29,7 @@ fn init_tracing(format: LogFormat) {
 pub async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(config) => serve(config).await,
+        Command::Serve(config) => serve(*config).await,
         Command::Migrate(database) => {
             init_tracing(LogFormat::Text);
             let db = Db::connect(&database.database_url, &PoolOptions::default()).await?;

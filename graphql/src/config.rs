@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Apply migrations, start the projector and the sealer, serve GraphQL.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Apply database migrations and exit.
     Migrate(DatabaseArgs),
     /// Mint a development bearer token (refused without a configured secret).
@@ -127,6 +127,101 @@ pub struct DeliveryArgs {
     /// Bearer token of the SMS gateway.
     #[arg(long, env = "KABINET_SMS_GATEWAY_TOKEN", hide_env_values = true)]
     pub sms_gateway_token: Option<SecretString>,
+}
+
+/// How many passwords are hashed at once (each Argon2id hashing takes 19 MiB), and
+/// how long a sign-in waits for a free slot before it is told the server is busy.
+#[derive(Debug, Clone, Args)]
+pub struct PasswordHashingArgs {
+    /// Most password hashings at once (default: one per core); memory for them
+    /// stays within this times 19 MiB.
+    #[arg(long, env = "KABINET_PASSWORD_HASHING_SLOTS")]
+    pub password_hashing_slots: Option<usize>,
+    /// Longest wait for a free hashing slot, in milliseconds, before the answer
+    /// BUSY.
+    #[arg(long, env = "KABINET_PASSWORD_HASHING_WAIT_MS", default_value_t = 3000)]
+    pub password_hashing_wait_ms: u64,
+}
+
+impl Default for PasswordHashingArgs {
+    fn default() -> Self {
+        PasswordHashingArgs {
+            password_hashing_slots: None,
+            password_hashing_wait_ms: 3000,
+        }
+    }
+}
+
+impl PasswordHashingArgs {
+    /// The bound these settings describe.
+    pub fn gate(&self) -> kabinet_domain::accounts::password::HashGate {
+        use kabinet_domain::accounts::password::HashGate;
+        let wait = std::time::Duration::from_millis(self.password_hashing_wait_ms);
+        match self.password_hashing_slots {
+            Some(slots) => HashGate::new(slots, wait),
+            None => HashGate::new(HashGate::default().limit(), wait),
+        }
+    }
+}
+
+/// Lock-outs against guessing and against sending too many codes.
+#[derive(Debug, Clone, Args)]
+pub struct AccountLimitsArgs {
+    /// Failed sign-ins of one login that lock it.
+    #[arg(long, env = "KABINET_LOGIN_LOCK_AFTER", default_value_t = 10)]
+    pub login_lock_after: i64,
+    /// How long a locked login stays locked, in minutes.
+    #[arg(long, env = "KABINET_LOGIN_LOCK_MINUTES", default_value_t = 15)]
+    pub login_lock_minutes: i64,
+    /// Failed attempts from one client address (within an hour) that lock it for 15 minutes.
+    #[arg(long, env = "KABINET_ADDRESS_LOCK_AFTER", default_value_t = 100)]
+    pub address_lock_after: i64,
+    /// Codes one client address may have sent within an hour before sending stops for an hour.
+    #[arg(long, env = "KABINET_CODES_PER_ADDRESS_PER_HOUR", default_value_t = 60)]
+    pub codes_per_address_per_hour: i64,
+    /// Sign-in codes one login may be sent within an hour before sending stops for an hour.
+    #[arg(
+        long,
+        env = "KABINET_SIGN_IN_CODES_PER_LOGIN_PER_HOUR",
+        default_value_t = 20
+    )]
+    pub sign_in_codes_per_login_per_hour: i64,
+}
+
+impl Default for AccountLimitsArgs {
+    fn default() -> Self {
+        AccountLimitsArgs {
+            login_lock_after: 10,
+            login_lock_minutes: 15,
+            address_lock_after: 100,
+            codes_per_address_per_hour: 60,
+            sign_in_codes_per_login_per_hour: 20,
+        }
+    }
+}
+
+impl AccountLimitsArgs {
+    /// The policies these settings describe.
+    pub fn limits(&self) -> kabinet_domain::accounts::throttle::AccountLimits {
+        use chrono::Duration;
+        let d = kabinet_domain::accounts::throttle::AccountLimits::default();
+        kabinet_domain::accounts::throttle::AccountLimits {
+            per_login: d.per_login.locking(
+                self.login_lock_after,
+                Duration::minutes(self.login_lock_minutes.max(1)),
+            ),
+            per_address: d
+                .per_address
+                .locking(self.address_lock_after, d.per_address.lock),
+            sends_per_address: d
+                .sends_per_address
+                .locking(self.codes_per_address_per_hour, d.sends_per_address.lock),
+            sign_in_sends_per_login: d.sign_in_sends_per_login.locking(
+                self.sign_in_codes_per_login_per_hour,
+                d.sign_in_sends_per_login.lock,
+            ),
+        }
+    }
 }
 
 impl std::fmt::Debug for DeliveryArgs {
@@ -371,6 +466,10 @@ pub struct ServeConfig {
     pub secret: SecretArgs,
     #[command(flatten)]
     pub delivery: DeliveryArgs,
+    #[command(flatten)]
+    pub password_hashing: PasswordHashingArgs,
+    #[command(flatten)]
+    pub account_limits: AccountLimitsArgs,
     /// Trust the last `X-Forwarded-For` entry as the client address (only behind a proxy that sets it).
     #[arg(long, env = "KABINET_TRUSTED_PROXY")]
     pub trusted_proxy: bool,
@@ -569,6 +668,8 @@ impl ServeConfig {
                 jwt_secret: Some(SecretString::from(secret.to_string())),
             },
             delivery: DeliveryArgs::default(),
+            password_hashing: PasswordHashingArgs::default(),
+            account_limits: AccountLimitsArgs::default(),
             trusted_proxy: false,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             mode: Mode::Development,

@@ -199,7 +199,9 @@ impl Application {
             clock.clone(),
             notifier.clone(),
             CodeHasher::from_server_secret(&secret),
-        );
+        )
+        .with_hash_gate(config.password_hashing.gate())
+        .with_limits(config.account_limits.limits());
         let snils_registry = TableSnilsRegistry::new(db.clone());
         let prescription_signer = crate::keys::prescription_signer(&config, &db).await?;
         let listener = TcpListener::bind(config.listen)

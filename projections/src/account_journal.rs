@@ -53,7 +53,27 @@ pub fn label(action: &str) -> Option<(&'static str, &'static str)> {
             "Authenticator app disabled",
             "Приложение-аутентификатор отключено",
         ),
-        "SessionsRevoked" => ("Signed out everywhere", "Выход на всех устройствах"),
+        // Older lines carry no reason: they say only what happened.
+        "SessionsRevoked" => ("Sessions ended", "Сеансы завершены"),
+        "SessionsRevoked:sign_out_everywhere" => {
+            ("Signed out everywhere", "Выход на всех устройствах")
+        }
+        "SessionsRevoked:password_reset" => (
+            "Sessions ended after the password was reset",
+            "Сеансы завершены после восстановления пароля",
+        ),
+        "SessionsRevoked:refresh_token_reused" => (
+            "Session ended: its refresh token was used twice and may have been stolen",
+            "Сеанс завершён: ключ продления сеанса использован повторно, возможно, его украли",
+        ),
+        "SessionsRevoked:account_closed" => (
+            "Sessions ended: the account was closed",
+            "Сеансы завершены: учётная запись закрыта",
+        ),
+        "SessionsRevoked:account_deactivated" => (
+            "Sessions ended: the account was deactivated",
+            "Сеансы завершены: учётная запись отключена",
+        ),
         "AccountClosed" => ("Account closed", "Учётная запись закрыта"),
         "PatientProfileRecorded" => (
             "Name, birth date or sex recorded",
@@ -88,6 +108,21 @@ pub fn label(action: &str) -> Option<(&'static str, &'static str)> {
         "IdentityVerified" => ("Identity verified", "Идентификация пройдена"),
         _ => return None,
     })
+}
+
+/// The action of a journal line: the event type, and for ended sessions why
+/// they ended (`SessionsRevoked:refresh_token_reused`), since that reads very
+/// differently to the holder.
+pub fn action_of(event: &RecordedEvent) -> String {
+    if event.event_type == "SessionsRevoked" {
+        let reason = crate::projection::variant_body(event)
+            .and_then(|body| body.get("reason"))
+            .and_then(|reason| reason.as_str());
+        if let Some(reason) = reason {
+            return format!("SessionsRevoked:{reason}");
+        }
+    }
+    event.event_type.clone()
 }
 
 /// The kind of a journal line.
@@ -180,7 +215,7 @@ impl Projection for AccountJournal {
                         .push_bind(event.position())
                         .push_bind(micros(event.recorded_at))
                         .push_bind(kind_of(&event.event_type))
-                        .push_bind(event.event_type.clone())
+                        .push_bind(action_of(event))
                         .push_bind(event.meta("actor_id").unwrap_or_default().to_string())
                         .push_bind(event.meta("actor_role").unwrap_or_default().to_string())
                         .push_bind(event.meta("actor_organisation_id").map(str::to_string));

@@ -124,6 +124,63 @@ impl Drop for SmsReceiver {
     }
 }
 
+/// `raw` (an RFC 5322 message) with its body decoded from base64 or
+/// quoted-printable, as a mail client shows it; messages in Russian travel encoded.
+fn decoded(raw: &str) -> String {
+    use base64::Engine;
+    let Some(split) = raw
+        .find("\r\n\r\n")
+        .map(|at| (at, 4))
+        .or_else(|| raw.find("\n\n").map(|at| (at, 2)))
+    else {
+        return raw.to_string();
+    };
+    let (head, body) = (&raw[..split.0], &raw[split.0 + split.1..]);
+    let encoding = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("content-transfer-encoding")
+                .then(|| value.trim().to_ascii_lowercase())
+        })
+        .unwrap_or_default();
+    let body = match encoding.as_str() {
+        "base64" => {
+            let compact: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+            match base64::engine::general_purpose::STANDARD.decode(compact) {
+                Ok(bytes) => String::from_utf8_lossy(&bytes).to_string(),
+                Err(_) => body.to_string(),
+            }
+        }
+        "quoted-printable" => {
+            let joined = body.replace("=\r\n", "").replace("=\n", "");
+            let bytes = joined.as_bytes();
+            let mut out = Vec::with_capacity(bytes.len());
+            let mut i = 0;
+            while i < bytes.len() {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match (bytes[i], hex) {
+                    (b'=', Some(byte)) => {
+                        out.push(byte);
+                        i += 3;
+                    }
+                    (b, _) => {
+                        out.push(b);
+                        i += 1;
+                    }
+                }
+            }
+            String::from_utf8_lossy(&out).to_string()
+        }
+        _ => body.to_string(),
+    };
+    format!("{head}\r\n\r\n{body}")
+}
+
 /// A local SMTP server (python3-aiosmtpd) that writes each message to a Maildir.
 pub struct SmtpServer {
     pub url: String,
@@ -203,7 +260,7 @@ impl SmtpServer {
         files.sort();
         files
             .into_iter()
-            .map(|(_, _, text)| text)
+            .map(|(_, _, text)| decoded(&text))
             .filter(|text| {
                 text.lines()
                     .any(|l| l.to_ascii_lowercase().starts_with("to:") && l.contains(to))

@@ -198,7 +198,7 @@ conformance!(
         assert_eq!(shape(&free).0, shape(&taken).0);
         assert_eq!(shape(&free).1, shape(&taken).1);
         let notice = smtp.nth_message_to(&normalised, 2).await;
-        assert!(notice.contains("already have"), "{notice}");
+        assert!(notice.contains("уже есть учётная запись"), "{notice}");
         let body = notice
             .replace("\r\n", "\n")
             .split_once("\n\n")

@@ -12,33 +12,45 @@ pub const MAX_LEN: usize = 128;
 /// Fewest different characters.
 pub const MIN_DISTINCT: usize = 5;
 
-/// Passwords so common that guessing tries them first.
-const COMMON: &[&str] = &[
-    "1234567890",
-    "12345678910",
-    "0987654321",
-    "1q2w3e4r5t",
-    "1qaz2wsx3edc",
-    "qwertyuiop",
-    "password123",
-    "password1234",
-    "passw0rd123",
-    "iloveyou123",
-    "qwerty12345",
-    "qwerty123456",
-    "1234qwerty",
-    "abcdefghij",
-    "abc1234567",
-    "zaq12wsxcde",
-    "йцукенгшщз",
-    "пароль12345",
-    "asdfghjkl1",
-    "administrator",
-    "welcome123",
-    "letmein123",
-    "1111111111",
-    "0000000000",
-];
+/// Passwords and stems that guessing tries first (a data file of the repository).
+const COMMON_LIST: &str = include_str!("../../data/common-passwords.txt");
+
+fn common_passwords() -> &'static std::collections::HashSet<String> {
+    static SET: std::sync::OnceLock<std::collections::HashSet<String>> = std::sync::OnceLock::new();
+    SET.get_or_init(|| {
+        COMMON_LIST
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(str::to_lowercase)
+            .collect()
+    })
+}
+
+/// Digits and signs people use in place of letters (`p@ssw0rd`).
+fn unleet(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '0' => 'o',
+            '1' | '!' => 'i',
+            '3' => 'e',
+            '4' | '@' => 'a',
+            '5' | '$' => 's',
+            '7' => 't',
+            c => c,
+        })
+        .collect()
+}
+
+/// Whether `lower` (a password in lower case) is a common password or a common
+/// stem with digits and signs around it (`password12`, `!qwerty2024`, `Pa55word1`).
+pub fn is_common(lower: &str) -> bool {
+    let list = common_passwords();
+    let core = lower.trim_matches(|c: char| !c.is_alphabetic());
+    [lower.to_string(), core.to_string(), unleet(core)]
+        .iter()
+        .any(|candidate| !candidate.is_empty() && list.contains(candidate))
+}
 
 /// A password that meets the policy.
 pub struct NewPassword(String);
@@ -83,11 +95,12 @@ impl NewPassword {
             ));
         }
         let lower = raw.to_lowercase();
-        if COMMON.contains(&lower.as_str()) {
+        if is_common(&lower) {
             return Err(UserError::field(
                 field,
                 "PASSWORD_TOO_COMMON",
-                "the password is one of the most common ones; choose another",
+                "the password is a common one or a common word with digits around it \
+                 (such as password12 or йцукен2024); choose another",
             ));
         }
         let login_core = login
@@ -123,44 +136,151 @@ fn hasher() -> Result<Argon2<'static>, HashError> {
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
-/// The PHC string of `password` with a fresh salt, computed on a blocking thread.
+/// The PHC string of `password` with a fresh salt, computed on a blocking thread
+/// (unbounded: servers go through a [`HashGate`]).
 pub async fn hash(password: &str) -> Result<String, HashError> {
     let password = password.to_string();
-    tokio::task::spawn_blocking(move || {
-        let mut salt = [0u8; 16];
-        super::secrets::random_bytes(&mut salt).map_err(|e| HashError(e.to_string()))?;
-        let salt = SaltString::encode_b64(&salt).map_err(|e| HashError(e.to_string()))?;
-        hasher()?
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| HashError(e.to_string()))
-    })
-    .await
-    .map_err(|e| HashError(e.to_string()))?
+    tokio::task::spawn_blocking(move || hash_now(&password))
+        .await
+        .map_err(|e| HashError(e.to_string()))?
 }
 
-/// Whether `password` matches the stored PHC string, checked on a blocking thread.
-/// With no stored hash a dummy one is checked, so unknown logins cost the same time.
+fn hash_now(password: &str) -> Result<String, HashError> {
+    let mut salt = [0u8; 16];
+    super::secrets::random_bytes(&mut salt).map_err(|e| HashError(e.to_string()))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| HashError(e.to_string()))?;
+    hasher()?
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| HashError(e.to_string()))
+}
+
+/// Whether `password` matches the stored PHC string, checked on a blocking thread
+/// (unbounded: servers go through a [`HashGate`]). With no stored hash a dummy
+/// one is checked, so unknown logins cost the same time.
 pub async fn verify(password: &str, stored: Option<&str>) -> Result<bool, HashError> {
     let password = password.to_string();
     let stored = stored.map(str::to_string);
-    tokio::task::spawn_blocking(move || {
-        let dummy;
-        let (phc, real) = match &stored {
-            Some(s) => (s.as_str(), true),
-            None => {
-                dummy = dummy_hash()?;
-                (dummy.as_str(), false)
-            }
-        };
-        let parsed = PasswordHash::new(phc).map_err(|e| HashError(e.to_string()))?;
-        let ok = hasher()?
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok();
-        Ok(ok && real)
-    })
-    .await
-    .map_err(|e| HashError(e.to_string()))?
+    tokio::task::spawn_blocking(move || verify_now(&password, stored.as_deref()))
+        .await
+        .map_err(|e| HashError(e.to_string()))?
+}
+
+fn verify_now(password: &str, stored: Option<&str>) -> Result<bool, HashError> {
+    let dummy;
+    let (phc, real) = match stored {
+        Some(s) => (s, true),
+        None => {
+            dummy = dummy_hash()?;
+            (dummy.as_str(), false)
+        }
+    };
+    let parsed = PasswordHash::new(phc).map_err(|e| HashError(e.to_string()))?;
+    let ok = hasher()?
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok();
+    Ok(ok && real)
+}
+
+/// Memory one Argon2id hashing takes (the `m` parameter), in MiB.
+pub const HASH_MEMORY_MIB: usize = 19;
+
+/// Why a gated hashing did not run or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    /// Every hashing slot stayed taken for the whole queue wait.
+    #[error("every password hashing slot is busy")]
+    Busy { retry_after: std::time::Duration },
+    #[error(transparent)]
+    Failed(#[from] HashError),
+}
+
+/// Bounds how many passwords are hashed or checked at once, so the memory they
+/// take stays within `slots × 19 MiB` whatever the request rate. A request waits
+/// for a slot at most `queue_wait`, then is told the server is busy.
+#[derive(Clone, Debug)]
+pub struct HashGate {
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    limit: usize,
+    queue_wait: std::time::Duration,
+    running: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    peak: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Default for HashGate {
+    /// One slot per core, waiting at most three seconds.
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        HashGate::new(cores, std::time::Duration::from_secs(3))
+    }
+}
+
+impl HashGate {
+    /// At most `limit` (at least one) hashings at once; a request waits `queue_wait` for a slot.
+    pub fn new(limit: usize, queue_wait: std::time::Duration) -> Self {
+        let limit = limit.max(1);
+        HashGate {
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(limit)),
+            limit,
+            queue_wait,
+            running: Default::default(),
+            peak: Default::default(),
+        }
+    }
+
+    /// How many hashings may run at once.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The most hashings that ever ran at once through this gate.
+    pub fn peak(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
+    ) -> Result<T, GateError> {
+        use std::sync::atomic::Ordering;
+        let permit =
+            match tokio::time::timeout(self.queue_wait, self.slots.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) | Err(_) => {
+                    return Err(GateError::Busy {
+                        retry_after: self.queue_wait.max(std::time::Duration::from_secs(1)),
+                    })
+                }
+            };
+        let running = self.running.clone();
+        let peak = self.peak.clone();
+        tokio::task::spawn_blocking(move || {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            let result = work();
+            running.fetch_sub(1, Ordering::SeqCst);
+            // The slot is given back only when the memory is.
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|e| GateError::Failed(HashError(e.to_string())))?
+        .map_err(GateError::Failed)
+    }
+
+    /// [`hash`] within the bound.
+    pub async fn hash(&self, password: &str) -> Result<String, GateError> {
+        let password = password.to_string();
+        self.run(move || hash_now(&password)).await
+    }
+
+    /// [`verify`] within the bound; unknown logins (no stored hash) cost the same.
+    pub async fn verify(&self, password: &str, stored: Option<&str>) -> Result<bool, GateError> {
+        let password = password.to_string();
+        let stored = stored.map(str::to_string);
+        self.run(move || verify_now(&password, stored.as_deref()))
+            .await
+    }
 }
 
 fn dummy_hash() -> Result<String, HashError> {
@@ -196,6 +316,56 @@ mod tests {
         assert_eq!(code("Qwertyuiop"), "PASSWORD_TOO_COMMON");
         assert_eq!(code("my9123456789pw"), "PASSWORD_CONTAINS_LOGIN");
         assert_eq!(code("зимний-вечер-42"), "OK");
+    }
+
+    #[test]
+    fn common_passwords_and_their_variants_are_refused_in_any_case() {
+        for common in [
+            "password12",
+            "Password2024!",
+            "P@ssw0rd123",
+            "ЙЦУКЕН12345",
+            "йцукенгшщз",
+            "1q2w3e4r5t",
+            "gfhjkm12345",
+            "пароль-2024",
+            "!!Qwerty2024",
+            "iloveyou123",
+            "Наташа19850",
+        ] {
+            assert_eq!(code(common), "PASSWORD_TOO_COMMON", "{common}");
+        }
+        for fine in [
+            "Длинный-пароль-42",
+            "летний-полдень-17",
+            "correct-horse-battery",
+        ] {
+            assert_eq!(code(fine), "OK", "{fine}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_gate_bounds_concurrent_hashings_and_answers_busy() {
+        let gate = HashGate::new(1, std::time::Duration::from_millis(10));
+        let tries: Vec<_> = (0..4)
+            .map(|_| {
+                let gate = gate.clone();
+                tokio::spawn(async move { gate.verify("some-password-1", None).await })
+            })
+            .collect();
+        let mut busy = 0;
+        for t in tries {
+            match t.await.expect("join") {
+                Ok(ok) => assert!(!ok),
+                Err(GateError::Busy { .. }) => busy += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(
+            busy >= 1,
+            "a one-slot gate with a 10 ms queue must turn some away"
+        );
+        assert_eq!(gate.peak(), 1);
     }
 
     #[tokio::test]

@@ -14,10 +14,10 @@ use super::account::{
     SecondFactor, SignInFailure, TERMS_VERSION,
 };
 use super::login::{Login, LoginKind};
-use super::password::{self, NewPassword};
+use super::password::{GateError, HashGate, NewPassword};
 use super::secrets::{opaque_token, six_digit_code, token_hash, CodeHasher};
 use super::store::{AccountStore, Spent, StoredCode};
-use super::throttle::{PER_ADDRESS, PER_LOGIN, SENDS_PER_ADDRESS};
+use super::throttle::AccountLimits;
 use super::totp;
 use crate::clock::Clock;
 use crate::command::{CommandError, CommandOutcome, CommandService, Retry};
@@ -50,6 +50,7 @@ const SIGN_IN: &str = "sign_in";
 const LOGIN_SCOPE: &str = "login";
 const ADDRESS_SCOPE: &str = "ip";
 const SENDS_SCOPE: &str = "ip_sends";
+const SIGN_IN_SENDS_SCOPE: &str = "login_sends";
 
 /// Why an accounts action failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +71,20 @@ fn internal(e: impl std::fmt::Display) -> AccountFailure {
 
 fn user(e: UserError) -> AccountFailure {
     AccountFailure::User(e)
+}
+
+/// The answer when every password-hashing slot stayed busy.
+fn gated(e: GateError) -> AccountFailure {
+    match e {
+        GateError::Busy { retry_after } => {
+            let seconds = retry_after.as_secs().max(1);
+            user(UserError::new(
+                "BUSY",
+                format!("the server is busy checking passwords; try again in {seconds} s"),
+            ))
+        }
+        GateError::Failed(e) => internal(e),
+    }
 }
 
 fn too_many(wait: Duration) -> AccountFailure {
@@ -151,6 +166,11 @@ pub struct AccountService {
     clock: Arc<dyn Clock>,
     notifier: Arc<dyn Notifier>,
     codes: CodeHasher,
+    hashing: HashGate,
+    limits: AccountLimits,
+    /// Failed sign-ins are recorded one at a time, so a burst of them never
+    /// meets itself on one account stream.
+    failure_writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AccountService {
@@ -168,6 +188,45 @@ impl AccountService {
             clock,
             notifier,
             codes,
+            hashing: HashGate::default(),
+            limits: AccountLimits::default(),
+            failure_writes: Arc::default(),
+        }
+    }
+
+    /// The service hashing passwords through `gate` (by default one slot per core).
+    pub fn with_hash_gate(mut self, gate: HashGate) -> Self {
+        self.hashing = gate;
+        self
+    }
+
+    /// The service throttling with `limits`.
+    pub fn with_limits(mut self, limits: AccountLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The bound on concurrent password hashing.
+    pub fn hash_gate(&self) -> &HashGate {
+        &self.hashing
+    }
+
+    /// Records a failed sign-in on account `id`. Such writes are serialised and
+    /// retried; should one still meet a concurrent change, it is logged and the
+    /// caller's answer stays the same, so nothing tells a burst on an existing
+    /// login from one on an unknown login.
+    async fn record_failure(&self, id: Uuid, reason: SignInFailure) {
+        let _turn = self.failure_writes.lock().await;
+        if let Err(e) = self
+            .run(
+                id,
+                Actor::system(),
+                AccountCommand::RecordSignInFailure { reason },
+                false,
+            )
+            .await
+        {
+            tracing::warn!(account = %id, error = %e, "a failed sign-in was not recorded");
         }
     }
 
@@ -256,28 +315,48 @@ impl AccountService {
         }
     }
 
+    /// Counts an attempt of client `ip` before anything is checked, refusing
+    /// when the address must wait. A success gives it back ([`Self::refund_address`]).
     async fn check_address(&self, ip: Option<IpAddr>) -> Flow<()> {
         let Some(ip) = ip else { return Ok(()) };
         let now = self.clock.now();
         match self
             .store
-            .throttle_wait(&PER_ADDRESS, ADDRESS_SCOPE, &ip.to_string(), now)
+            .throttle_reserve(
+                &self.limits.per_address,
+                ADDRESS_SCOPE,
+                &ip.to_string(),
+                now,
+            )
             .await
             .map_err(internal)?
         {
-            Some(wait) => Err(too_many(wait)),
-            None => Ok(()),
+            Err(wait) => Err(too_many(wait)),
+            Ok(()) => Ok(()),
         }
+    }
+
+    /// Gives back the attempt of `ip` counted by [`Self::check_address`]: it succeeded.
+    async fn refund_address(&self, ip: Option<IpAddr>) -> Flow<()> {
+        let Some(ip) = ip else { return Ok(()) };
+        self.store
+            .throttle_refund(ADDRESS_SCOPE, &ip.to_string())
+            .await
+            .map_err(internal)
     }
 
     /// Counts a code sent for `ip`, refusing when it asked for too many.
     async fn count_send(&self, ip: Option<IpAddr>) -> Flow<()> {
         let Some(ip) = ip else { return Ok(()) };
         let now = self.clock.now();
-        let key = ip.to_string();
-        if let Some(wait) = self
+        if let Err(wait) = self
             .store
-            .throttle_wait(&SENDS_PER_ADDRESS, SENDS_SCOPE, &key, now)
+            .throttle_reserve(
+                &self.limits.sends_per_address,
+                SENDS_SCOPE,
+                &ip.to_string(),
+                now,
+            )
             .await
             .map_err(internal)?
         {
@@ -289,95 +368,138 @@ impl AccountService {
                 ),
             )));
         }
-        self.store
-            .throttle_fail(&SENDS_PER_ADDRESS, SENDS_SCOPE, &key, now)
-            .await
-            .map_err(internal)
+        Ok(())
     }
 
-    async fn check_login(&self, login: &str) -> Flow<()> {
+    /// Counts a sign-in code sent to `login`, refusing when too many were.
+    async fn count_sign_in_send(&self, login: &str) -> Flow<()> {
         let now = self.clock.now();
-        match self
+        if let Err(wait) = self
             .store
-            .throttle_wait(&PER_LOGIN, LOGIN_SCOPE, login, now)
+            .throttle_reserve(
+                &self.limits.sign_in_sends_per_login,
+                SIGN_IN_SENDS_SCOPE,
+                login,
+                now,
+            )
             .await
             .map_err(internal)?
         {
-            Some(wait) => Err(too_many(wait)),
-            None => Ok(()),
-        }
-    }
-
-    async fn count_failure(&self, ip: Option<IpAddr>, login: Option<&str>) -> Flow<()> {
-        let now = self.clock.now();
-        if let Some(ip) = ip {
-            self.store
-                .throttle_fail(&PER_ADDRESS, ADDRESS_SCOPE, &ip.to_string(), now)
-                .await
-                .map_err(internal)?;
-        }
-        if let Some(login) = login {
-            self.store
-                .throttle_fail(&PER_LOGIN, LOGIN_SCOPE, login, now)
-                .await
-                .map_err(internal)?;
+            let seconds = wait.num_seconds().max(1);
+            return Err(user(UserError::new(
+                "RESEND_LIMIT",
+                format!("too many sign-in codes were sent to this login; try again in {seconds} s"),
+            )));
         }
         Ok(())
     }
 
+    /// Counts an attempt at `login` before its password is checked, refusing
+    /// (and giving back the address's attempt) when the login must wait.
+    async fn check_login(&self, login: &str, ip: Option<IpAddr>) -> Flow<()> {
+        let now = self.clock.now();
+        match self
+            .store
+            .throttle_reserve(&self.limits.per_login, LOGIN_SCOPE, login, now)
+            .await
+            .map_err(internal)?
+        {
+            Err(wait) => {
+                self.refund_address(ip).await?;
+                Err(too_many(wait))
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Gives back the attempts of [`Self::check_address`] and [`Self::check_login`].
+    async fn refund_attempt(&self, ip: Option<IpAddr>, login: &str) -> Flow<()> {
+        self.refund_address(ip).await?;
+        self.store
+            .throttle_refund(LOGIN_SCOPE, login)
+            .await
+            .map_err(internal)
+    }
+
+    /// Counts a failed second step against `login` (its address attempt is counted already).
+    async fn count_login_failure(&self, login: &str) -> Flow<()> {
+        self.store
+            .throttle_fail(&self.limits.per_login, LOGIN_SCOPE, login, self.clock.now())
+            .await
+            .map_err(internal)
+    }
+
     /// Stores a fresh code for `(purpose, subject)` unless one was sent too
-    /// recently; returns the code and its expiry.
+    /// recently; returns the code and its expiry. The check and the write are
+    /// one compare-and-set on the last send, so parallel requests cannot pass
+    /// the limits together. A `decoy` stores a code nobody is told.
     async fn issue_code(
         &self,
         purpose: &str,
         subject: &str,
         account_id: Option<Uuid>,
         ttl: Duration,
+        decoy: bool,
     ) -> Flow<(String, DateTime<Utc>)> {
         let now = self.clock.now();
-        let (sends, window_from) = match self
-            .store
-            .code_sends(purpose, subject)
-            .await
-            .map_err(internal)?
-        {
-            Some((sent_at, _, _)) if now - sent_at < RESEND_AFTER => {
-                let wait = (sent_at + RESEND_AFTER - now).num_seconds().max(1);
-                return Err(user(UserError::new(
-                    "RESEND_TOO_SOON",
-                    format!("a code was sent less than a minute ago; ask again in {wait} s"),
-                )));
-            }
-            Some((_, sends, window_from)) if now - window_from < SEND_WINDOW => {
-                if sends >= SENDS_PER_WINDOW {
-                    let wait = (window_from + SEND_WINDOW - now).num_minutes().max(1);
+        let code = six_digit_code().map_err(internal)?;
+        let stored = if decoy {
+            let other = six_digit_code().map_err(internal)?;
+            self.codes.hash(purpose, subject, &format!("x{other}"))
+        } else {
+            self.codes.hash(purpose, subject, &code)
+        };
+        let expires_at = now + ttl;
+        for _ in 0..8 {
+            let last = self
+                .store
+                .code_sends(purpose, subject)
+                .await
+                .map_err(internal)?;
+            let (sends, window_from) = match last {
+                Some((sent_at, _, _)) if now - sent_at < RESEND_AFTER => {
+                    let wait = (sent_at + RESEND_AFTER - now).num_seconds().max(1);
                     return Err(user(UserError::new(
-                        "RESEND_LIMIT",
-                        format!("{SENDS_PER_WINDOW} codes were sent within an hour; ask again in {wait} min"),
+                        "RESEND_TOO_SOON",
+                        format!("a code was sent less than a minute ago; ask again in {wait} s"),
                     )));
                 }
-                (sends + 1, window_from)
+                Some((_, sends, window_from)) if now - window_from < SEND_WINDOW => {
+                    if sends >= SENDS_PER_WINDOW {
+                        let wait = (window_from + SEND_WINDOW - now).num_minutes().max(1);
+                        return Err(user(UserError::new(
+                            "RESEND_LIMIT",
+                            format!("{SENDS_PER_WINDOW} codes were sent within an hour; ask again in {wait} min"),
+                        )));
+                    }
+                    (sends + 1, window_from)
+                }
+                _ => (1, now),
+            };
+            if self
+                .store
+                .put_code_if_unchanged(
+                    purpose,
+                    subject,
+                    &stored,
+                    account_id,
+                    expires_at,
+                    sends,
+                    window_from,
+                    now,
+                    last.map(|(sent_at, _, _)| sent_at),
+                )
+                .await
+                .map_err(internal)?
+            {
+                return Ok((code, expires_at));
             }
-            _ => (1, now),
-        };
-        let code = six_digit_code().map_err(internal)?;
-        let expires_at = now + ttl;
-        let hash = self.codes.hash(purpose, subject, &code);
-        self.store
-            .put_code(
-                purpose,
-                subject,
-                &hash,
-                account_id,
-                None,
-                expires_at,
-                sends,
-                window_from,
-                now,
-            )
-            .await
-            .map_err(internal)?;
-        Ok((code, expires_at))
+            // Another request sent a code in between: look again.
+        }
+        Err(user(UserError::new(
+            "RESEND_TOO_SOON",
+            "a code is being sent right now; ask again in a minute",
+        )))
     }
 
     /// Checks `code` against `(purpose, subject)`, counting the attempt; the
@@ -500,42 +622,28 @@ impl AccountService {
             .await
             .map_err(internal)?
             .is_some();
+        // A taken contact gets a stored code nobody is told (so the answer and
+        // the limits are the same) and a notice instead.
         let (code, expires_at) = self
-            .issue_code(REGISTER, login.as_str(), None, CODE_TTL)
+            .issue_code(REGISTER, login.as_str(), None, CODE_TTL, taken)
             .await?;
         if taken {
-            // The stored code is never told to anyone; the holder learns that
-            // someone tried to register with their contact.
-            let fresh = six_digit_code().map_err(internal)?;
-            self.store
-                .put_code(
-                    REGISTER,
-                    login.as_str(),
-                    &self
-                        .codes
-                        .hash(REGISTER, login.as_str(), &format!("x{fresh}")),
-                    None,
-                    None,
-                    expires_at,
-                    1,
-                    self.clock.now(),
-                    self.clock.now(),
-                )
-                .await
-                .map_err(internal)?;
             self.send(
                 &login,
-                "Kabinet: you already have an account",
-                "Someone tried to register a Kabinet account with this contact. You already have one: \
-                 sign in, or recover your password if you forgot it."
+                "Кабинет: у вас уже есть учётная запись",
+                "Кто-то пытался зарегистрироваться в Кабинете с этим телефоном или адресом. \
+                 У вас уже есть учётная запись: войдите в неё или восстановите пароль, если забыли его."
                     .to_string(),
             )
             .await?;
         } else {
             self.send(
                 &login,
-                "Kabinet registration code",
-                format!("Your Kabinet registration code: {code}. It is valid for 10 minutes."),
+                "Код регистрации в Кабинете",
+                format!(
+                    "Код для регистрации в Кабинете: {code}. Он действует 10 минут. \
+                     Никому его не сообщайте."
+                ),
             )
             .await?;
         }
@@ -566,46 +674,57 @@ impl AccountService {
         let new_password =
             NewPassword::parse(new_password, login.as_str(), "password").map_err(user)?;
         self.check_address(ip).await?;
-        if let Err(e) = self.check_code(REGISTER, login.as_str(), code).await {
-            self.count_failure(ip, None).await?;
-            return Err(e);
-        }
-        let hash = password::hash(new_password.expose())
+        self.check_code(REGISTER, login.as_str(), code).await?;
+        let hash = self
+            .hashing
+            .hash(new_password.expose())
+            .await
+            .map_err(gated)?;
+        let id = Uuid::now_v7();
+        // The credentials first, keyed by the new account's id: once the
+        // account exists its password does too, and a failure before the event
+        // leaves only a row no account points at.
+        self.store
+            .put_credentials(id, Some(&hash), self.clock.now())
             .await
             .map_err(internal)?;
-        let id = Uuid::now_v7();
         let actor = Actor {
             account_id: id,
             role: Role::Patient,
             organisation_id: None,
         };
-        self.run(
-            id,
-            actor,
-            AccountCommand::Register {
-                login: login.clone(),
-                role: Role::Patient,
-                organisation_id: None,
-                terms_version: Some(TERMS_VERSION.to_string()),
-                password_set: true,
-            },
-            true,
-        )
-        .await
-        .map_err(|e| match e {
-            AccountFailure::User(u) if u.code == "LOGIN_TAKEN" => user(UserError::field(
-                "contact",
-                "ALREADY_REGISTERED",
-                "an account with this contact already exists: sign in or recover the password",
-            )),
-            other => other,
-        })?;
-        self.store
-            .put_credentials(id, Some(&hash), self.clock.now())
-            .await
-            .map_err(internal)?;
+        let registered = self
+            .run(
+                id,
+                actor,
+                AccountCommand::Register {
+                    login: login.clone(),
+                    role: Role::Patient,
+                    organisation_id: None,
+                    terms_version: Some(TERMS_VERSION.to_string()),
+                    password_set: true,
+                },
+                true,
+            )
+            .await;
+        if let Err(e) = registered {
+            if let AccountFailure::User(_) = e {
+                // Refused, so no account has this id: drop its row.
+                self.store.delete_credentials(id).await.map_err(internal)?;
+            }
+            return Err(match e {
+                AccountFailure::User(u) if u.code == "LOGIN_TAKEN" => user(UserError::field(
+                    "contact",
+                    "ALREADY_REGISTERED",
+                    "an account with this contact already exists: sign in or recover the password",
+                )),
+                other => other,
+            });
+        }
         let state = self.state(id).await?;
-        self.open_session(id, &state, SecondFactor::Code).await
+        let session = self.open_session(id, &state, SecondFactor::Code).await?;
+        self.refund_address(ip).await?;
+        Ok(session)
     }
 
     async fn state(&self, id: Uuid) -> Flow<AccountState> {
@@ -620,20 +739,30 @@ impl AccountService {
     /// Checks the password of `login`; on success starts the second factor.
     pub async fn sign_in(&self, login: &str, given: &str, ip: Option<IpAddr>) -> Flow<Challenge> {
         let login = Login::parse(login, "login").map_err(user)?;
+        // The attempt is counted before the password is checked, per address
+        // and per login text (so unknown logins behave like known ones).
         self.check_address(ip).await?;
-        // Counted per login text, so unknown logins behave like known ones.
-        self.check_login(login.as_str()).await?;
+        self.check_login(login.as_str(), ip).await?;
         let account_id = self
             .store
             .account_of_login(login.as_str())
             .await
             .map_err(internal)?;
-        let stored = match account_id {
-            Some(id) => self.store.credentials(id).await.map_err(internal)?,
-            None => None,
-        };
+        // Unknown logins read a row too, so both cost the same.
+        let stored = self
+            .store
+            .credentials(account_id.unwrap_or(Uuid::nil()))
+            .await
+            .map_err(internal)?;
         let hash = stored.as_ref().and_then(|(hash, _)| hash.as_deref());
-        let ok = password::verify(given, hash).await.map_err(internal)?;
+        let ok = match self.hashing.verify(given, hash).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                // Not checked, so not a failure.
+                self.refund_attempt(ip, login.as_str()).await?;
+                return Err(gated(e));
+            }
+        };
         let wrong = || {
             user(UserError::new(
                 "INVALID_CREDENTIALS",
@@ -641,17 +770,15 @@ impl AccountService {
             ))
         };
         let (Some(id), true) = (account_id, ok) else {
-            self.count_failure(ip, Some(login.as_str())).await?;
             if let Some(id) = account_id {
-                self.run(
-                    id,
-                    Actor::system(),
-                    AccountCommand::RecordSignInFailure {
-                        reason: SignInFailure::WrongPassword,
-                    },
-                    false,
-                )
-                .await?;
+                // Written aside, so the answer neither waits for the journal
+                // nor differs from an unknown login's.
+                let service = self.clone();
+                tokio::spawn(async move {
+                    service
+                        .record_failure(id, SignInFailure::WrongPassword)
+                        .await
+                });
             }
             return Err(wrong());
         };
@@ -659,15 +786,8 @@ impl AccountService {
         match state.status {
             AccountStatus::Active => {}
             AccountStatus::Deactivated => {
-                self.run(
-                    id,
-                    Actor::system(),
-                    AccountCommand::RecordSignInFailure {
-                        reason: SignInFailure::AccountDeactivated,
-                    },
-                    false,
-                )
-                .await?;
+                self.record_failure(id, SignInFailure::AccountDeactivated)
+                    .await;
                 return Err(user(UserError::new(
                     "ACCOUNT_DEACTIVATED",
                     "the account is deactivated; contact the administrator",
@@ -675,6 +795,8 @@ impl AccountService {
             }
             AccountStatus::Closed => return Err(wrong()),
         }
+        // The password was right: the attempt is not a failure.
+        self.refund_attempt(ip, login.as_str()).await?;
         let challenge_id = opaque_token().map_err(internal)?;
         let subject = hex::encode(token_hash(&challenge_id));
         let now = self.clock.now();
@@ -701,6 +823,7 @@ impl AccountService {
                 expires_at,
             });
         }
+        self.count_sign_in_send(login.as_str()).await?;
         let code = six_digit_code().map_err(internal)?;
         let expires_at = now + CODE_TTL;
         let hash = self.codes.hash(SIGN_IN, &subject, &code);
@@ -720,8 +843,11 @@ impl AccountService {
             .map_err(internal)?;
         self.send(
             &login,
-            "Kabinet sign-in code",
-            format!("Your Kabinet sign-in code: {code}. It is valid for 10 minutes. Do not tell it to anyone."),
+            "Код для входа в Кабинет",
+            format!(
+                "Код для входа в Кабинет: {code}. Он действует 10 минут. \
+                 Никому его не сообщайте, даже сотрудникам клиники."
+            ),
         )
         .await?;
         Ok(Challenge {
@@ -754,10 +880,7 @@ impl AccountService {
             .await
             .map_err(internal)?
         {
-            None => {
-                self.count_failure(ip, None).await?;
-                return Err(unknown());
-            }
+            None => return Err(unknown()),
             Some(Err(())) => {
                 return Err(user(UserError::field(
                     "code",
@@ -778,14 +901,8 @@ impl AccountService {
         let now = self.clock.now();
         let login_key = state.login.clone();
         let fail = |reason: SignInFailure, error: UserError| async move {
-            self.count_failure(ip, Some(&login_key)).await?;
-            self.run(
-                id,
-                Actor::system(),
-                AccountCommand::RecordSignInFailure { reason },
-                false,
-            )
-            .await?;
+            self.count_login_failure(&login_key).await?;
+            self.record_failure(id, reason).await;
             Err::<NewSession, _>(user(error))
         };
         if stored.expires_at <= now {
@@ -852,7 +969,9 @@ impl AccountService {
         if state.status != AccountStatus::Active {
             return Err(unknown());
         }
-        self.open_session(id, &state, factor).await
+        let session = self.open_session(id, &state, factor).await?;
+        self.refund_address(ip).await?;
+        Ok(session)
     }
 
     // --- sessions ------------------------------------------------------------------------
@@ -988,22 +1107,22 @@ impl AccountService {
             .account_of_login(login.as_str())
             .await
             .map_err(internal)?;
-        let (code, expires_at) = self
-            .issue_code(RECOVER, login.as_str(), account, CODE_TTL)
-            .await?;
         let active = match account {
-            Some(id) => {
-                self.store.status(id).await.map_err(internal)? == Some(AccountStatus::Active)
-            }
+            Some(id) => self.recoverable(id).await?,
             None => false,
         };
+        // Contacts without an active account get a stored code nobody is told,
+        // so the answer and the limits are the same.
+        let (code, expires_at) = self
+            .issue_code(RECOVER, login.as_str(), account, CODE_TTL, !active)
+            .await?;
         if active {
             self.send(
                 &login,
-                "Kabinet password recovery",
+                "Восстановление пароля в Кабинете",
                 format!(
-                    "Your Kabinet password recovery code: {code}. It is valid for 10 minutes. \
-                         If you did not ask for it, ignore this message."
+                    "Код для восстановления пароля в Кабинете: {code}. Он действует 10 минут. \
+                     Если вы не просили восстановить пароль, просто не обращайте внимания на это сообщение."
                 ),
             )
             .await?;
@@ -1013,6 +1132,25 @@ impl AccountService {
             sent_to: login.masked(),
             expires_at,
         })
+    }
+
+    /// Whether account `id` may recover its password: it is active. An account
+    /// whose registration stopped before its credentials were stored (possible
+    /// before they were written first) is completed here, so it is not locked out.
+    async fn recoverable(&self, id: Uuid) -> Flow<bool> {
+        match self.store.status(id).await.map_err(internal)? {
+            Some(status) => Ok(status == AccountStatus::Active),
+            None => match self.account(id).await? {
+                Some(view) if view.state.status == AccountStatus::Active => {
+                    self.store
+                        .put_credentials(id, None, self.clock.now())
+                        .await
+                        .map_err(internal)?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            },
+        }
     }
 
     /// Sets a new password with a recovery code; ends every session.
@@ -1027,13 +1165,7 @@ impl AccountService {
         let new_password =
             NewPassword::parse(new_password, login.as_str(), "newPassword").map_err(user)?;
         self.check_address(ip).await?;
-        let stored = match self.check_code(RECOVER, login.as_str(), code).await {
-            Ok(stored) => stored,
-            Err(e) => {
-                self.count_failure(ip, None).await?;
-                return Err(e);
-            }
-        };
+        let stored = self.check_code(RECOVER, login.as_str(), code).await?;
         let Some(id) = stored
             .account_id
             .as_deref()
@@ -1047,9 +1179,11 @@ impl AccountService {
             )));
         };
         let state = self.state(id).await?;
-        let hash = password::hash(new_password.expose())
+        let hash = self
+            .hashing
+            .hash(new_password.expose())
             .await
-            .map_err(internal)?;
+            .map_err(gated)?;
         let now = self.clock.now();
         let actor = Self::self_actor(id, &state);
         self.run(
@@ -1083,6 +1217,7 @@ impl AccountService {
                 false,
             )
             .await?;
+        self.refund_address(ip).await?;
         Ok(outcome.last_order())
     }
 
@@ -1159,7 +1294,6 @@ impl AccountService {
             None => false,
         };
         if !accepted {
-            self.count_failure(ip, None).await?;
             return Err(user(UserError::field(
                 "code",
                 "INVALID_CODE",
@@ -1174,6 +1308,7 @@ impl AccountService {
                 false,
             )
             .await?;
+        self.refund_address(ip).await?;
         Ok(outcome.last_order())
     }
 
@@ -1207,7 +1342,7 @@ impl AccountService {
             None => false,
         };
         if !accepted {
-            self.count_failure(ip, Some(&state.login)).await?;
+            self.count_login_failure(&state.login).await?;
             return Err(user(UserError::field(
                 "code",
                 "INVALID_CODE",
@@ -1226,6 +1361,7 @@ impl AccountService {
             .clear_totp(actor.account_id)
             .await
             .map_err(internal)?;
+        self.refund_address(ip).await?;
         Ok(outcome.last_order())
     }
 
@@ -1241,15 +1377,21 @@ impl AccountService {
     ) -> Flow<Option<JournalOrder>> {
         self.check_address(ip).await?;
         let state = self.active_state(actor.account_id).await?;
-        self.check_login(&state.login).await?;
+        self.check_login(&state.login, ip).await?;
         let stored = self
             .store
             .credentials(actor.account_id)
             .await
             .map_err(internal)?;
         let hash = stored.as_ref().and_then(|(h, _)| h.as_deref());
-        if !password::verify(given, hash).await.map_err(internal)? {
-            self.count_failure(ip, Some(&state.login)).await?;
+        let ok = match self.hashing.verify(given, hash).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.refund_attempt(ip, &state.login).await?;
+                return Err(gated(e));
+            }
+        };
+        if !ok {
             return Err(user(UserError::field(
                 "password",
                 "INVALID_CREDENTIALS",
@@ -1275,6 +1417,7 @@ impl AccountService {
                 false,
             )
             .await?;
+        self.refund_attempt(ip, &state.login).await?;
         Ok(outcome.last_order())
     }
 
@@ -1357,10 +1500,10 @@ impl AccountService {
             }
         }
         let hash = match &new_password {
-            Some(p) => Some(password::hash(p.expose()).await.map_err(internal)?),
+            Some(p) => Some(self.hashing.hash(p.expose()).await.map_err(gated)?),
             None => None,
         };
-        let id = Uuid::now_v7();
+        let fresh_id = Uuid::now_v7();
         // What makes a retry under the same idempotency key "the same request"
         // (the password itself is left out: only whether one was given).
         let input = json!({
@@ -1369,9 +1512,14 @@ impl AccountService {
             "login": login.as_str(),
             "initial_password": request.initial_password.is_some(),
         });
+        // The credentials first, keyed by the new id, as for patients.
+        self.store
+            .put_credentials(fresh_id, hash.as_deref(), self.clock.now())
+            .await
+            .map_err(internal)?;
         let outcome = self
             .run_with(
-                id,
+                fresh_id,
                 AccountCommand::Register {
                     login: login.clone(),
                     role: request.role,
@@ -1383,27 +1531,56 @@ impl AccountService {
                 metadata,
                 &input,
             )
-            .await?;
+            .await;
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                if let AccountFailure::User(_) = e {
+                    self.store
+                        .delete_credentials(fresh_id)
+                        .await
+                        .map_err(internal)?;
+                }
+                return Err(e);
+            }
+        };
         let id = outcome.aggregate_id.parse::<Uuid>().map_err(internal)?;
-        if !outcome.replayed {
+        // A retry of a request that opened the account but stopped before its
+        // credentials (or its invitation) completes it now.
+        let complete = if outcome.replayed {
             self.store
-                .put_credentials(id, hash.as_deref(), self.clock.now())
+                .delete_credentials(fresh_id)
                 .await
                 .map_err(internal)?;
-            if hash.is_none() {
-                let (code, _) = self
-                    .issue_code(RECOVER, login.as_str(), Some(id), INVITATION_TTL)
-                    .await?;
-                self.send(
-                    &login,
-                    "Your Kabinet staff account",
-                    format!(
-                        "A Kabinet staff account was opened for you. Set your password with the code {code} \
-                         (resetPassword with this login); it is valid for 24 hours."
-                    ),
-                )
-                .await?;
+            let missing = self
+                .store
+                .credentials(id)
+                .await
+                .map_err(internal)?
+                .is_none();
+            if missing {
+                self.store
+                    .put_credentials(id, hash.as_deref(), self.clock.now())
+                    .await
+                    .map_err(internal)?;
             }
+            missing
+        } else {
+            true
+        };
+        if complete && hash.is_none() {
+            let (code, _) = self
+                .issue_code(RECOVER, login.as_str(), Some(id), INVITATION_TTL, false)
+                .await?;
+            self.send(
+                &login,
+                "Ваша служебная учётная запись в Кабинете",
+                format!(
+                    "Для вас открыта служебная учётная запись в Кабинете. Задайте пароль с кодом {code}: \
+                     восстановите пароль (resetPassword) с этим логином. Код действует 24 часа."
+                ),
+            )
+            .await?;
         }
         let state = self.state(id).await?;
         Ok((AccountView { id, state }, outcome.last_order()))

@@ -12,6 +12,9 @@ use super::throttle::ThrottlePolicy;
 use crate::db::Db;
 use crate::on_db;
 
+/// How many times a throttling reservation is tried against racing requests.
+const RESERVE_ROUNDS: usize = 64;
+
 /// A database fault in the accounts tables.
 pub type StoreResult<T> = Result<T, sqlx::Error>;
 
@@ -94,6 +97,15 @@ impl AccountStore {
              ON CONFLICT (account_id) DO UPDATE SET password_hash = excluded.password_hash, updated_at = excluded.updated_at";
         on_db!(&self.db, pool => {
             sqlx::query(SQL).bind(account_id.to_string()).bind(password_hash).bind(now).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Removes the credentials row of an account that was not opened after all.
+    pub async fn delete_credentials(&self, account_id: Uuid) -> StoreResult<()> {
+        const SQL: &str = "DELETE FROM account_credentials WHERE account_id = $1";
+        on_db!(&self.db, pool => {
+            sqlx::query(SQL).bind(account_id.to_string()).execute(pool).await?;
         });
         Ok(())
     }
@@ -284,6 +296,57 @@ impl AccountStore {
         Ok(exists.then_some(Err(())))
     }
 
+    /// Stores a new code for `(purpose, subject)` only if the last send is still
+    /// the one seen at `previous` (`None`: no code was stored). False when a
+    /// concurrent request sent first, so two sends never both pass one check.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn put_code_if_unchanged(
+        &self,
+        purpose: &str,
+        subject: &str,
+        code_hash: &[u8],
+        account_id: Option<Uuid>,
+        expires_at: DateTime<Utc>,
+        sends: i64,
+        window_from: DateTime<Utc>,
+        now: DateTime<Utc>,
+        previous: Option<DateTime<Utc>>,
+    ) -> StoreResult<bool> {
+        const FIRST: &str = "INSERT INTO one_time_codes \
+             (purpose, subject, code_hash, account_id, method, expires_at, attempts, sent_at, sends, window_from) \
+             VALUES ($1, $2, $3, $4, NULL, $5, 0, $6, $7, $8) \
+             ON CONFLICT (purpose, subject) DO NOTHING";
+        const NEXT: &str = "INSERT INTO one_time_codes \
+             (purpose, subject, code_hash, account_id, method, expires_at, attempts, sent_at, sends, window_from) \
+             VALUES ($1, $2, $3, $4, NULL, $5, 0, $6, $7, $8) \
+             ON CONFLICT (purpose, subject) DO UPDATE SET code_hash = excluded.code_hash, \
+             account_id = excluded.account_id, method = NULL, expires_at = excluded.expires_at, \
+             attempts = 0, sent_at = excluded.sent_at, sends = excluded.sends, window_from = excluded.window_from \
+             WHERE one_time_codes.sent_at = $9";
+        let account = account_id.map(|a| a.to_string());
+        let written = on_db!(&self.db, pool => {
+            let query = match previous {
+                None => sqlx::query(FIRST),
+                Some(_) => sqlx::query(NEXT),
+            };
+            let query = query
+                .bind(purpose)
+                .bind(subject)
+                .bind(code_hash)
+                .bind(account.as_deref())
+                .bind(expires_at)
+                .bind(now)
+                .bind(sends)
+                .bind(window_from);
+            let query = match previous {
+                None => query,
+                Some(at) => query.bind(at),
+            };
+            query.execute(pool).await?.rows_affected()
+        });
+        Ok(written == 1)
+    }
+
     /// Removes the code of `(purpose, subject)`: it was used.
     pub async fn delete_code(&self, purpose: &str, subject: &str) -> StoreResult<()> {
         const SQL: &str = "DELETE FROM one_time_codes WHERE purpose = $1 AND subject = $2";
@@ -418,22 +481,6 @@ impl AccountStore {
 
     // --- throttling ----------------------------------------------------------------------
 
-    /// How long `(scope, key)` must wait at `now`; `None` when it may try.
-    pub async fn throttle_wait(
-        &self,
-        policy: &ThrottlePolicy,
-        scope: &str,
-        key: &str,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<chrono::Duration>> {
-        const SQL: &str =
-            "SELECT failures, last_failure FROM sign_in_throttle WHERE scope = $1 AND key = $2";
-        let row: Option<(i64, DateTime<Utc>)> = on_db!(&self.db, pool => {
-            sqlx::query_as(SQL).bind(scope).bind(key).fetch_optional(pool).await?
-        });
-        Ok(row.and_then(|(failures, last)| policy.wait(failures, last, now)))
-    }
-
     /// Counts a failure of `(scope, key)` at `now`.
     pub async fn throttle_fail(
         &self,
@@ -454,6 +501,65 @@ impl AccountStore {
                 sqlx::query(FORGET).bind(scope).bind(key).execute(pool).await?;
             }
             sqlx::query(COUNT).bind(scope).bind(key).bind(now).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Counts an attempt of `(scope, key)` before it is checked, unless the key
+    /// must wait: `Err(wait)` then, and nothing is counted. The count a request
+    /// checks is the one it increments (compare and set), so parallel attempts
+    /// cannot all read the same count and pass a limit together.
+    pub async fn throttle_reserve(
+        &self,
+        policy: &ThrottlePolicy,
+        scope: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Result<(), chrono::Duration>> {
+        const READ: &str =
+            "SELECT failures, last_failure FROM sign_in_throttle WHERE scope = $1 AND key = $2";
+        const FIRST: &str = "INSERT INTO sign_in_throttle (scope, key, failures, last_failure) VALUES ($1, $2, 1, $3) \
+             ON CONFLICT (scope, key) DO NOTHING";
+        const NEXT: &str = "UPDATE sign_in_throttle SET failures = $4, last_failure = $3 \
+             WHERE scope = $1 AND key = $2 AND failures = $5";
+        // Each round one of the racing requests wins; a loser reads again.
+        for _ in 0..RESERVE_ROUNDS {
+            let row: Option<(i64, DateTime<Utc>)> = on_db!(&self.db, pool => {
+                sqlx::query_as(READ).bind(scope).bind(key).fetch_optional(pool).await?
+            });
+            let won = match row {
+                None => on_db!(&self.db, pool => {
+                    sqlx::query(FIRST).bind(scope).bind(key).bind(now).execute(pool).await?.rows_affected()
+                }),
+                Some((failures, last)) => {
+                    let next = if policy.forgotten(last, now) {
+                        1
+                    } else if let Some(wait) = policy.wait(failures, last, now) {
+                        return Ok(Err(wait));
+                    } else {
+                        failures + 1
+                    };
+                    on_db!(&self.db, pool => {
+                        sqlx::query(NEXT).bind(scope).bind(key).bind(now).bind(next).bind(failures)
+                            .execute(pool).await?.rows_affected()
+                    })
+                }
+            };
+            if won == 1 {
+                return Ok(Ok(()));
+            }
+        }
+        // Too many requests at once on one key: that itself is a reason to wait.
+        Ok(Err(chrono::Duration::seconds(1)))
+    }
+
+    /// Gives back an attempt counted by [`AccountStore::throttle_reserve`] that
+    /// turned out not to be a failure.
+    pub async fn throttle_refund(&self, scope: &str, key: &str) -> StoreResult<()> {
+        const SQL: &str = "UPDATE sign_in_throttle SET failures = failures - 1 \
+             WHERE scope = $1 AND key = $2 AND failures > 0";
+        on_db!(&self.db, pool => {
+            sqlx::query(SQL).bind(scope).bind(key).execute(pool).await?;
         });
         Ok(())
     }

@@ -46,7 +46,51 @@ pub const SENDS_PER_ADDRESS: ThrottlePolicy = ThrottlePolicy {
     forget_after: Duration::hours(1),
 };
 
+/// Sign-in codes sent to one login (only after the right password, but each is
+/// an SMS or a letter): 10 free within an hour, then back-off, 20 stop sending
+/// for an hour.
+pub const SIGN_IN_SENDS_PER_LOGIN: ThrottlePolicy = ThrottlePolicy {
+    free: 10,
+    lock_after: 20,
+    lock: Duration::hours(1),
+    max_backoff: Duration::seconds(60),
+    forget_after: Duration::hours(1),
+};
+
+/// The throttling policies of the accounts service; the defaults are the
+/// constants above.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountLimits {
+    pub per_login: ThrottlePolicy,
+    pub per_address: ThrottlePolicy,
+    pub sends_per_address: ThrottlePolicy,
+    pub sign_in_sends_per_login: ThrottlePolicy,
+}
+
+impl Default for AccountLimits {
+    fn default() -> Self {
+        AccountLimits {
+            per_login: PER_LOGIN,
+            per_address: PER_ADDRESS,
+            sends_per_address: SENDS_PER_ADDRESS,
+            sign_in_sends_per_login: SIGN_IN_SENDS_PER_LOGIN,
+        }
+    }
+}
+
 impl ThrottlePolicy {
+    /// This policy locking after `lock_after` (at least one) for `lock`; the
+    /// free failures shrink when they would reach the lock.
+    pub fn locking(self, lock_after: i64, lock: Duration) -> ThrottlePolicy {
+        let lock_after = lock_after.max(1);
+        ThrottlePolicy {
+            free: self.free.min(lock_after - 1),
+            lock_after,
+            lock,
+            ..self
+        }
+    }
+
     /// Whether the counter has expired at `now`.
     pub fn forgotten(&self, last_failure: DateTime<Utc>, now: DateTime<Utc>) -> bool {
         now - last_failure > self.forget_after
@@ -83,6 +127,13 @@ mod tests {
         Utc.timestamp_opt(1_800_000_000 + s, 0)
             .single()
             .expect("time")
+    }
+
+    #[test]
+    fn a_lower_lock_shrinks_the_free_failures() {
+        let p = PER_LOGIN.locking(2, Duration::minutes(5));
+        assert_eq!(p.wait(1, at(0), at(0)), None);
+        assert_eq!(p.wait(2, at(0), at(60)), Some(Duration::minutes(4)));
     }
 
     #[test]

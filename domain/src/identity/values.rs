@@ -439,8 +439,14 @@ pub enum PhoneError {
     InvalidCharacter(char),
     #[error("phone number may have + only at the start")]
     MisplacedPlus,
-    #[error("phone number has {0} digits; a Russian number has 10 digits after +7 or 8, e.g. +7 912 345-67-89")]
+    #[error("phone number has {0} digits; a Russian number has 10 digits, or 11 with a leading 7 or 8, e.g. 8 912 345-67-89")]
     WrongLength(usize),
+    #[error(
+        "after +7 a Russian phone number has 10 digits, this one has {0}, e.g. +7 912 345-67-89"
+    )]
+    WrongLengthAfterCountryCode(usize),
+    #[error("a number of 10 digits starting with 8 looks like 8 and a number with a digit missing; write all 11 digits (8 912 345-67-89), or +7 and 10 digits for a code starting with 8 (+7 800 555-35-35)")]
+    DigitMissing,
     #[error("only Russian phone numbers (+7) are accepted")]
     ForeignCountryCode,
     #[error("a phone number of 11 digits must start with 7 or 8, found {0}")]
@@ -489,11 +495,14 @@ impl PhoneNumber {
                 return Err(PhoneError::ForeignCountryCode);
             }
             if digits.len() != 11 {
-                return Err(PhoneError::WrongLength(digits.len()));
+                return Err(PhoneError::WrongLengthAfterCountryCode(digits.len() - 1));
             }
             &digits[1..]
         } else {
             match digits.len() {
+                // Without +7 a leading 8 is the trunk prefix, so ten digits
+                // starting with it are eleven with one lost.
+                10 if digits.starts_with('8') => return Err(PhoneError::DigitMissing),
                 10 => &digits[..],
                 11 if digits.starts_with('7') || digits.starts_with('8') => &digits[1..],
                 11 => {
@@ -510,6 +519,81 @@ impl PhoneNumber {
             None => Err(PhoneError::WrongLength(0)),
         }
     }
+}
+
+/// Characters that show nothing or turn the direction of text around: zero-width
+/// spaces and joiners, direction marks, embeddings, overrides and isolates, the
+/// byte-order mark, soft hyphen, and the other format characters of Unicode.
+pub fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{E0000}'..='\u{E007F}'
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names
+
+/// Why a person's name (surname, first name, patronymic) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("a name must contain letters")]
+    NoLetters,
+    #[error("a name must not contain invisible or text-direction characters, found U+{0:04X}")]
+    Invisible(u32),
+    #[error("a name may contain letters, spaces, hyphens, apostrophes and dots only, found '{0}'")]
+    InvalidCharacter(char),
+    #[error("a name must start and end with a letter (or a dot after an initial)")]
+    Edges,
+}
+
+impl ValueError for NameError {
+    fn code(&self) -> &'static str {
+        "INVALID_NAME"
+    }
+}
+
+/// Checks a person's name, already trimmed: letters of any alphabet with the
+/// spaces, hyphens, apostrophes and dots that real names use (`Анна-Мария`,
+/// `О'Нил`, `Д. И.`); no digits, markup or characters that hide or reorder text.
+pub fn check_person_name(name: &str) -> Result<(), NameError> {
+    if let Some(c) = name.chars().find(|&c| invisible(c)) {
+        return Err(NameError::Invisible(c as u32));
+    }
+    let allowed = |c: char| c.is_alphabetic() || matches!(c, ' ' | '-' | '\'' | '’' | '.');
+    // Combining marks (a stress mark, й written as и + ̆) follow a letter.
+    let mark = |c: char| ('\u{0300}'..='\u{036F}').contains(&c);
+    if let Some(c) = name.chars().find(|&c| !allowed(c) && !mark(c)) {
+        return Err(NameError::InvalidCharacter(c));
+    }
+    if !name.chars().any(char::is_alphabetic) {
+        return Err(NameError::NoLetters);
+    }
+    let first_ok = name.chars().next().is_some_and(char::is_alphabetic);
+    let last_ok = name
+        .chars()
+        .last()
+        .is_some_and(|c| c.is_alphabetic() || c == '.' || mark(c));
+    if !first_ok || !last_ok {
+        return Err(NameError::Edges);
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -538,6 +622,18 @@ pub enum EmailError {
     DomainWithoutDot,
     #[error("the domain of an e-mail address must not start or end with a dot or have two dots in a row")]
     EmptyDomainLabel,
+    #[error("the part of an e-mail address before @ may contain letters, digits and . _ - + ' only, found '{0}'")]
+    LocalPartCharacter(char),
+    #[error("the part of an e-mail address before @ must not start or end with a dot or have two dots in a row")]
+    LocalPartDots,
+    #[error("the domain of an e-mail address may contain letters, digits, hyphens and dots only, found '{0}'")]
+    DomainCharacter(char),
+    #[error("a part of an e-mail domain must not start or end with a hyphen")]
+    DomainLabelHyphen,
+    #[error(
+        "e-mail address must not contain invisible or text-direction characters, found U+{0:04X}"
+    )]
+    Invisible(u32),
 }
 
 impl ValueError for EmailError {
@@ -569,6 +665,9 @@ impl Email {
         if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(EmailError::Whitespace);
         }
+        if let Some(c) = text.chars().find(|&c| invisible(c)) {
+            return Err(EmailError::Invisible(c as u32));
+        }
         let got = text.chars().count();
         if got > Self::MAX_LEN {
             return Err(EmailError::TooLong { got });
@@ -593,6 +692,29 @@ impl Email {
         }
         if domain.split('.').any(str::is_empty) {
             return Err(EmailError::EmptyDomainLabel);
+        }
+        // A pragmatic subset of what mail systems accept: enough for real
+        // addresses, nothing that reads as markup (`<script>@example.ru`).
+        if let Some(c) = local
+            .chars()
+            .find(|&c| !(c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '\'')))
+        {
+            return Err(EmailError::LocalPartCharacter(c));
+        }
+        if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+            return Err(EmailError::LocalPartDots);
+        }
+        if let Some(c) = domain
+            .chars()
+            .find(|&c| !(c.is_alphanumeric() || matches!(c, '.' | '-')))
+        {
+            return Err(EmailError::DomainCharacter(c));
+        }
+        if domain
+            .split('.')
+            .any(|label| label.starts_with('-') || label.ends_with('-'))
+        {
+            return Err(EmailError::DomainLabelHyphen);
         }
         Ok(Email(format!("{local}@{}", domain.to_lowercase())))
     }
@@ -947,14 +1069,32 @@ mod tests {
     #[test]
     fn phone_of_the_wrong_length_is_refused() {
         assert_eq!(phone("912345678"), Err(PhoneError::WrongLength(9)));
-        assert_eq!(phone("+7 912 345 67 8"), Err(PhoneError::WrongLength(10)));
-        assert_eq!(phone("+7 912 345 67 890"), Err(PhoneError::WrongLength(12)));
+        assert_eq!(
+            phone("+7 912 345 67 8"),
+            Err(PhoneError::WrongLengthAfterCountryCode(9))
+        );
+        assert_eq!(
+            phone("+7 912 345 67 890"),
+            Err(PhoneError::WrongLengthAfterCountryCode(11))
+        );
         assert_eq!(phone("891234567890"), Err(PhoneError::WrongLength(12)));
-        assert_eq!(phone("+7"), Err(PhoneError::WrongLength(1)));
+        assert_eq!(phone("+7"), Err(PhoneError::WrongLengthAfterCountryCode(0)));
         assert_eq!(
             PhoneError::WrongLength(9).to_string(),
-            "phone number has 9 digits; a Russian number has 10 digits after +7 or 8, e.g. +7 912 345-67-89"
+            "phone number has 9 digits; a Russian number has 10 digits, or 11 with a leading 7 or 8, e.g. 8 912 345-67-89"
         );
+        assert_eq!(
+            PhoneError::WrongLengthAfterCountryCode(9).to_string(),
+            "after +7 a Russian phone number has 10 digits, this one has 9, e.g. +7 912 345-67-89"
+        );
+    }
+
+    #[test]
+    fn ten_digits_starting_with_8_are_a_number_with_a_digit_missing() {
+        assert_eq!(phone("8915111223"), Err(PhoneError::DigitMissing));
+        assert_eq!(phone("8 915 111-22-3"), Err(PhoneError::DigitMissing));
+        assert_eq!(phone("89151112233"), Ok("+79151112233".to_string()));
+        assert_eq!(phone("+7 812 111-22-33"), Ok("+78121112233".to_string()));
     }
 
     #[test]
@@ -982,7 +1122,73 @@ mod tests {
         assert_eq!(PhoneError::Kazakhstan.code(), "INVALID_PHONE");
     }
 
+    // --- Names -------------------------------------------------------------------------------
+
+    #[test]
+    fn names_of_letters_pass_and_markup_digits_and_invisible_characters_do_not() {
+        for fine in [
+            "Иванов",
+            "Анна-Мария",
+            "О'Нил",
+            "Д’Артаньян",
+            "Ли Мин",
+            "Smith",
+            "Ёлкина",
+        ] {
+            assert_eq!(check_person_name(fine), Ok(()), "{fine}");
+        }
+        assert_eq!(
+            check_person_name("Иван\u{202E}вонави"),
+            Err(NameError::Invisible(0x202E))
+        );
+        assert_eq!(
+            check_person_name("Ива\u{200B}нов"),
+            Err(NameError::Invisible(0x200B))
+        );
+        assert_eq!(
+            check_person_name("<script>"),
+            Err(NameError::InvalidCharacter('<'))
+        );
+        assert_eq!(
+            check_person_name("Иванов2"),
+            Err(NameError::InvalidCharacter('2'))
+        );
+        assert_eq!(check_person_name("--"), Err(NameError::NoLetters));
+        assert_eq!(check_person_name("-Иван"), Err(NameError::Edges));
+        assert_eq!(NameError::NoLetters.code(), "INVALID_NAME");
+    }
+
     // --- E-mail ------------------------------------------------------------------------------
+
+    #[test]
+    fn email_with_markup_or_hidden_characters_is_refused() {
+        assert_eq!(
+            email("<script>@example.ru"),
+            Err(EmailError::LocalPartCharacter('<'))
+        );
+        assert_eq!(
+            email("ivan\"@example.ru"),
+            Err(EmailError::LocalPartCharacter('"'))
+        );
+        assert_eq!(
+            email("iv\u{202E}an@example.ru"),
+            Err(EmailError::Invisible(0x202E))
+        );
+        assert_eq!(email(".ivan@example.ru"), Err(EmailError::LocalPartDots));
+        assert_eq!(email("iv..an@example.ru"), Err(EmailError::LocalPartDots));
+        assert_eq!(
+            email("ivan@exa_mple.ru"),
+            Err(EmailError::DomainCharacter('_'))
+        );
+        assert_eq!(
+            email("ivan@-example.ru"),
+            Err(EmailError::DomainLabelHyphen)
+        );
+        assert_eq!(
+            email("o'neil@example.ie"),
+            Ok("o'neil@example.ie".to_string())
+        );
+    }
 
     #[test]
     fn email_keeps_the_name_and_lower_cases_the_domain() {

@@ -79,8 +79,9 @@ impl AccountJournalEntry {
     async fn kind(&self) -> AccountJournalKind {
         self.kind
     }
-    /// The event type (e.g. `SignedIn`, `PatientDetailsRecorded`) or, for reads,
-    /// the kind of data read (e.g. `visit_history`).
+    /// The event type (e.g. `SignedIn`, `PatientDetailsRecorded`; ended sessions
+    /// add why after a colon, e.g. `SessionsRevoked:refresh_token_reused`) or,
+    /// for reads, the kind of data read (e.g. `visit_history`).
     async fn action(&self) -> &str {
         &self.action
     }

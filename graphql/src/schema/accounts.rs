@@ -318,6 +318,10 @@ pub struct StartRegistrationPayload {
 pub struct ConfirmRegistrationInput {
     pub contact: String,
     pub code: String,
+    /// The new password: 10 to 128 characters, at least 5 different ones, no
+    /// control characters, not containing the login, and not a common password
+    /// or a common word with digits or signs around it (`password12`, `йцукен2024`,
+    /// `P@ssw0rd!`), compared without regard to case (PASSWORD_TOO_COMMON).
     pub password: String,
     /// Must be true: registering accepts the terms of use.
     pub accept_terms: bool,
@@ -400,6 +404,10 @@ pub struct RequestPasswordRecoveryPayload {
 pub struct ResetPasswordInput {
     pub contact: String,
     pub code: String,
+    /// The new password: 10 to 128 characters, at least 5 different ones, no
+    /// control characters, not containing the login, and not a common password
+    /// or a common word with digits or signs around it (`password12`, `йцукен2024`,
+    /// `P@ssw0rd!`), compared without regard to case (PASSWORD_TOO_COMMON).
     pub new_password: String,
 }
 
@@ -455,6 +463,9 @@ pub struct CreateStaffAccountInput {
     /// Phone number or e-mail address to sign in with.
     pub login: String,
     /// Without one, a code to set the password (with `resetPassword`) is sent to the login.
+    /// The same rules as every new password: 10 to 128 characters, at least 5
+    /// different ones, not containing the login, and not a common password or a
+    /// common word with digits or signs around it, regardless of case.
     pub initial_password: Option<String>,
     pub idempotency_key: Option<String>,
 }
@@ -592,7 +603,10 @@ impl AccountsMutation {
         signed_in(ctx, result).await
     }
 
-    /// Checks the password; the answer is the second factor to complete.
+    /// Checks the password; the answer is the second factor to complete. Every
+    /// attempt counts against the login and the client address before the
+    /// password is checked (TOO_MANY_ATTEMPTS); when every password-checking
+    /// slot of the server stays busy the answer is BUSY with when to try again.
     async fn sign_in(
         &self,
         ctx: &Context<'_>,
