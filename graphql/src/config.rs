@@ -20,8 +20,6 @@ pub struct Cli {
 }
 
 /// What to do.
-// Parsed once at start, so the size of the `serve` settings does not matter.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Apply migrations, start the projector and the sealer, serve GraphQL.
