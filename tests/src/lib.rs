@@ -2,6 +2,7 @@
 //! `kabinet-bench` binary: a fresh database per test on either backend, a macro
 //! that runs one test body on both, a tiny aggregate and a recording projection.
 
+pub mod accounts;
 pub mod api_bench;
 pub mod delivery;
 pub mod identity;

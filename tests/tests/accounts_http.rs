@@ -14,6 +14,10 @@ use kabinet_domain::command::{CommandError, Retry};
 use kabinet_domain::{Actor, EventMetadata, Role};
 use kabinet_graphql::config::{Mode, ServeConfig};
 use kabinet_graphql::Application;
+use kabinet_tests::accounts::{
+    error_codes, register, unique_phone, use_sms_gateway, CONFIRM, PASSWORD, REFRESH, SIGN_IN,
+    START,
+};
 use kabinet_tests::delivery::{SmsReceiver, SmtpServer, SMS_TOKEN};
 use kabinet_tests::server::{Client, Server};
 use kabinet_tests::{conformance, TestDb};
@@ -21,65 +25,9 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-const PASSWORD: &str = "зимний-вечер-42";
-
-const START: &str = "mutation($input: StartRegistrationInput!) { startRegistration(input: $input) {
-    delivery { channel sentTo expiresAt } userErrors { field message code } } }";
-const CONFIRM: &str =
-    "mutation($input: ConfirmRegistrationInput!) { confirmRegistration(input: $input) {
-    account { id login loginKind role status totpEnabled termsVersion }
-    tokens { accessToken refreshToken accessTokenExpiresAt sessionExpiresAt }
-    userErrors { field message code } } }";
-const SIGN_IN: &str = "mutation($input: SignInInput!) { signIn(input: $input) {
-    challenge { challengeId method sentTo expiresAt } userErrors { field message code } } }";
 const COMPLETE: &str = "mutation($input: CompleteSignInInput!) { completeSignIn(input: $input) {
     account { id login } tokens { accessToken refreshToken } userErrors { field message code } } }";
-const REFRESH: &str = "mutation($input: RefreshSessionInput!) { refreshSession(input: $input) {
-    tokens { accessToken refreshToken } userErrors { field message code } } }";
 const ME: &str = "{ me { accountId role } myAccount { login role status } }";
-
-fn sms_config(sms: &SmsReceiver) -> impl FnOnce(&mut ServeConfig) + '_ {
-    move |config: &mut ServeConfig| {
-        config.delivery.sms_gateway_url = Some(sms.url.clone());
-        config.delivery.sms_gateway_token = Some(SecretString::from(SMS_TOKEN.to_string()));
-    }
-}
-
-fn errors(payload: &Value) -> Vec<String> {
-    payload["userErrors"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|e| e["code"].as_str().unwrap_or_default().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// A phone number unique to this test run.
-fn phone() -> String {
-    let n = Uuid::new_v4().as_u128() % 10_000_000;
-    format!("+7916{n:07}")
-}
-
-/// Registers `phone` with codes read from the SMS gateway; returns the payload.
-async fn register(client: &Client, sms: &SmsReceiver, phone: &str) -> Value {
-    let started = client
-        .data(None, START, json!({ "input": { "contact": phone } }))
-        .await;
-    assert_eq!(errors(&started["startRegistration"]), Vec::<String>::new());
-    let code = sms.last_code_to(phone).await;
-    let confirmed = client
-        .data(
-            None,
-            CONFIRM,
-            json!({ "input": { "contact": phone, "code": code, "password": PASSWORD, "acceptTerms": true } }),
-        )
-        .await["confirmRegistration"]
-        .clone();
-    assert_eq!(errors(&confirmed), Vec::<String>::new(), "{confirmed}");
-    confirmed
-}
 
 /// Signs in with a code sent by SMS; returns the `completeSignIn` payload.
 async fn sign_in_by_sms(client: &Client, sms: &SmsReceiver, phone: &str, password: &str) -> Value {
@@ -92,7 +40,7 @@ async fn sign_in_by_sms(client: &Client, sms: &SmsReceiver, phone: &str, passwor
         )
         .await["signIn"]
         .clone();
-    assert_eq!(errors(&signed), Vec::<String>::new(), "{signed}");
+    assert_eq!(error_codes(&signed), Vec::<String>::new(), "{signed}");
     assert_eq!(signed["challenge"]["method"], "CODE");
     let text = sms.nth_message_to(phone, before + 1).await;
     let code = kabinet_tests::delivery::six_digits(&text).expect("code");
@@ -104,7 +52,7 @@ async fn sign_in_by_sms(client: &Client, sms: &SmsReceiver, phone: &str, passwor
         )
         .await["completeSignIn"]
         .clone();
-    assert_eq!(errors(&completed), Vec::<String>::new(), "{completed}");
+    assert_eq!(error_codes(&completed), Vec::<String>::new(), "{completed}");
     completed
 }
 
@@ -138,14 +86,14 @@ conformance!(
             .data(None, CONFIRM, confirm(&code, PASSWORD, false))
             .await;
         assert_eq!(
-            errors(&refused["confirmRegistration"]),
+            error_codes(&refused["confirmRegistration"]),
             ["TERMS_NOT_ACCEPTED"]
         );
         let refused = server
             .data(None, CONFIRM, confirm(&code, "short", true))
             .await;
         assert_eq!(
-            errors(&refused["confirmRegistration"]),
+            error_codes(&refused["confirmRegistration"]),
             ["PASSWORD_TOO_SHORT"]
         );
         assert_eq!(
@@ -155,7 +103,10 @@ conformance!(
         let refused = server
             .data(None, CONFIRM, confirm(wrong, PASSWORD, true))
             .await;
-        assert_eq!(errors(&refused["confirmRegistration"]), ["INVALID_CODE"]);
+        assert_eq!(
+            error_codes(&refused["confirmRegistration"]),
+            ["INVALID_CODE"]
+        );
         assert!(refused["confirmRegistration"]["userErrors"][0]["message"]
             .as_str()
             .expect("message")
@@ -164,7 +115,7 @@ conformance!(
             .data(None, CONFIRM, confirm(&code, PASSWORD, true))
             .await["confirmRegistration"]
             .clone();
-        assert_eq!(errors(&done), Vec::<String>::new(), "{done}");
+        assert_eq!(error_codes(&done), Vec::<String>::new(), "{done}");
         assert_eq!(done["account"]["login"], normalised);
         assert_eq!(done["account"]["loginKind"], "EMAIL");
         assert_eq!(done["account"]["role"], "patient");
@@ -176,7 +127,7 @@ conformance!(
         let again = server
             .data(None, CONFIRM, confirm(&code, PASSWORD, true))
             .await;
-        assert_eq!(errors(&again["confirmRegistration"]), ["INVALID_CODE"]);
+        assert_eq!(error_codes(&again["confirmRegistration"]), ["INVALID_CODE"]);
 
         // No "user exists" oracle: a taken contact gets the same answer, and its
         // holder a notice without a code.
@@ -221,15 +172,18 @@ conformance!(
         let completed = server
         .data(None, COMPLETE, json!({ "input": { "challengeId": signed["challenge"]["challengeId"], "code": code } }))
         .await;
-        assert_eq!(errors(&completed["completeSignIn"]), Vec::<String>::new());
+        assert_eq!(
+            error_codes(&completed["completeSignIn"]),
+            Vec::<String>::new()
+        );
         server.stop().await;
     }
 );
 
 conformance!(sessions_rotate_and_end, |test_db: TestDb| async move {
     let sms = SmsReceiver::start().await;
-    let server = Server::start(&test_db, sms_config(&sms)).await;
-    let phone = phone();
+    let server = Server::start(&test_db, |c| use_sms_gateway(&sms, c)).await;
+    let phone = unique_phone();
     let registered = register(&server, &sms, &phone).await;
     let first = registered["tokens"].clone();
 
@@ -242,7 +196,7 @@ conformance!(sessions_rotate_and_end, |test_db: TestDb| async move {
         )
         .await["refreshSession"]
         .clone();
-    assert_eq!(errors(&rotated), Vec::<String>::new());
+    assert_eq!(error_codes(&rotated), Vec::<String>::new());
     let second = rotated["tokens"].clone();
     assert_ne!(second["refreshToken"], first["refreshToken"]);
     let access = second["accessToken"].as_str().expect("access");
@@ -254,7 +208,10 @@ conformance!(sessions_rotate_and_end, |test_db: TestDb| async move {
             json!({ "input": { "refreshToken": first["refreshToken"] } }),
         )
         .await;
-    assert_eq!(errors(&reused["refreshSession"]), ["REFRESH_TOKEN_REUSED"]);
+    assert_eq!(
+        error_codes(&reused["refreshSession"]),
+        ["REFRESH_TOKEN_REUSED"]
+    );
     let after = server
         .data(
             None,
@@ -262,7 +219,10 @@ conformance!(sessions_rotate_and_end, |test_db: TestDb| async move {
             json!({ "input": { "refreshToken": second["refreshToken"] } }),
         )
         .await;
-    assert_eq!(errors(&after["refreshSession"]), ["INVALID_REFRESH_TOKEN"]);
+    assert_eq!(
+        error_codes(&after["refreshSession"]),
+        ["INVALID_REFRESH_TOKEN"]
+    );
     assert_eq!(status_with(&server, access).await, 401);
 
     // Two sessions; signing out everywhere ends both.
@@ -304,9 +264,11 @@ conformance!(
     |test_db: TestDb| async move {
         let sms = SmsReceiver::start().await;
         let clock = FixedClock::new(Utc::now());
-        let server =
-            Server::start_with_clock(&test_db, Arc::new(clock.clone()), sms_config(&sms)).await;
-        let phone = phone();
+        let server = Server::start_with_clock(&test_db, Arc::new(clock.clone()), |c| {
+            use_sms_gateway(&sms, c)
+        })
+        .await;
+        let phone = unique_phone();
         server
             .data(None, START, json!({ "input": { "contact": phone } }))
             .await;
@@ -315,7 +277,7 @@ conformance!(
         let confirm = |code: &str| json!({ "input": { "contact": phone, "code": code, "password": PASSWORD, "acceptTerms": true } });
         for left in (0..5).rev() {
             let r = server.data(None, CONFIRM, confirm(wrong)).await;
-            assert_eq!(errors(&r["confirmRegistration"]), ["INVALID_CODE"]);
+            assert_eq!(error_codes(&r["confirmRegistration"]), ["INVALID_CODE"]);
             let message = r["confirmRegistration"]["userErrors"][0]["message"]
                 .as_str()
                 .expect("m")
@@ -328,23 +290,26 @@ conformance!(
             }
         }
         let r = server.data(None, CONFIRM, confirm(&code)).await;
-        assert_eq!(errors(&r["confirmRegistration"]), ["TOO_MANY_ATTEMPTS"]);
+        assert_eq!(
+            error_codes(&r["confirmRegistration"]),
+            ["TOO_MANY_ATTEMPTS"]
+        );
 
         // A resend is throttled, then allowed; the new code expires after 10 minutes.
         let r = server
             .data(None, START, json!({ "input": { "contact": phone } }))
             .await;
-        assert_eq!(errors(&r["startRegistration"]), ["RESEND_TOO_SOON"]);
+        assert_eq!(error_codes(&r["startRegistration"]), ["RESEND_TOO_SOON"]);
         clock.set(clock_now(&clock) + Duration::seconds(61));
         let r = server
             .data(None, START, json!({ "input": { "contact": phone } }))
             .await;
-        assert_eq!(errors(&r["startRegistration"]), Vec::<String>::new());
+        assert_eq!(error_codes(&r["startRegistration"]), Vec::<String>::new());
         let code = sms.nth_message_to(&phone, 2).await;
         let code = kabinet_tests::delivery::six_digits(&code).expect("code");
         clock.set(clock_now(&clock) + Duration::minutes(11));
         let r = server.data(None, CONFIRM, confirm(&code)).await;
-        assert_eq!(errors(&r["confirmRegistration"]), ["CODE_EXPIRED"]);
+        assert_eq!(error_codes(&r["confirmRegistration"]), ["CODE_EXPIRED"]);
         server.stop().await;
     }
 );
@@ -359,9 +324,11 @@ conformance!(
     |test_db: TestDb| async move {
         let sms = SmsReceiver::start().await;
         let clock = FixedClock::new(Utc::now());
-        let server =
-            Server::start_with_clock(&test_db, Arc::new(clock.clone()), sms_config(&sms)).await;
-        let phone = phone();
+        let server = Server::start_with_clock(&test_db, Arc::new(clock.clone()), |c| {
+            use_sms_gateway(&sms, c)
+        })
+        .await;
+        let phone = unique_phone();
         let registered = register(&server, &sms, &phone).await;
         let token = registered["tokens"]["accessToken"]
             .as_str()
@@ -394,7 +361,10 @@ conformance!(
                 json!({ "input": { "code": "12345" } }),
             )
             .await;
-        assert_eq!(errors(&wrong["confirmTotpEnrolment"]), ["INVALID_CODE"]);
+        assert_eq!(
+            error_codes(&wrong["confirmTotpEnrolment"]),
+            ["INVALID_CODE"]
+        );
         let first = code_now(&clock);
         let enabled = server
             .data(
@@ -431,18 +401,18 @@ conformance!(
         };
         // The enrolment used this step: the same code is not accepted again.
         let replay = complete(first.clone(), challenge.clone()).await;
-        assert_eq!(errors(&replay), ["INVALID_CODE"]);
+        assert_eq!(error_codes(&replay), ["INVALID_CODE"]);
         clock.set(clock_now(&clock) + Duration::seconds(30));
         let fresh = code_now(&clock);
         let done = complete(fresh.clone(), challenge).await;
-        assert_eq!(errors(&done), Vec::<String>::new(), "{done}");
+        assert_eq!(error_codes(&done), Vec::<String>::new(), "{done}");
         let again = complete(fresh, sign_in().await).await;
-        assert_eq!(errors(&again), ["INVALID_CODE"]);
+        assert_eq!(error_codes(&again), ["INVALID_CODE"]);
         // Codes one step away are accepted (clock drift).
         clock.set(clock_now(&clock) + Duration::seconds(30));
         let ahead = totp::code_at(&secret, totp::step_of(clock_now(&clock)) + 1);
         let drift = complete(ahead, sign_in().await).await;
-        assert_eq!(errors(&drift), Vec::<String>::new(), "{drift}");
+        assert_eq!(error_codes(&drift), Vec::<String>::new(), "{drift}");
         server.stop().await;
     }
 );
@@ -452,9 +422,11 @@ conformance!(
     |test_db: TestDb| async move {
         let sms = SmsReceiver::start().await;
         let clock = FixedClock::new(Utc::now());
-        let server =
-            Server::start_with_clock(&test_db, Arc::new(clock.clone()), sms_config(&sms)).await;
-        let phone = phone();
+        let server = Server::start_with_clock(&test_db, Arc::new(clock.clone()), |c| {
+            use_sms_gateway(&sms, c)
+        })
+        .await;
+        let phone = unique_phone();
         let registered = register(&server, &sms, &phone).await;
         let old_token = registered["tokens"]["accessToken"]
             .as_str()
@@ -464,7 +436,7 @@ conformance!(
             let server = &server;
             let phone = phone.clone();
             async move {
-                errors(
+                error_codes(
                     &server
                         .data(
                             None,
@@ -496,7 +468,7 @@ conformance!(
                 json!({ "input": { "login": unknown, "password": PASSWORD } }),
             )
             .await;
-        assert_eq!(errors(&r["signIn"]), ["INVALID_CREDENTIALS"]);
+        assert_eq!(error_codes(&r["signIn"]), ["INVALID_CREDENTIALS"]);
 
         // Recovery: same answer for a stranger; the code resets the password,
         // ends every session and lifts the lock.
@@ -516,7 +488,7 @@ conformance!(
         let weak = server
         .data(None, RESET, json!({ "input": { "contact": phone, "code": code, "newPassword": "aaaaaaaaaaaa" } }))
         .await;
-        assert_eq!(errors(&weak["resetPassword"]), ["PASSWORD_TOO_SIMPLE"]);
+        assert_eq!(error_codes(&weak["resetPassword"]), ["PASSWORD_TOO_SIMPLE"]);
         let new_password = "летний-полдень-17";
         let reset = server
             .data(
@@ -534,15 +506,15 @@ conformance!(
 );
 
 fn phone_unknown() -> String {
-    phone()
+    unique_phone()
 }
 
 conformance!(
     one_credential_field_per_operation,
     |test_db: TestDb| async move {
         let sms = SmsReceiver::start().await;
-        let server = Server::start(&test_db, sms_config(&sms)).await;
-        let phone = phone();
+        let server = Server::start(&test_db, |c| use_sms_gateway(&sms, c)).await;
+        let phone = unique_phone();
         register(&server, &sms, &phone).await;
         let aliased = format!(
             r#"mutation {{ a: signIn(input: {{ login: "{phone}", password: "guess-one-111" }}) {{ userErrors {{ code }} }}
@@ -573,7 +545,7 @@ conformance!(
                     json!({ "input": { "login": phone, "password": "wrong-password-1" } }),
                 )
                 .await;
-            assert_eq!(errors(&r["signIn"]), ["INVALID_CREDENTIALS"]);
+            assert_eq!(error_codes(&r["signIn"]), ["INVALID_CREDENTIALS"]);
         }
         let r = server
             .data(
@@ -582,7 +554,7 @@ conformance!(
                 json!({ "input": { "login": phone, "password": "wrong-password-1" } }),
             )
             .await;
-        assert_eq!(errors(&r["signIn"]), ["INVALID_CREDENTIALS"]);
+        assert_eq!(error_codes(&r["signIn"]), ["INVALID_CREDENTIALS"]);
         server.stop().await;
     }
 );
@@ -591,8 +563,8 @@ conformance!(
     tokens_of_closed_accounts_and_foreign_keys_are_refused,
     |test_db: TestDb| async move {
         let sms = SmsReceiver::start().await;
-        let server = Server::start(&test_db, sms_config(&sms)).await;
-        let phone = phone();
+        let server = Server::start(&test_db, |c| use_sms_gateway(&sms, c)).await;
+        let phone = unique_phone();
         let registered = register(&server, &sms, &phone).await;
         let token = registered["tokens"]["accessToken"]
             .as_str()
@@ -630,7 +602,10 @@ conformance!(
                 json!({ "input": { "password": "not-the-password" } }),
             )
             .await;
-        assert_eq!(errors(&wrong["closeMyAccount"]), ["INVALID_CREDENTIALS"]);
+        assert_eq!(
+            error_codes(&wrong["closeMyAccount"]),
+            ["INVALID_CREDENTIALS"]
+        );
         let closed = server
             .data(
                 Some(&token),
@@ -648,7 +623,7 @@ conformance!(
                 json!({ "input": { "login": phone, "password": PASSWORD } }),
             )
             .await;
-        assert_eq!(errors(&r["signIn"]), ["INVALID_CREDENTIALS"]);
+        assert_eq!(error_codes(&r["signIn"]), ["INVALID_CREDENTIALS"]);
         // The login is free again.
         let again = register(&server, &sms, &phone).await;
         assert_ne!(again["account"]["id"], registered["account"]["id"]);
@@ -660,8 +635,8 @@ conformance!(
     staff_accounts_by_admins_and_the_command_line,
     |test_db: TestDb| async move {
         let sms = SmsReceiver::start().await;
-        let server = Server::start(&test_db, sms_config(&sms)).await;
-        let admin_phone = phone();
+        let server = Server::start(&test_db, |c| use_sms_gateway(&sms, c)).await;
+        let admin_phone = unique_phone();
         let args = kabinet_graphql::config::CreateAccountArgs {
             database: kabinet_graphql::config::DatabaseArgs {
                 database_url: test_db.url.clone(),
@@ -698,7 +673,7 @@ conformance!(
         const CREATE: &str =
             "mutation($input: CreateStaffAccountInput!) { createStaffAccount(input: $input) {
         account { id login role organisationId } userErrors { field code } } }";
-        let doctor_phone = phone();
+        let doctor_phone = unique_phone();
         let create = |input: Value| {
             let server = &server;
             let admin = admin.clone();
@@ -710,7 +685,7 @@ conformance!(
             }
         };
         let r = create(json!({ "role": "DOCTOR", "login": doctor_phone })).await;
-        assert_eq!(errors(&r), ["INVALID_INPUT"]);
+        assert_eq!(error_codes(&r), ["INVALID_INPUT"]);
         assert_eq!(
             r["userErrors"][0]["field"],
             json!(["input", "organisationId"])
@@ -719,29 +694,30 @@ conformance!(
         let r =
             create(json!({ "role": "DOCTOR", "login": doctor_phone, "organisationId": missing }))
                 .await;
-        assert_eq!(errors(&r), ["NOT_FOUND"]);
+        assert_eq!(error_codes(&r), ["NOT_FOUND"]);
         let r =
             create(json!({ "role": "DOCTOR", "login": doctor_phone, "organisationId": org })).await;
-        assert_eq!(errors(&r), Vec::<String>::new(), "{r}");
+        assert_eq!(error_codes(&r), Vec::<String>::new(), "{r}");
         assert_eq!(r["account"]["role"], "doctor");
         assert_eq!(r["account"]["organisationId"], org);
         let doctor_id = r["account"]["id"].clone();
         let r = create(json!({ "role": "AUDITOR", "login": doctor_phone })).await;
-        assert_eq!(errors(&r), ["LOGIN_TAKEN"]);
+        assert_eq!(error_codes(&r), ["LOGIN_TAKEN"]);
         // A retry under one idempotency key gives the first account; other input under it is refused.
-        let analyst = phone();
+        let analyst = unique_phone();
         let first =
             create(json!({ "role": "ANALYST", "login": analyst, "idempotencyKey": "staff-1" }))
                 .await;
         let retry =
             create(json!({ "role": "ANALYST", "login": analyst, "idempotencyKey": "staff-1" }))
                 .await;
-        assert_eq!(errors(&retry), Vec::<String>::new(), "{retry}");
+        assert_eq!(error_codes(&retry), Vec::<String>::new(), "{retry}");
         assert_eq!(first["account"]["id"], retry["account"]["id"]);
-        let other =
-            create(json!({ "role": "ANALYST", "login": phone(), "idempotencyKey": "staff-1" }))
-                .await;
-        assert_eq!(errors(&other), ["IDEMPOTENCY_KEY_REUSED"]);
+        let other = create(
+            json!({ "role": "ANALYST", "login": unique_phone(), "idempotencyKey": "staff-1" }),
+        )
+        .await;
+        assert_eq!(error_codes(&other), ["IDEMPOTENCY_KEY_REUSED"]);
         assert_eq!(
             sms.messages_to(&analyst).len(),
             1,
@@ -753,7 +729,7 @@ conformance!(
             .graphql(
                 Some(&patient),
                 CREATE,
-                json!({ "input": { "role": "AUDITOR", "login": phone() } }),
+                json!({ "input": { "role": "AUDITOR", "login": unique_phone() } }),
             )
             .await;
         assert_eq!(r["errors"][0]["extensions"]["code"], "FORBIDDEN");
@@ -797,7 +773,7 @@ conformance!(
                 json!({ "input": { "login": doctor_phone, "password": PASSWORD } }),
             )
             .await;
-        assert_eq!(errors(&r2["signIn"]), ["ACCOUNT_DEACTIVATED"]);
+        assert_eq!(error_codes(&r2["signIn"]), ["ACCOUNT_DEACTIVATED"]);
         let again = server
             .data(
                 Some(&admin),
@@ -805,7 +781,10 @@ conformance!(
                 json!({ "input": { "accountId": doctor_id } }),
             )
             .await;
-        assert_eq!(errors(&again["deactivateAccount"]), ["ACCOUNT_NOT_ACTIVE"]);
+        assert_eq!(
+            error_codes(&again["deactivateAccount"]),
+            ["ACCOUNT_NOT_ACTIVE"]
+        );
         server.stop().await;
     }
 );
@@ -855,7 +834,7 @@ conformance!(
             .await;
         assert!(r["data"]["__schema"].is_null(), "introspection is off: {r}");
         // Session tokens work.
-        let phone = phone();
+        let phone = unique_phone();
         let registered = register(&server, &sms, &phone).await;
         let token = registered["tokens"]["accessToken"].as_str().expect("token");
         assert_eq!(status_with(&server, token).await, 200);
@@ -867,7 +846,7 @@ conformance!(
     concurrent_registrations_of_one_contact_make_one_account,
     |test_db: TestDb| async move {
         let commands = kabinet_domain::command::CommandService::new(test_db.journal.clone());
-        let login = Login::parse(&phone(), "contact").expect("login");
+        let login = Login::parse(&unique_phone(), "contact").expect("login");
         let attempts = (0..8).map(|_| {
             let commands = commands.clone();
             let login = login.clone();
@@ -918,14 +897,14 @@ conformance!(
     |test_db: TestDb| async move {
         let sms = SmsReceiver::start().await;
         let server = Server::start(&test_db, |c| {
-            sms_config(&sms)(c);
+            use_sms_gateway(&sms, c);
             c.trusted_proxy = true;
         })
         .await;
         let attempt = |address: &'static str| {
             let server = &server;
             async move {
-                let body = json!({ "query": SIGN_IN, "variables": { "input": { "login": phone(), "password": "wrong-password-1" } } });
+                let body = json!({ "query": SIGN_IN, "variables": { "input": { "login": unique_phone(), "password": "wrong-password-1" } } });
                 let response = server
                     .http
                     .post(format!("{}/graphql", server.base))
@@ -936,7 +915,7 @@ conformance!(
                     .await
                     .expect("post");
                 let value: Value = response.json().await.expect("json");
-                errors(&value["data"]["signIn"])
+                error_codes(&value["data"]["signIn"])
             }
         };
         // Twenty failures from one address (each on another login) are free.
@@ -988,8 +967,8 @@ mod websocket {
         ended_sessions_are_refused_at_connection_init,
         |test_db: TestDb| async move {
             let sms = SmsReceiver::start().await;
-            let server = Server::start(&test_db, sms_config(&sms)).await;
-            let phone = phone();
+            let server = Server::start(&test_db, |c| use_sms_gateway(&sms, c)).await;
+            let phone = unique_phone();
             let registered = register(&server, &sms, &phone).await;
             let token = registered["tokens"]["accessToken"]
                 .as_str()
@@ -1130,8 +1109,8 @@ conformance!(
     a_sign_in_code_allows_five_tries,
     |test_db: TestDb| async move {
         let sms = SmsReceiver::start().await;
-        let server = Server::start(&test_db, sms_config(&sms)).await;
-        let phone = phone();
+        let server = Server::start(&test_db, |c| use_sms_gateway(&sms, c)).await;
+        let phone = unique_phone();
         register(&server, &sms, &phone).await;
         let before = sms.messages_to(&phone).len();
         let signed = server
@@ -1153,10 +1132,10 @@ conformance!(
             |code: &str| json!({ "input": { "challengeId": signed["challengeId"], "code": code } });
         for _ in 0..5 {
             let r = server.data(None, COMPLETE, complete(wrong)).await;
-            assert_eq!(errors(&r["completeSignIn"]), ["INVALID_CODE"]);
+            assert_eq!(error_codes(&r["completeSignIn"]), ["INVALID_CODE"]);
         }
         let r = server.data(None, COMPLETE, complete(&code)).await;
-        assert_eq!(errors(&r["completeSignIn"]), ["TOO_MANY_ATTEMPTS"]);
+        assert_eq!(error_codes(&r["completeSignIn"]), ["TOO_MANY_ATTEMPTS"]);
         let r = server
             .data(
                 None,
@@ -1164,7 +1143,7 @@ conformance!(
                 json!({ "input": { "challengeId": "made-up", "code": code } }),
             )
             .await;
-        assert_eq!(errors(&r["completeSignIn"]), ["INVALID_CHALLENGE"]);
+        assert_eq!(error_codes(&r["completeSignIn"]), ["INVALID_CHALLENGE"]);
         // The owner's stream records each failure, and never a code.
         let failures: Vec<String> = kabinet_domain::on_db!(&test_db.db, pool => {
             sqlx::query_scalar("SELECT CAST(payload AS TEXT) FROM events WHERE event_type = 'SignInFailed' ORDER BY position")

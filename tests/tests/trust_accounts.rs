@@ -11,52 +11,19 @@ use chrono::{Duration, Utc};
 use futures::future::join_all;
 use kabinet_domain::clock::{Clock, FixedClock};
 use kabinet_domain::Role;
-use kabinet_graphql::config::ServeConfig;
-use kabinet_tests::delivery::{six_digits, SmsReceiver, SMS_TOKEN};
+use kabinet_tests::accounts::{
+    error_codes, register, unique_phone, use_sms_gateway, CONFIRM, PASSWORD, REFRESH, SIGN_IN,
+    START,
+};
+use kabinet_tests::delivery::{six_digits, SmsReceiver};
 use kabinet_tests::server::{Client, Server};
 use kabinet_tests::{conformance, TestBackend, TestDb};
-use secrecy::SecretString;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-const PASSWORD: &str = "зимний-вечер-42";
-
-const START: &str = "mutation($input: StartRegistrationInput!) { startRegistration(input: $input) {
-    delivery { channel sentTo } userErrors { field message code } } }";
-const CONFIRM: &str =
-    "mutation($input: ConfirmRegistrationInput!) { confirmRegistration(input: $input) {
-    account { id login } tokens { accessToken refreshToken } userErrors { field message code } } }";
-const SIGN_IN: &str = "mutation($input: SignInInput!) { signIn(input: $input) {
-    challenge { challengeId method } userErrors { field message code } } }";
 const RECOVER: &str =
     "mutation($input: RequestPasswordRecoveryInput!) { requestPasswordRecovery(input: $input) {
     delivery { channel } userErrors { code } } }";
-const REFRESH: &str = "mutation($input: RefreshSessionInput!) { refreshSession(input: $input) {
-    tokens { accessToken refreshToken } userErrors { code } } }";
-
-fn sms_config(sms: &SmsReceiver) -> impl FnOnce(&mut ServeConfig) + '_ {
-    move |config: &mut ServeConfig| {
-        config.delivery.sms_gateway_url = Some(sms.url.clone());
-        config.delivery.sms_gateway_token = Some(SecretString::from(SMS_TOKEN.to_string()));
-    }
-}
-
-fn errors(payload: &Value) -> Vec<String> {
-    payload["userErrors"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|e| e["code"].as_str().unwrap_or_default().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// A mobile number unique to this run.
-fn phone() -> String {
-    let n = Uuid::new_v4().as_u128() % 10_000_000;
-    format!("+7916{n:07}")
-}
 
 /// Posts `query` as if from client `address` (the server trusts its proxy).
 async fn from(client: &Client, address: &str, query: &str, variables: Value) -> Value {
@@ -70,25 +37,6 @@ async fn from(client: &Client, address: &str, query: &str, variables: Value) -> 
         .await
         .expect("post");
     response.json().await.expect("json")
-}
-
-/// Registers `phone` with the code read from the SMS gateway; returns the payload.
-async fn register(client: &Client, sms: &SmsReceiver, phone: &str) -> Value {
-    let started = client
-        .data(None, START, json!({ "input": { "contact": phone } }))
-        .await;
-    assert_eq!(errors(&started["startRegistration"]), Vec::<String>::new());
-    let code = sms.last_code_to(phone).await;
-    let confirmed = client
-        .data(
-            None,
-            CONFIRM,
-            json!({ "input": { "contact": phone, "code": code, "password": PASSWORD, "acceptTerms": true } }),
-        )
-        .await["confirmRegistration"]
-        .clone();
-    assert_eq!(errors(&confirmed), Vec::<String>::new(), "{confirmed}");
-    confirmed
 }
 
 /// The account id behind the global id in a registration payload.
@@ -128,7 +76,7 @@ async fn burst(server: &Server, login: &str, address: &str, n: usize) -> Vec<Vec
             )
             .await;
             assert!(r.get("errors").is_none(), "{r}");
-            errors(&r["data"]["signIn"])
+            error_codes(&r["data"]["signIn"])
         }
     }))
     .await
@@ -153,18 +101,18 @@ conformance!(
         // The clock stands still, so a back-off never runs out during the test.
         let clock = FixedClock::new(Utc::now());
         let server = Server::start_with_clock(&test_db, Arc::new(clock.clone()), |c| {
-            sms_config(&sms)(c);
+            use_sms_gateway(&sms, c);
             c.trusted_proxy = true;
         })
         .await;
-        let known = phone();
+        let known = unique_phone();
         let registered = register(&server, &sms, &known).await;
         let account = account_id(&registered).to_string();
 
         // Twenty at once from one address: only the three free failures and the
         // one that starts the back-off are checked; no answer is a conflict.
         let existing = burst(&server, &known, "198.51.100.1", 20).await;
-        let unknown = burst(&server, &phone(), "198.51.100.2", 20).await;
+        let unknown = burst(&server, &unique_phone(), "198.51.100.2", 20).await;
         let expected = vec![
             ("INVALID_CREDENTIALS".to_string(), 4),
             ("TOO_MANY_ATTEMPTS".to_string(), 16),
@@ -179,10 +127,10 @@ conformance!(
             json!({ "input": { "login": known, "password": PASSWORD } }),
         )
         .await;
-        assert_eq!(errors(&right["data"]["signIn"]), ["TOO_MANY_ATTEMPTS"]);
+        assert_eq!(error_codes(&right["data"]["signIn"]), ["TOO_MANY_ATTEMPTS"]);
 
         // Sixty at once from sixty addresses on another login: the same four.
-        let other = phone();
+        let other = unique_phone();
         register(&server, &sms, &other).await;
         let spread = join_all((0..60).map(|i| {
             let client = server.client.clone();
@@ -195,7 +143,7 @@ conformance!(
                     json!({ "input": { "login": other, "password": format!("wrong-guess-{i:03}") } }),
                 )
                 .await;
-                errors(&r["data"]["signIn"])
+                error_codes(&r["data"]["signIn"])
             }
         }))
         .await;
@@ -227,7 +175,7 @@ conformance!(
             json!({ "input": { "login": known, "password": PASSWORD } }),
         )
         .await;
-        assert_eq!(errors(&right["data"]["signIn"]), Vec::<String>::new());
+        assert_eq!(error_codes(&right["data"]["signIn"]), Vec::<String>::new());
         server.stop().await;
     }
 );
@@ -262,10 +210,10 @@ async fn password_hashing_is_bounded_and_the_overflow_is_busy() {
                 &client,
                 &format!("10.1.{}.{}", i / 200, i % 200 + 1),
                 SIGN_IN,
-                json!({ "input": { "login": phone(), "password": "some-guess-123" } }),
+                json!({ "input": { "login": unique_phone(), "password": "some-guess-123" } }),
             )
             .await;
-            let codes = errors(&r["data"]["signIn"]);
+            let codes = error_codes(&r["data"]["signIn"]);
             if codes == ["BUSY"] {
                 let message = r["data"]["signIn"]["userErrors"][0]["message"]
                     .as_str()
@@ -306,7 +254,7 @@ conformance!(
         let sms = SmsReceiver::start().await;
         let clock = FixedClock::new(Utc::now());
         let server = Server::start_with_clock(&test_db, Arc::new(clock.clone()), |c| {
-            sms_config(&sms)(c);
+            use_sms_gateway(&sms, c);
             c.trusted_proxy = true;
         })
         .await;
@@ -325,14 +273,14 @@ conformance!(
                         )
                         .await;
                         let data = r["data"].as_object().expect("data");
-                        errors(data.values().next().expect("payload"))
+                        error_codes(data.values().next().expect("payload"))
                     }
                 }))
                 .await
             }
         };
         // Registration: one code, however many ask at once.
-        let contact = phone();
+        let contact = unique_phone();
         let answers = at_once(START, contact.clone(), 25, "192.0.2.1").await;
         assert_eq!(
             tally(&answers),
@@ -342,7 +290,7 @@ conformance!(
         assert_eq!(sms.messages_to(&contact).len(), 1);
 
         // Recovery of a registered login: one code as well.
-        let owner = phone();
+        let owner = unique_phone();
         register(&server, &sms, &owner).await;
         let sent_before = sms.messages_to(&owner).len();
         clock.set(clock.now() + Duration::seconds(61));
@@ -363,10 +311,10 @@ conformance!(
                     &client,
                     "192.0.2.3",
                     START,
-                    json!({ "input": { "contact": phone() } }),
+                    json!({ "input": { "contact": unique_phone() } }),
                 )
                 .await;
-                errors(&r["data"]["startRegistration"])
+                error_codes(&r["data"]["startRegistration"])
             }
         }))
         .await;
@@ -388,7 +336,7 @@ conformance!(
                 json!({ "input": { "login": owner, "password": PASSWORD } }),
             )
             .await;
-            sign_ins.push(errors(&r["data"]["signIn"]));
+            sign_ins.push(error_codes(&r["data"]["signIn"]));
         }
         assert_eq!(
             tally(&sign_ins),
@@ -426,15 +374,20 @@ conformance!(
     |test_db: TestDb| async move {
         let sms = SmsReceiver::start().await;
         let clock = FixedClock::new(Utc::now());
-        let server =
-            Server::start_with_clock(&test_db, Arc::new(clock.clone()), sms_config(&sms)).await;
+        let server = Server::start_with_clock(&test_db, Arc::new(clock.clone()), |c| {
+            use_sms_gateway(&sms, c)
+        })
+        .await;
 
         // A patient whose credentials cannot be written.
-        let contact = phone();
+        let contact = unique_phone();
         let started = server
             .data(None, START, json!({ "input": { "contact": contact } }))
             .await;
-        assert_eq!(errors(&started["startRegistration"]), Vec::<String>::new());
+        assert_eq!(
+            error_codes(&started["startRegistration"]),
+            Vec::<String>::new()
+        );
         let code = sms.last_code_to(&contact).await;
         break_credentials(&test_db, true).await;
         let failed = server
@@ -462,14 +415,18 @@ conformance!(
                 json!({ "input": { "login": contact, "password": PASSWORD } }),
             )
             .await;
-        assert_eq!(errors(&signed["signIn"]), Vec::<String>::new(), "{signed}");
+        assert_eq!(
+            error_codes(&signed["signIn"]),
+            Vec::<String>::new(),
+            "{signed}"
+        );
 
         // A staff account retried under its idempotency key gets its invitation.
         const CREATE: &str =
             "mutation($input: CreateStaffAccountInput!) { createStaffAccount(input: $input) {
             account { id } userErrors { code } } }";
         let admin = server.token(Role::Admin, None);
-        let analyst = phone();
+        let analyst = unique_phone();
         let input = json!({ "input": { "role": "ANALYST", "login": analyst, "idempotencyKey": "staff-fault-1" } });
         break_credentials(&test_db, true).await;
         let failed = server.graphql(Some(&admin), CREATE, input.clone()).await;
@@ -479,7 +436,10 @@ conformance!(
         );
         break_credentials(&test_db, false).await;
         let retried = server.data(Some(&admin), CREATE, input).await;
-        assert_eq!(errors(&retried["createStaffAccount"]), Vec::<String>::new());
+        assert_eq!(
+            error_codes(&retried["createStaffAccount"]),
+            Vec::<String>::new()
+        );
         let invitation = sms.nth_message_to(&analyst, 1).await;
         assert!(
             invitation.contains("служебная учётная запись"),
@@ -498,7 +458,7 @@ conformance!(
         assert_eq!(reset["resetPassword"]["passwordChanged"], true, "{reset}");
 
         // An account an older server left without credentials recovers its password.
-        let legacy = phone();
+        let legacy = unique_phone();
         let registered = register(&server, &sms, &legacy).await;
         let id = account_id(&registered).to_string();
         kabinet_domain::on_db!(&test_db.db, pool => {
@@ -513,7 +473,7 @@ conformance!(
             .data(None, RECOVER, json!({ "input": { "contact": legacy } }))
             .await;
         assert_eq!(
-            errors(&asked["requestPasswordRecovery"]),
+            error_codes(&asked["requestPasswordRecovery"]),
             Vec::<String>::new()
         );
         let text = sms.nth_message_to(&legacy, sent + 1).await;
@@ -534,7 +494,11 @@ conformance!(
                 json!({ "input": { "login": legacy, "password": "осенний-ветер-35" } }),
             )
             .await;
-        assert_eq!(errors(&signed["signIn"]), Vec::<String>::new(), "{signed}");
+        assert_eq!(
+            error_codes(&signed["signIn"]),
+            Vec::<String>::new(),
+            "{signed}"
+        );
         server.stop().await;
     }
 );
@@ -543,7 +507,7 @@ conformance!(
     common_passwords_and_malformed_input_are_refused_clearly,
     |test_db: TestDb| async move {
         let sms = SmsReceiver::start().await;
-        let server = Server::start(&test_db, sms_config(&sms)).await;
+        let server = Server::start(&test_db, |c| use_sms_gateway(&sms, c)).await;
         let start = |contact: &'static str| {
             let server = &server;
             async move {
@@ -572,7 +536,7 @@ conformance!(
         assert_eq!(markup["field"], json!(["input", "contact"]));
 
         // Common passwords, in any case and with digits around them.
-        let contact = phone();
+        let contact = unique_phone();
         server
             .data(None, START, json!({ "input": { "contact": contact } }))
             .await;
@@ -586,7 +550,7 @@ conformance!(
                 )
                 .await;
             assert_eq!(
-                errors(&r["confirmRegistration"]),
+                error_codes(&r["confirmRegistration"]),
                 ["PASSWORD_TOO_COMMON"],
                 "{common}"
             );
@@ -599,7 +563,11 @@ conformance!(
             )
             .await["confirmRegistration"]
             .clone();
-        assert_eq!(errors(&registered), Vec::<String>::new(), "{registered}");
+        assert_eq!(
+            error_codes(&registered),
+            Vec::<String>::new(),
+            "{registered}"
+        );
         let token = registered["tokens"]["accessToken"]
             .as_str()
             .expect("token")
@@ -654,8 +622,8 @@ conformance!(
     account_messages_are_russian_and_journal_labels_truthful,
     |test_db: TestDb| async move {
         let sms = SmsReceiver::start().await;
-        let server = Server::start(&test_db, sms_config(&sms)).await;
-        let contact = phone();
+        let server = Server::start(&test_db, |c| use_sms_gateway(&sms, c)).await;
+        let contact = unique_phone();
         let registered = register(&server, &sms, &contact).await;
         let first = sms.nth_message_to(&contact, 1).await;
         assert!(
@@ -669,7 +637,7 @@ conformance!(
                 json!({ "input": { "login": contact, "password": PASSWORD } }),
             )
             .await;
-        assert_eq!(errors(&signed["signIn"]), Vec::<String>::new());
+        assert_eq!(error_codes(&signed["signIn"]), Vec::<String>::new());
         let second = sms.nth_message_to(&contact, 2).await;
         assert!(second.starts_with("Код для входа в Кабинет"), "{second}");
 
@@ -690,7 +658,10 @@ conformance!(
                 json!({ "input": { "refreshToken": tokens["refreshToken"] } }),
             )
             .await;
-        assert_eq!(errors(&reused["refreshSession"]), ["REFRESH_TOKEN_REUSED"]);
+        assert_eq!(
+            error_codes(&reused["refreshSession"]),
+            ["REFRESH_TOKEN_REUSED"]
+        );
         let _ = rotated;
         let token = server.session_token_for(account_id(&registered), Role::Patient, None);
         const JOURNAL: &str =
@@ -727,18 +698,18 @@ conformance!(
         let sms = SmsReceiver::start().await;
         let clock = FixedClock::new(Utc::now());
         let server = Server::start_with_clock(&test_db, Arc::new(clock.clone()), |c| {
-            sms_config(&sms)(c);
+            use_sms_gateway(&sms, c);
             c.account_limits.login_lock_after = 2;
             c.account_limits.login_lock_minutes = 1;
         })
         .await;
-        let contact = phone();
+        let contact = unique_phone();
         register(&server, &sms, &contact).await;
         let attempt = |password: &'static str| {
             let server = &server;
             let contact = contact.clone();
             async move {
-                errors(
+                error_codes(
                     &server
                         .data(
                             None,

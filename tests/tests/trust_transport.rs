@@ -10,16 +10,15 @@ use futures::{SinkExt, StreamExt};
 use kabinet_domain::Role;
 use kabinet_graphql::auth::TokenKeys;
 use kabinet_graphql::config::ServeConfig;
-use kabinet_tests::delivery::{SmsReceiver, SMS_TOKEN};
+use kabinet_tests::accounts::{register, unique_phone, use_sms_gateway};
+use kabinet_tests::delivery::SmsReceiver;
 use kabinet_tests::server::{Client, Server, SECRET};
 use kabinet_tests::{conformance, run_conformance, TestBackend, TestDb};
-use secrecy::SecretString;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use uuid::Uuid;
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -566,53 +565,20 @@ edge!(
 
 // --- sessions -----------------------------------------------------------------------------
 
-const PASSWORD: &str = "зимний-вечер-42";
-
 /// Registers a patient by SMS; returns the access token of the new session.
 async fn register_patient(server: &Server, sms: &SmsReceiver) -> String {
-    let n = Uuid::new_v4().as_u128() % 10_000_000;
-    let phone = format!("+7916{n:07}");
-    let started = server
-        .data(
-            None,
-            "mutation($input: StartRegistrationInput!) { startRegistration(input: $input) { userErrors { code message } } }",
-            json!({ "input": { "contact": phone } }),
-        )
-        .await;
-    assert_eq!(
-        started["startRegistration"]["userErrors"],
-        json!([]),
-        "{started}"
-    );
-    let code = sms.last_code_to(&phone).await;
-    let confirmed = server
-        .data(
-            None,
-            "mutation($input: ConfirmRegistrationInput!) { confirmRegistration(input: $input) { tokens { accessToken } userErrors { code message } } }",
-            json!({ "input": { "contact": phone, "code": code, "password": PASSWORD, "acceptTerms": true } }),
-        )
-        .await;
-    assert_eq!(
-        confirmed["confirmRegistration"]["userErrors"],
-        json!([]),
-        "{confirmed}"
-    );
-    confirmed["confirmRegistration"]["tokens"]["accessToken"]
+    let confirmed = register(&server.client, sms, &unique_phone()).await;
+    confirmed["tokens"]["accessToken"]
         .as_str()
         .expect("access token")
         .to_string()
-}
-
-fn sms_config(sms: &SmsReceiver, c: &mut ServeConfig) {
-    c.delivery.sms_gateway_url = Some(sms.url.clone());
-    c.delivery.sms_gateway_token = Some(SecretString::from(SMS_TOKEN.to_string()));
 }
 
 conformance!(
     a_session_token_speaks_with_its_sessions_role,
     |test_db: TestDb| async move {
         let sms = SmsReceiver::start().await;
-        let server = Server::start(&test_db, |c| sms_config(&sms, c)).await;
+        let server = Server::start(&test_db, |c| use_sms_gateway(&sms, c)).await;
         let token = register_patient(&server, &sms).await;
         // A token of the same session whose claims say administrator (as a
         // leaked signing key, or a bug minting tokens, would produce).
@@ -643,7 +609,7 @@ conformance!(
     |test_db: TestDb| async move {
         let sms = SmsReceiver::start().await;
         let server = Server::start(&test_db, |c| {
-            sms_config(&sms, c);
+            use_sms_gateway(&sms, c);
             c.transport.ws_session_check_ms = 200;
         })
         .await;
