@@ -192,6 +192,31 @@ conformance!(aliases_are_limited_per_request, |test_db| async move {
 });
 
 conformance!(
+    the_schema_is_described_once_per_request,
+    |test_db| async move {
+        let server = Server::start(&test_db, |_| {}).await;
+        let described = "{ types { name description fields { name description args { name type { name kind ofType { name kind } } } type { name kind ofType { name kind } } } } }";
+        let once = server
+            .graphql(None, &format!("{{ __schema {described} }}"), json!({}))
+            .await;
+        assert!(once.get("errors").is_none(), "one description is answered");
+        assert!(once["data"]["__schema"]["types"].is_array());
+        // Sixty aliased copies would cost seconds of work before the response
+        // cap ends them: refused before any runs.
+        let copies: String = (0..60)
+            .map(|i| format!("s{i}: __schema {described} "))
+            .collect();
+        let flood = within_patience(
+            "an introspection flood",
+            server.graphql(None, &format!("{{ {copies} }}"), json!({})),
+        )
+        .await;
+        assert_eq!(code_of(&flood), Some("TOO_MANY_INTROSPECTIONS"), "{flood}");
+        server.stop().await;
+    }
+);
+
+conformance!(
     lists_are_costed_by_what_they_can_return,
     |test_db| async move {
         // Aliases allowed generously, to see the complexity limit itself.

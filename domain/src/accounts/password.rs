@@ -1,7 +1,7 @@
 //! Passwords: the policy new passwords meet, and Argon2id hashing off the async runtime.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 
 use crate::user_error::UserError;
 
@@ -146,13 +146,67 @@ pub async fn hash(password: &str) -> Result<String, HashError> {
 }
 
 fn hash_now(password: &str) -> Result<String, HashError> {
+    hash_in(password, &mut working_memory())
+}
+
+/// Fresh working memory for one hashing with [`hasher`]'s parameters.
+fn working_memory() -> Vec<Block> {
+    vec![Block::default(); HASH_MEMORY_MIB * 1024]
+}
+
+/// The PHC string of `password` with a fresh salt, hashed in `memory`.
+fn hash_in(password: &str, memory: &mut [Block]) -> Result<String, HashError> {
+    let failed = |e: &dyn std::fmt::Display| HashError(e.to_string());
     let mut salt = [0u8; 16];
-    super::secrets::random_bytes(&mut salt).map_err(|e| HashError(e.to_string()))?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| HashError(e.to_string()))?;
-    hasher()?
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| HashError(e.to_string()))
+    super::secrets::random_bytes(&mut salt).map_err(|e| failed(&e))?;
+    let argon = hasher()?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon
+        .hash_password_into_with_memory(password.as_bytes(), &salt, &mut out, memory)
+        .map_err(|e| failed(&e))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| failed(&e))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: argon.params().try_into().map_err(|e| failed(&e))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| failed(&e))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Whether `password` matches the PHC string `phc`, hashed in `memory` (or in
+/// memory of its own when `phc` asks for more, as a hash made with other
+/// parameters may). The comparison takes constant time.
+fn verify_in(password: &str, phc: &str, memory: &mut [Block]) -> Result<bool, HashError> {
+    let failed = |e: &dyn std::fmt::Display| HashError(e.to_string());
+    let parsed = PasswordHash::new(phc).map_err(|e| failed(&e))?;
+    let params = Params::try_from(&parsed).map_err(|e| failed(&e))?;
+    let algorithm = Algorithm::try_from(parsed.algorithm).map_err(|e| failed(&e))?;
+    let version = parsed
+        .version
+        .map(Version::try_from)
+        .transpose()
+        .map_err(|e| failed(&e))?
+        .unwrap_or_default();
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return Err(HashError("the stored hash has no salt or no output".into()));
+    };
+    let mut salt_bytes = [0u8; 64];
+    let salt = salt.decode_b64(&mut salt_bytes).map_err(|e| failed(&e))?;
+    let mut out = vec![0u8; expected.len()];
+    let argon = Argon2::new(algorithm, version, params.clone());
+    let mut own;
+    let memory = if memory.len() >= params.block_count() {
+        memory
+    } else {
+        own = vec![Block::default(); params.block_count()];
+        own.as_mut_slice()
+    };
+    argon
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, memory)
+        .map_err(|e| failed(&e))?;
+    Ok(Output::new(&out).map_err(|e| failed(&e))? == expected)
 }
 
 /// Whether `password` matches the stored PHC string, checked on a blocking thread
@@ -167,19 +221,23 @@ pub async fn verify(password: &str, stored: Option<&str>) -> Result<bool, HashEr
 }
 
 fn verify_now(password: &str, stored: Option<&str>) -> Result<bool, HashError> {
-    let dummy;
-    let (phc, real) = match stored {
-        Some(s) => (s, true),
+    verify_in_memory(password, stored, &mut working_memory())
+}
+
+/// [`verify_in`] against `stored`, or against a dummy hash when there is none,
+/// so unknown logins cost the same time; only a real hash can match.
+fn verify_in_memory(
+    password: &str,
+    stored: Option<&str>,
+    memory: &mut [Block],
+) -> Result<bool, HashError> {
+    match stored {
+        Some(phc) => verify_in(password, phc, memory),
         None => {
-            dummy = dummy_hash()?;
-            (dummy.as_str(), false)
+            verify_in(password, &dummy_hash()?, memory)?;
+            Ok(false)
         }
-    };
-    let parsed = PasswordHash::new(phc).map_err(|e| HashError(e.to_string()))?;
-    let ok = hasher()?
-        .verify_password(password.as_bytes(), &parsed)
-        .is_ok();
-    Ok(ok && real)
+    }
 }
 
 /// Memory one Argon2id hashing takes (the `m` parameter), in MiB.
@@ -205,6 +263,10 @@ pub struct HashGate {
     queue_wait: std::time::Duration,
     running: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     peak: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Working memory of finished hashings, kept for the next ones: at most one
+    /// buffer per slot ever exists, so the memory is allocated once and never
+    /// handed back to an allocator that would keep it per thread.
+    spare: std::sync::Arc<std::sync::Mutex<Vec<Vec<Block>>>>,
 }
 
 impl Default for HashGate {
@@ -225,6 +287,7 @@ impl HashGate {
             queue_wait,
             running: Default::default(),
             peak: Default::default(),
+            spare: Default::default(),
         }
     }
 
@@ -240,7 +303,7 @@ impl HashGate {
 
     async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
+        work: impl FnOnce(&mut [Block]) -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, GateError> {
         use std::sync::atomic::Ordering;
         let permit =
@@ -254,10 +317,16 @@ impl HashGate {
             };
         let running = self.running.clone();
         let peak = self.peak.clone();
+        let spare = self.spare.clone();
         tokio::task::spawn_blocking(move || {
             let now = running.fetch_add(1, Ordering::SeqCst) + 1;
             peak.fetch_max(now, Ordering::SeqCst);
-            let result = work();
+            let taken = spare.lock().ok().and_then(|mut spare| spare.pop());
+            let mut memory = taken.unwrap_or_else(working_memory);
+            let result = work(&mut memory);
+            if let Ok(mut spare) = spare.lock() {
+                spare.push(memory);
+            }
             running.fetch_sub(1, Ordering::SeqCst);
             // The slot is given back only when the memory is.
             drop(permit);
@@ -271,14 +340,14 @@ impl HashGate {
     /// [`hash`] within the bound.
     pub async fn hash(&self, password: &str) -> Result<String, GateError> {
         let password = password.to_string();
-        self.run(move || hash_now(&password)).await
+        self.run(move |memory| hash_in(&password, memory)).await
     }
 
     /// [`verify`] within the bound; unknown logins (no stored hash) cost the same.
     pub async fn verify(&self, password: &str, stored: Option<&str>) -> Result<bool, GateError> {
         let password = password.to_string();
         let stored = stored.map(str::to_string);
-        self.run(move || verify_now(&password, stored.as_deref()))
+        self.run(move |memory| verify_in_memory(&password, stored.as_deref(), memory))
             .await
     }
 }
@@ -288,12 +357,7 @@ fn dummy_hash() -> Result<String, HashError> {
     if let Some(h) = DUMMY.get() {
         return Ok(h.clone());
     }
-    let salt =
-        SaltString::encode_b64(b"kabinet-dummy-salt").map_err(|e| HashError(e.to_string()))?;
-    let h = hasher()?
-        .hash_password(b"no account has this password", &salt)
-        .map_err(|e| HashError(e.to_string()))?
-        .to_string();
+    let h = hash_in("no account has this password", &mut working_memory())?;
     Ok(DUMMY.get_or_init(|| h).clone())
 }
 
@@ -377,5 +441,55 @@ mod tests {
         assert!(!verify("no account has this password", None)
             .await
             .expect("verify"));
+    }
+
+    #[test]
+    fn hashes_made_in_kept_memory_agree_with_the_reference_implementation() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let mut memory = working_memory();
+        let ours = hash_in("зимний-вечер-42", &mut memory).expect("hash");
+        let parsed = PasswordHash::new(&ours).expect("a PHC string");
+        assert!(hasher()
+            .expect("hasher")
+            .verify_password("зимний-вечер-42".as_bytes(), &parsed)
+            .is_ok());
+        let salt = SaltString::encode_b64(b"reference-salt-1").expect("salt");
+        let reference = hasher()
+            .expect("hasher")
+            .hash_password("зимний-вечер-42".as_bytes(), &salt)
+            .expect("hash")
+            .to_string();
+        // The same memory again, dirty from the last hashing.
+        assert!(verify_in("зимний-вечер-42", &reference, &mut memory).expect("verify"));
+        assert!(!verify_in("зимний-вечер-43", &reference, &mut memory).expect("verify"));
+        // A hash asking for more memory than is kept still verifies.
+        let bigger = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(32 * 1024, 1, 1, None).expect("params"),
+        )
+        .hash_password("зимний-вечер-42".as_bytes(), &salt)
+        .expect("hash")
+        .to_string();
+        assert!(verify_in("зимний-вечер-42", &bigger, &mut memory).expect("verify"));
+    }
+
+    #[tokio::test]
+    async fn the_gate_keeps_at_most_one_working_memory_per_slot() {
+        let gate = HashGate::new(2, std::time::Duration::from_secs(60));
+        let tries: Vec<_> = (0..6)
+            .map(|i| {
+                let gate = gate.clone();
+                tokio::spawn(async move { gate.verify(&format!("some-password-{i}"), None).await })
+            })
+            .collect();
+        for t in tries {
+            assert!(!t.await.expect("join").expect("checked"));
+        }
+        let kept = gate.spare.lock().expect("lock").len();
+        assert!(
+            (1..=2).contains(&kept),
+            "{kept} working memories kept for 2 slots"
+        );
     }
 }

@@ -21,6 +21,12 @@ use async_graphql::{ErrorExtensionValues, Request, ServerError, ServerResult};
 /// bound is given to async-graphql's own recursion check.
 pub const MAX_RECURSIVE_DEPTH: usize = 32;
 
+/// Most `__schema` and `__type` fields in one document, fragments expanded.
+/// Introspection lists are not costed by the complexity limit (they describe
+/// the schema, not data), and one full `__schema` is all a tool asks for; many
+/// aliased copies would cost seconds of work before the response cap ends them.
+pub const MAX_INTROSPECTION_FIELDS: usize = 2;
+
 /// How large one document may be once its fragments are written out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DocumentLimits {
@@ -35,6 +41,8 @@ pub struct DocumentLimits {
 pub struct DocumentSize {
     pub fields: usize,
     pub aliases: usize,
+    /// `__schema` and `__type` fields.
+    pub introspections: usize,
 }
 
 impl DocumentSize {
@@ -42,6 +50,7 @@ impl DocumentSize {
         DocumentSize {
             fields: self.fields.saturating_add(other.fields),
             aliases: self.aliases.saturating_add(other.aliases),
+            introspections: self.introspections.saturating_add(other.introspections),
         }
     }
 }
@@ -53,6 +62,8 @@ pub enum DocumentRefusal {
     TooManyFields { limit: usize },
     #[error("the query uses more than {limit} aliases once its fragments are expanded; send fewer aliased fields per request")]
     TooManyAliases { limit: usize },
+    #[error("the query asks for the schema (__schema or __type) more than {limit} times once its fragments are expanded; ask once")]
+    TooManyIntrospections { limit: usize },
     #[error("fragment '{fragment}' spreads itself, directly or through other fragments")]
     FragmentCycle { fragment: String },
     #[error("the query nests fields and fragments deeper than {limit} levels")]
@@ -65,6 +76,7 @@ impl DocumentRefusal {
         match self {
             DocumentRefusal::TooManyFields { .. } => "QUERY_TOO_LARGE",
             DocumentRefusal::TooManyAliases { .. } => "TOO_MANY_ALIASES",
+            DocumentRefusal::TooManyIntrospections { .. } => "TOO_MANY_INTROSPECTIONS",
             DocumentRefusal::FragmentCycle { .. } => "FRAGMENT_CYCLE",
             DocumentRefusal::TooDeep { .. } => "QUERY_TOO_DEEP",
         }
@@ -120,6 +132,11 @@ impl<'a> Walk<'a> {
                 limit: self.limits.max_fields,
             });
         }
+        if size.introspections > MAX_INTROSPECTION_FIELDS {
+            return Err(DocumentRefusal::TooManyIntrospections {
+                limit: MAX_INTROSPECTION_FIELDS,
+            });
+        }
         if size.aliases > self.limits.max_aliases {
             return Err(DocumentRefusal::TooManyAliases {
                 limit: self.limits.max_aliases,
@@ -142,9 +159,11 @@ impl<'a> Walk<'a> {
         for item in &set.items {
             let size = match &item.node {
                 Selection::Field(field) => {
+                    let name = field.node.name.node.as_str();
                     let own = DocumentSize {
                         fields: 1,
                         aliases: usize::from(field.node.alias.is_some()),
+                        introspections: usize::from(name == "__schema" || name == "__type"),
                     };
                     if field.node.selection_set.node.items.is_empty() {
                         own
@@ -288,7 +307,8 @@ mod tests {
             size,
             DocumentSize {
                 fields: 3 + 2 * 3,
-                aliases: 2
+                aliases: 2,
+                introspections: 0,
             }
         );
     }
@@ -319,6 +339,20 @@ mod tests {
         assert_eq!(
             measured(&format!("{{ {query} }}")),
             Err(DocumentRefusal::TooManyAliases { limit: 5 })
+        );
+    }
+
+    #[test]
+    fn the_schema_may_be_asked_for_only_a_couple_of_times() {
+        assert!(
+            measured("{ __schema { types { name } } __type(name: \"Query\") { name } }").is_ok()
+        );
+        let fragment = "{ ...S } fragment S on Query { a: __schema { queryType { name } } b: __schema { queryType { name } } c: __type(name: \"Query\") { name } }";
+        assert_eq!(
+            measured(fragment),
+            Err(DocumentRefusal::TooManyIntrospections {
+                limit: MAX_INTROSPECTION_FIELDS
+            })
         );
     }
 
