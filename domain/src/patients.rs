@@ -158,6 +158,28 @@ fn bounded(raw: &str, field: &str, max: usize, errors: &mut Vec<UserError>) -> O
     }
 }
 
+/// `text` when it reads as a postal address: no characters that hide or
+/// reorder text, and nothing that reads as markup; else an error naming `field`.
+fn postal(text: String, field: &str, errors: &mut Vec<UserError>) -> Option<String> {
+    let refused = text
+        .chars()
+        .find(|&c| crate::identity::values::invisible(c) || matches!(c, '<' | '>'));
+    match refused {
+        None => Some(text),
+        Some(c) => {
+            errors.push(UserError::field(
+                field,
+                "INVALID_ADDRESS",
+                format!(
+                    "an address must not contain invisible, text-direction or markup characters, found U+{:04X}",
+                    c as u32
+                ),
+            ));
+            None
+        }
+    }
+}
+
 /// `name` when it passes [`crate::identity::values::check_person_name`]; else an error naming `field`.
 fn person_name(name: String, field: &str, errors: &mut Vec<UserError>) -> Option<String> {
     match crate::identity::values::check_person_name(&name) {
@@ -227,9 +249,9 @@ impl ProfileUpdate {
         {
             None => Change::Keep,
             Some("") => Change::Clear,
-            Some(text) => {
-                bounded(text, field, MAX_ADDRESS_CHARS, errors).map_or(Change::Keep, Change::Set)
-            }
+            Some(text) => bounded(text, field, MAX_ADDRESS_CHARS, errors)
+                .and_then(|text| postal(text, field, errors))
+                .map_or(Change::Keep, Change::Set),
         };
         let update = ProfileUpdate {
             surname,
@@ -632,6 +654,24 @@ mod tests {
                 ("email".to_string(), "INVALID_EMAIL"),
             ]
         );
+    }
+
+    #[test]
+    fn addresses_refuse_hidden_reordering_and_markup_characters() {
+        for bad in [
+            "г. Москва, ул. Тверская\u{202E}, д. 5",
+            "г. Москва,\u{200B} ул. Тверская, д. 5",
+            "<script>alert(1)</script>",
+        ] {
+            let errors = ProfileUpdate::parse(&raw(&[("actualAddress", bad)]), today())
+                .expect_err("refused");
+            assert_eq!(errors[0].code, "INVALID_ADDRESS", "{bad}");
+        }
+        assert!(ProfileUpdate::parse(
+            &raw(&[("actualAddress", "г. Москва, ул. Тверская, д. 5, кв. 12")]),
+            today()
+        )
+        .is_ok());
     }
 
     #[test]

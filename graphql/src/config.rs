@@ -729,6 +729,52 @@ fn distinct_bytes(bytes: &[u8]) -> usize {
 }
 
 /// Why a text secret looks guessable, or `None` when it does not.
+/// How many evenly spaced characters in a row make a secret or key look
+/// written by hand (`abcdefgh`, `01234567`, bytes `00 01 02 …`), and how long
+/// a stretch may not occur twice (`passwordpassword`).
+const MAX_PATTERN_RUN: usize = 8;
+
+/// The longest run of bytes that rise or fall by the same step (a step of 0,
+/// `aaaa`, counts too).
+fn longest_even_run(bytes: &[u8]) -> usize {
+    let mut longest = bytes.len().min(1);
+    let mut run = longest;
+    let mut step = None;
+    for pair in bytes.windows(2) {
+        let this = i16::from(pair[1]) - i16::from(pair[0]);
+        run = if step == Some(this) { run + 1 } else { 2 };
+        step = Some(this);
+        longest = longest.max(run);
+    }
+    longest
+}
+
+/// Whether some stretch of [`MAX_PATTERN_RUN`] bytes occurs twice.
+fn repeats_a_stretch(bytes: &[u8]) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    bytes
+        .windows(MAX_PATTERN_RUN)
+        .any(|stretch| !seen.insert(stretch))
+}
+
+/// Why `bytes` look made by a person: a counting run or a repeated stretch.
+fn patterned(bytes: &[u8], what: &str, generate: &str) -> Option<String> {
+    let run = longest_even_run(bytes);
+    if run >= MAX_PATTERN_RUN {
+        return Some(format!(
+            "{what} {run} evenly spaced characters in a row (like abcdefgh or 01234567); \
+             generate one, e.g. `{generate}`"
+        ));
+    }
+    if repeats_a_stretch(bytes) {
+        return Some(format!(
+            "{what} the same {MAX_PATTERN_RUN} characters twice (like passwordpassword); \
+             generate one, e.g. `{generate}`"
+        ));
+    }
+    None
+}
+
 pub fn weak_secret(secret: &[u8], min_len: usize) -> Option<String> {
     if secret.len() < min_len {
         return Some(format!(
@@ -762,7 +808,7 @@ pub fn weak_secret(secret: &[u8], min_len: usize) -> Option<String> {
              generate one, e.g. `openssl rand -base64 48`"
         ));
     }
-    None
+    patterned(secret, "it has", "openssl rand -base64 48")
 }
 
 /// Why a 32-byte key looks written by hand rather than drawn at random.
@@ -778,7 +824,7 @@ pub fn weak_key(key: &[u8]) -> Option<String> {
             key.len()
         ));
     }
-    None
+    patterned(key, "its bytes hold", "openssl rand -base64 32")
 }
 
 /// The 32 bytes of a base64 Ed25519 seed, in the forms the signer reads.
@@ -880,7 +926,28 @@ mod tests {
             None
         );
         assert_eq!(
-            weak_secret(b"end-to-end-test-secret-0123456789abcdef", MIN_SECRET_BYTES),
+            weak_secret(
+                b"e2e-38KqILXXMdp8sYRqRVGtH4idJ0PbeKZGZMHV",
+                MIN_SECRET_BYTES
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn counting_runs_and_repeated_words_are_weak() {
+        for secret in [
+            "abcdefghijklmnopqrstuvwxyz012345",
+            "passwordpasswordpassword1234567890",
+            "end-to-end-test-secret-0123456789abcdef",
+        ] {
+            assert!(
+                weak_secret(secret.as_bytes(), MIN_SECRET_BYTES).is_some(),
+                "{secret} passed"
+            );
+        }
+        assert_eq!(
+            weak_secret(b"Zq8vN2kPw5xR7tLm9cY3bH6jD4fG1sAa", MIN_SECRET_BYTES),
             None
         );
     }
@@ -890,7 +957,14 @@ mod tests {
         assert_eq!(weak_key(&[0; 32]).as_deref(), Some("it is all zeros"));
         assert!(weak_key(&[7, 7, 7, 7, 1, 2, 3, 4].repeat(4)).is_some());
         let counting: Vec<u8> = (0..32).collect();
-        assert_eq!(weak_key(&counting), None);
+        assert!(weak_key(&counting).is_some());
+        let sixteen_twice: Vec<u8> = (0..16).chain(0..16).collect();
+        assert!(weak_key(&sixteen_twice).is_some());
+        let stepped: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(0x11)).collect();
+        assert!(weak_key(&stepped).is_some());
+        let drawn = hex::decode("407aaefd3152b38ac33ed4a604b6a8253730903ab7f1daad5d5ff6f25f7d0cc7")
+            .expect("hex");
+        assert_eq!(weak_key(&drawn), None);
     }
 
     #[test]

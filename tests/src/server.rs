@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::TestDb;
 
 /// The signing secret of test servers.
-pub const SECRET: &str = "end-to-end-test-secret-0123456789abcdef";
+pub const SECRET: &str = "e2e-38KqILXXMdp8sYRqRVGtH4idJ0PbeKZGZMHV";
 
 /// The metrics token of [`production_config`].
 pub const METRICS_TOKEN: &str = "metrics-token-for-tests-5b1e0c9d7a3f";
@@ -33,7 +33,7 @@ pub fn production_config(database_url: &str) -> ServeConfig {
     c.metrics_token = Some(METRICS_TOKEN.to_string().into());
     c.set_data_key("e5e1f2557c227f82631631cb4261812258d4fc91f250e9474a118697b504f17a");
     c.prescription_key = kabinet_graphql::config::PrescriptionKeyArgs::with_seed(
-        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        "DYgu4X8B+Mvyb/GSYB5/o45QATtYkhaWHzYUGEvwIgg=",
     );
     c
 }

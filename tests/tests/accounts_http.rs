@@ -800,9 +800,9 @@ conformance!(
             c.delivery.sms_gateway_token = Some(SecretString::from(SMS_TOKEN.to_string()));
             c.delivery.smtp_url = Some(SecretString::from("smtp://127.0.0.1:25".to_string()));
             c.delivery.mail_from = Some("no-reply@kabinet.test".into());
-            c.set_data_key("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
+            c.set_data_key("407aaefd3152b38ac33ed4a604b6a8253730903ab7f1daad5d5ff6f25f7d0cc7");
             c.prescription_key = kabinet_graphql::config::PrescriptionKeyArgs::with_seed(
-                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+                "DYgu4X8B+Mvyb/GSYB5/o45QATtYkhaWHzYUGEvwIgg=",
             );
             c
         };
