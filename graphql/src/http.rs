@@ -298,10 +298,25 @@ async fn graphql_post(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     Metrics::inc(&state.metrics.http_requests);
     let request_id = request_id(&headers);
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            Metrics::inc(&state.metrics.rejected_requests);
+            let (code, message) = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                (
+                    "PAYLOAD_TOO_LARGE",
+                    "the request body is larger than the server accepts (KABINET_MAX_BODY_BYTES); send a shorter query".to_string(),
+                )
+            } else {
+                ("BAD_REQUEST", rejection.body_text())
+            };
+            return error_response(rejection.status(), code, &message, &request_id);
+        }
+    };
     let client = client_address(&state, peer, &headers);
     let caller = match caller(&state, &headers).await {
         Ok(caller) => caller,

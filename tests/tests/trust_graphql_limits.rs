@@ -216,6 +216,56 @@ conformance!(
     }
 );
 
+conformance!(every_refusal_carries_a_code, |test_db| async move {
+    let server = Server::start(&test_db, |_| {}).await;
+    let admin = server.token(Role::Admin, None);
+    let skips = "@skip(if: false) ".repeat(9);
+    let pages: String = (0..30)
+        .map(|i| {
+            format!(
+                "a{i}: organisations(first: 100) {{ edges {{ node {{ name region address }} }} }} "
+            )
+        })
+        .collect();
+    for (query, code) in [
+        ("{ doctors(first: ".to_string(), "GRAPHQL_PARSE_FAILED"),
+        ("{ doctrs { id } }".to_string(), "GRAPHQL_VALIDATION_FAILED"),
+        (
+            "query($n: Int!) { __typename }".to_string(),
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+        (format!("{{ __typename {skips} }}"), "TOO_MANY_DIRECTIVES"),
+        (
+            format!("{{ {}__typename{} }}", "me { ".repeat(20), " }".repeat(20)),
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+        (format!("{{ {pages} }}"), "QUERY_TOO_COMPLEX"),
+        (
+            "subscription { activityFeed { action } }".to_string(),
+            "SUBSCRIPTION_NEEDS_WEBSOCKET",
+        ),
+    ] {
+        let answer = server.graphql(Some(&admin), &query, json!({})).await;
+        let errors = answer["errors"].as_array().expect("errors");
+        assert!(!errors.is_empty(), "{query}: {answer}");
+        for error in errors {
+            assert_eq!(error["extensions"]["code"], code, "{query}: {answer}");
+        }
+    }
+    // A body over the limit gets the JSON envelope, not a line of text.
+    let huge = serde_json::to_vec(
+        &json!({ "query": format!("{{ __typename }} #{}", "x".repeat(70_000)) }),
+    )
+    .expect("json");
+    let (status, body) = server.client.post_raw(None, huge).await;
+    assert_eq!(status, 413);
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE",
+        "{body}"
+    );
+    server.stop().await;
+});
+
 conformance!(
     lists_are_costed_by_what_they_can_return,
     |test_db| async move {

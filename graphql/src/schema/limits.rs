@@ -12,10 +12,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
+    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest, NextRequest, NextValidation,
 };
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{ErrorExtensionValues, Request, ServerError, ServerResult};
+use async_graphql::{Response, ValidationResult};
 
 /// Deepest nesting of fields, inline fragments and fragment spreads; the same
 /// bound is given to async-graphql's own recursion check.
@@ -224,9 +225,74 @@ impl Extension for DocumentLimitsCheck {
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
         // The parsed document stays in the request, so it is parsed only once.
-        let document = request.parsed_query()?;
+        let document = request.parsed_query().map_err(|mut e| {
+            with_code(&mut e, "GRAPHQL_PARSE_FAILED");
+            e
+        })?;
         measure(document, self.0).map_err(DocumentRefusal::into_server_error)?;
         next.run(ctx, request).await
+    }
+}
+
+// --- codes of the errors async-graphql makes itself ----------------------------------------
+
+/// Gives `error` the code `code` unless it already has one.
+fn with_code(error: &mut ServerError, code: &str) {
+    let extensions = error.extensions.get_or_insert_with(Default::default);
+    if extensions.get("code").is_none() {
+        extensions.set("code", code);
+    }
+}
+
+/// The code of an error async-graphql raised while checking a document, by
+/// the check that raised it (its messages are the only mark it leaves).
+fn checking_code(message: &str) -> &'static str {
+    match message {
+        "Query is too complex." => "QUERY_TOO_COMPLEX",
+        "Query is too deep." => "QUERY_TOO_DEEP",
+        m if m.starts_with("recursion limit") => "QUERY_TOO_DEEP",
+        m if m.starts_with("The number of directives") => "TOO_MANY_DIRECTIVES",
+        "Subscriptions are not supported on this transport." => "SUBSCRIPTION_NEEDS_WEBSOCKET",
+        _ => "GRAPHQL_VALIDATION_FAILED",
+    }
+}
+
+/// Gives every error that async-graphql raises before any resolver runs
+/// (parsing, depth and directive checks, validation, complexity) a stable
+/// `extensions.code`, so clients tell them apart without reading messages.
+/// Errors of resolvers carry their own codes and a path; they are left alone.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckErrorCodes;
+
+impl ExtensionFactory for CheckErrorCodes {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(*self)
+    }
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for CheckErrorCodes {
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        let mut response = next.run(ctx).await;
+        for error in response.errors.iter_mut().filter(|e| e.path.is_empty()) {
+            let code = checking_code(&error.message);
+            with_code(error, code);
+        }
+        response
+    }
+
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        next.run(ctx).await.map_err(|mut errors| {
+            for error in &mut errors {
+                let code = checking_code(&error.message);
+                with_code(error, code);
+            }
+            errors
+        })
     }
 }
 

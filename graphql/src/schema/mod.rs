@@ -183,6 +183,7 @@ pub fn build(limits: Limits, services: Option<context::Services>) -> KabinetSche
     .limit_complexity(limits.max_complexity)
     .limit_recursive_depth(limits::MAX_RECURSIVE_DEPTH)
     .limit_directives(8)
+    .extension(limits::CheckErrorCodes)
     .extension(limits::DocumentLimitsCheck(limits.document))
     .extension(accounts::OneCredentialPerOperation);
     if !limits.introspection {
