@@ -503,6 +503,16 @@ pub struct ServeConfig {
     /// Largest request body in bytes.
     #[arg(long, env = "KABINET_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
+    /// A web origin whose pages may call the API from a browser, e.g.
+    /// `https://kabinet.example.ru` (repeat the flag, or separate by commas in
+    /// the environment). Development also allows `http://localhost:*` and
+    /// `http://127.0.0.1:*`; production allows only these.
+    #[arg(
+        long = "cors-origin",
+        env = "KABINET_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
     /// How long a mutation waits for the read models to show its effect, in milliseconds.
     #[arg(long, env = "KABINET_READ_YOUR_WRITES_MS", default_value_t = 5000)]
     pub read_your_writes_ms: u64,
@@ -679,6 +689,7 @@ impl ServeConfig {
             max_response_bytes: 4 * 1024 * 1024,
             metrics_token: None,
             max_body_bytes: 64 * 1024,
+            cors_origins: Vec::new(),
             read_your_writes_ms: 5000,
             seal_interval_ms: 200,
             poll_interval_ms: 200,

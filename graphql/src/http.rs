@@ -62,7 +62,11 @@ impl MetricsToken {
 }
 
 /// The router of the server.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+pub fn router(
+    state: AppState,
+    max_body_bytes: usize,
+    origins: crate::browser::BrowserOrigins,
+) -> Router {
     // Everything a client can call is rate-limited; probes and metrics are not.
     let limited = Router::new()
         .route("/", get(graphiql))
@@ -84,13 +88,15 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             state.clone(),
             crate::ratelimit::limit,
         ));
-    Router::new()
+    let router = Router::new()
         .merge(limited)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(state)
+        .with_state(state);
+    // CORS outermost, so that refusals (429, 503) reach the page readable too.
+    crate::browser::with_protective_headers(router).layer(crate::browser::cors(origins))
 }
 
 /// A GraphQL-shaped error response outside normal execution.

@@ -1,6 +1,7 @@
 //! Kabinet's GraphQL server: schema, authentication, HTTP, and the `kabinet` command.
 
 pub mod auth;
+pub mod browser;
 pub mod cli;
 pub mod config;
 pub mod dispatcher;

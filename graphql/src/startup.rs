@@ -131,6 +131,10 @@ impl Application {
         overrides: Overrides,
     ) -> anyhow::Result<Application> {
         config.check_production()?;
+        let origins = crate::browser::BrowserOrigins::new(
+            &config.cors_origins,
+            config.mode == Mode::Development,
+        )?;
         let secret = signing_secret(&config)?;
         let notifier = match overrides.notifier {
             Some(notifier) => notifier,
@@ -289,7 +293,7 @@ impl Application {
         };
         Ok(Application {
             listener,
-            router: router(state, config.max_body_bytes),
+            router: router(state, config.max_body_bytes, origins),
             shutdown,
             background,
             db,

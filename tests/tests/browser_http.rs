@@ -1,0 +1,110 @@
+//! What a browser page on another origin meets, over HTTP: CORS preflights
+//! and answers for allowed origins (local pages in development, the
+//! configured ones in production), nothing for others, and protective
+//! headers on every answer.
+
+use kabinet_domain::Role;
+use kabinet_tests::server::{production_config, Server};
+use kabinet_tests::{conformance, TestDb};
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+
+/// The answer to a CORS preflight of a GraphQL POST with a bearer token.
+async fn preflight(server: &Server, origin: &str) -> (u16, HeaderMap) {
+    let response = server
+        .client
+        .http
+        .request(Method::OPTIONS, format!("{}/graphql", server.client.base))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .send()
+        .await
+        .expect("preflight");
+    (response.status().as_u16(), response.headers().clone())
+}
+
+/// The headers of a GraphQL POST sent by a page of `origin`.
+async fn posted(server: &Server, origin: &str, token: &str) -> HeaderMap {
+    let response = server
+        .client
+        .http
+        .post(format!("{}/graphql", server.client.base))
+        .header("origin", origin)
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "query": "{ me { role } }" }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status().as_u16(), 200);
+    response.headers().clone()
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+conformance!(
+    local_pages_may_call_the_api_in_development,
+    |test_db: TestDb| async move {
+        let server = Server::start(&test_db, |_| {}).await;
+        let page = "http://localhost:5173";
+        let (status, headers) = preflight(&server, page).await;
+        assert!(
+            status == 200 || status == 204,
+            "preflight answered {status}"
+        );
+        assert_eq!(header(&headers, "access-control-allow-origin"), Some(page));
+        assert_eq!(
+            header(&headers, "access-control-allow-credentials"),
+            Some("true")
+        );
+        let allowed = header(&headers, "access-control-allow-headers")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        assert!(
+            allowed.contains("authorization") && allowed.contains("content-type"),
+            "{allowed}"
+        );
+
+        let token = server.token(Role::Patient, None);
+        let answer = posted(&server, page, &token).await;
+        assert_eq!(header(&answer, "access-control-allow-origin"), Some(page));
+        let exposed = header(&answer, "access-control-expose-headers")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        assert!(exposed.contains("x-request-id"), "{exposed}");
+        assert_eq!(header(&answer, "x-content-type-options"), Some("nosniff"));
+        assert_eq!(header(&answer, "cache-control"), Some("no-store"));
+        assert_eq!(header(&answer, "x-frame-options"), Some("DENY"));
+
+        // A page of any other origin gets no permission to read.
+        let (_, refused) = preflight(&server, "https://evil.example").await;
+        assert_eq!(header(&refused, "access-control-allow-origin"), None);
+        let other = posted(&server, "http://localhost.evil.example", &token).await;
+        assert_eq!(header(&other, "access-control-allow-origin"), None);
+        server.stop().await;
+    }
+);
+
+conformance!(
+    production_allows_only_the_configured_origins,
+    |test_db: TestDb| async move {
+        let server = Server::start(&test_db, |c| {
+            *c = production_config(&test_db.url);
+            c.cors_origins = vec!["https://kabinet.example.ru".to_string()];
+        })
+        .await;
+        let (_, allowed) = preflight(&server, "https://kabinet.example.ru").await;
+        assert_eq!(
+            header(&allowed, "access-control-allow-origin"),
+            Some("https://kabinet.example.ru")
+        );
+        let (_, local) = preflight(&server, "http://localhost:5173").await;
+        assert_eq!(header(&local, "access-control-allow-origin"), None);
+        server.stop().await;
+    }
+);
