@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod api_bench;
+pub mod browser;
 pub mod delivery;
 pub mod identity;
 pub mod pdf_text;

@@ -108,3 +108,80 @@ conformance!(
         server.stop().await;
     }
 );
+
+/// A page that calls `server` with `query` over `fetch` (and, with a token,
+/// opens a subscription socket), writing what it got into the DOM.
+fn calling_page(server: &str, query: &str, token: Option<&str>) -> String {
+    let authorization = token
+        .map(|t| format!("'Authorization': 'Bearer {t}',"))
+        .unwrap_or_default();
+    let socket = match token {
+        Some(t) => format!(
+            "const ws = new WebSocket('{ws}/graphql/ws', 'graphql-transport-ws');
+             ws.onopen = () => ws.send(JSON.stringify({{ type: 'connection_init', payload: {{ authorization: 'Bearer {t}' }} }}));
+             ws.onmessage = (m) => {{ document.getElementById('socket').textContent = 'SOCKET ' + JSON.parse(m.data).type; }};",
+            ws = server.replacen("http://", "ws://", 1)
+        ),
+        None => String::new(),
+    };
+    format!(
+        "<!doctype html><html><body><pre id=\"answer\">waiting</pre><pre id=\"socket\">no socket</pre><script>
+         fetch('{server}/graphql', {{ method: 'POST',
+             headers: {{ {authorization} 'Content-Type': 'application/json' }},
+             body: JSON.stringify({{ query: '{query}' }}) }})
+           .then(r => r.json())
+           .then(j => {{ document.getElementById('answer').textContent = 'ANSWER ' + JSON.stringify(j); }})
+           .catch(e => {{ document.getElementById('answer').textContent = 'REFUSED ' + e; }});
+         {socket}
+         </script></body></html>"
+    )
+}
+
+conformance!(
+    a_browser_page_on_another_origin_calls_the_api_and_subscribes,
+    |test_db: TestDb| async move {
+        let server = Server::start(&test_db, |_| {}).await;
+        let token = server.token(Role::Patient, None);
+        let host = kabinet_tests::browser::PageHost::bind().await;
+        let page = calling_page(&server.client.base, "{ me { role } }", Some(&token));
+        let Some(dom) = host.render(&page).await else {
+            server.stop().await;
+            return;
+        };
+        assert!(
+            dom.contains(r#"ANSWER {"data":{"me":{"role":"patient"}}}"#),
+            "{dom}"
+        );
+        assert!(dom.contains("SOCKET connection_ack"), "{dom}");
+        server.stop().await;
+    }
+);
+
+conformance!(
+    a_browser_page_reads_answers_only_from_configured_origins_in_production,
+    |test_db: TestDb| async move {
+        let allowed = kabinet_tests::browser::PageHost::bind().await;
+        let origin = allowed.origin.clone();
+        let server = Server::start(&test_db, |c| {
+            *c = production_config(&test_db.url);
+            c.cors_origins = vec![origin];
+        })
+        .await;
+        let page = calling_page(&server.client.base, "{ __typename }", None);
+        let Some(dom) = allowed.render(&page).await else {
+            server.stop().await;
+            return;
+        };
+        assert!(
+            dom.contains(r#"ANSWER {"data":{"__typename":"Query"}}"#),
+            "{dom}"
+        );
+        let other = kabinet_tests::browser::PageHost::bind().await;
+        let dom = other
+            .render(&page)
+            .await
+            .expect("chromium ran once already");
+        assert!(dom.contains("REFUSED TypeError"), "{dom}");
+        server.stop().await;
+    }
+);
