@@ -254,7 +254,7 @@ async fn print_demo(app: &Application) -> anyhow::Result<()> {
     let pharmacy = report.pharmacies.first().copied();
     let port = app.port();
     eprintln!(
-        "\nKabinet is running: GraphiQL at http://127.0.0.1:{port}/ , GraphQL at http://127.0.0.1:{port}/graphql\n\
+        "\nKabinet is running: the GraphQL console at http://127.0.0.1:{port}/ , GraphQL at http://127.0.0.1:{port}/graphql\n\
          Demo tokens (12 hours), for the header  Authorization: Bearer <token>\n\
          patient    {}\n\
          registrar  {}\n\

@@ -60,9 +60,9 @@ pub struct DatabaseArgs {
 /// Development or production behaviour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
-    /// GraphiQL, introspection and random signing secrets allowed.
+    /// The GraphQL console, introspection and random signing secrets allowed.
     Development,
-    /// Introspection and GraphiQL off, a strong signing secret required.
+    /// Introspection and the console off, a strong signing secret required.
     Production,
 }
 

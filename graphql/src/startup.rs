@@ -281,7 +281,7 @@ impl Application {
             services,
             keys: keys.clone(),
             metrics: Arc::new(Metrics::default()),
-            graphiql: config.mode == Mode::Development,
+            console: config.mode == Mode::Development,
             production: config.mode == Mode::Production,
             trusted_proxy: config.trusted_proxy,
             max_response_bytes: config.max_response_bytes,

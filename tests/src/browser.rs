@@ -49,36 +49,43 @@ impl PageHost {
                 });
             }
         });
-        let profile = tempfile::tempdir().expect("profile dir");
-        let run = tokio::process::Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--virtual-time-budget=5000",
-                "--dump-dom",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg(format!("{}/", self.origin))
-            .kill_on_drop(true)
-            .output();
-        let output = tokio::time::timeout(Duration::from_secs(60), run).await;
+        let dom = dump_dom(&format!("{}/", self.origin)).await;
         serving.abort();
-        match output {
-            Err(_) => panic!("chromium did not finish within a minute"),
-            Ok(Err(e)) => {
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
-                    panic!("chromium is required under CI (install chromium): {e}");
-                }
-                println!("SKIPPED (chromium not installed: {e}; install chromium)");
-                None
+        dom
+    }
+}
+
+/// Loads `url` in headless Chromium, lets its scripts run (up to a few seconds
+/// of page time) and returns the DOM; `None` (after printing "SKIPPED …") when
+/// Chromium is not installed outside CI, a failure under `CI=true`.
+pub async fn dump_dom(url: &str) -> Option<String> {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let run = tokio::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(Duration::from_secs(60), run).await {
+        Err(_) => panic!("chromium did not finish within a minute"),
+        Ok(Err(e)) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("chromium is required under CI (install chromium): {e}");
             }
-            Ok(Ok(output)) => Some(String::from_utf8_lossy(&output.stdout).into_owned()),
+            println!("SKIPPED (chromium not installed: {e}; install chromium)");
+            None
         }
+        Ok(Ok(output)) => Some(String::from_utf8_lossy(&output.stdout).into_owned()),
     }
 }

@@ -185,3 +185,37 @@ conformance!(
         server.stop().await;
     }
 );
+
+conformance!(
+    the_development_console_works_without_the_internet,
+    |test_db: TestDb| async move {
+        let server = Server::start(&test_db, |_| {}).await;
+        let page = server
+            .client
+            .http
+            .get(format!("{}/", server.client.base))
+            .send()
+            .await
+            .expect("console")
+            .text()
+            .await
+            .expect("html");
+        // Nothing is loaded from elsewhere: no script, style or font address.
+        assert!(
+            !page.contains("src=\"http") && !page.contains("href=\"http"),
+            "{page}"
+        );
+        let Some(dom) = kabinet_tests::browser::dump_dom(&format!("{}/", server.client.base)).await
+        else {
+            server.stop().await;
+            return;
+        };
+        // On load the page asked the server for its root fields and listed them.
+        assert!(
+            dom.contains("<li title=") && dom.contains(">doctors</li>"),
+            "{dom}"
+        );
+        assert!(dom.contains(">mutation bookAppointment</li>"), "{dom}");
+        server.stop().await;
+    }
+);

@@ -301,7 +301,7 @@ conformance!(
 );
 
 conformance!(
-    production_mode_hides_introspection_and_graphiql,
+    production_mode_hides_introspection_and_the_console,
     |test_db| async move {
         let production = kabinet_tests::server::production_config(&test_db.url);
         let server = Server::start(&test_db, |c| *c = production).await;
