@@ -17,8 +17,10 @@ const ANNOUNCE_WINDOW: Duration = Duration::from_millis(5);
 /// A merged stream of "something may have been committed" signals.
 #[derive(Clone)]
 pub struct Wakeups {
-    local: watch::Receiver<u64>,
-    remote: watch::Receiver<u64>,
+    /// Commits of this process.
+    local: Option<watch::Receiver<u64>>,
+    /// Commits of other processes (PostgreSQL only: SQLite has one process).
+    remote: Option<watch::Receiver<u64>>,
 }
 
 impl Wakeups {
@@ -27,17 +29,21 @@ impl Wakeups {
     /// Local commits are announced to other processes by one NOTIFY per burst, sent
     /// from a background task, so writers never pay for NOTIFY in their commit.
     pub fn start(journal: &Journal, shutdown: CancellationToken) -> Wakeups {
-        let (remote_tx, remote) = watch::channel(0u64);
-        if let Db::Postgres(pool) = journal.db() {
-            tokio::spawn(announce(
-                pool.clone(),
-                journal.subscribe_commits(),
-                shutdown.clone(),
-            ));
-            tokio::spawn(listen(pool.clone(), remote_tx, shutdown));
-        }
+        let remote = match journal.db() {
+            Db::Postgres(pool) => {
+                let (remote_tx, remote) = watch::channel(0u64);
+                tokio::spawn(announce(
+                    pool.clone(),
+                    journal.subscribe_commits(),
+                    shutdown.clone(),
+                ));
+                tokio::spawn(listen(pool.clone(), remote_tx, shutdown));
+                Some(remote)
+            }
+            Db::Sqlite(_) => None,
+        };
         Wakeups {
-            local: journal.subscribe_commits(),
+            local: Some(journal.subscribe_commits()),
             remote,
         }
     }
@@ -45,11 +51,24 @@ impl Wakeups {
     /// Waits until a commit is signalled or `timeout` passes.
     pub async fn wait(&mut self, timeout: Duration) {
         tokio::select! {
-            _ = self.local.changed() => {}
-            _ = self.remote.changed() => {}
+            _ = signalled(&mut self.local) => {}
+            _ = signalled(&mut self.remote) => {}
             _ = tokio::time::sleep(timeout) => {}
         }
     }
+}
+
+/// Returns when `signal` says something changed; never for a source that is
+/// absent or whose sender is gone (a closed channel answers at once, and
+/// waiting on it would make an idle projector spin).
+async fn signalled(signal: &mut Option<watch::Receiver<u64>>) {
+    if let Some(receiver) = signal {
+        if receiver.changed().await.is_ok() {
+            return;
+        }
+        *signal = None;
+    }
+    std::future::pending::<()>().await
 }
 
 async fn announce(
@@ -107,5 +126,40 @@ async fn listen(pool: sqlx::PgPool, remote: watch::Sender<u64>, shutdown: Cancel
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_whose_sender_is_gone_never_wakes_the_projector() {
+        let (local_tx, local) = watch::channel(0u64);
+        let (remote_tx, remote) = watch::channel(0u64);
+        drop(remote_tx);
+        let mut wakeups = Wakeups {
+            local: Some(local),
+            remote: Some(remote),
+        };
+        let started = tokio::time::Instant::now();
+        wakeups.wait(Duration::from_secs(1)).await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(1),
+            "a closed channel must not end the wait early"
+        );
+        let mut absent = Wakeups {
+            local: None,
+            remote: None,
+        };
+        let started = tokio::time::Instant::now();
+        absent.wait(Duration::from_secs(1)).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        // A commit still wakes it at once.
+        local_tx.send_modify(|n| *n += 1);
+        let started = tokio::time::Instant::now();
+        wakeups.wait(Duration::from_secs(1)).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 }
