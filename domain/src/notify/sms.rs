@@ -37,7 +37,9 @@ impl SmsGatewayNotifier {
                 "the SMS gateway URL must start with http:// or https://",
             ));
         }
+        // Connecting, and the whole exchange, each have a deadline.
         let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
             .timeout(std::time::Duration::from_secs(15))
             .build()
             .map_err(failed)?;

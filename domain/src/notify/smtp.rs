@@ -15,7 +15,14 @@ use super::{Channel, Message, Notifier, NotifyError};
 pub struct SmtpNotifier {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
+    /// Longest one message may take, from connecting to the relay's last answer.
+    deadline: std::time::Duration,
 }
+
+/// How long one message may take in all: the transport's own timeout guards
+/// connecting, and a relay that accepts and then never answers must not hold a
+/// delivery (and those queued behind it) for good.
+pub const SEND_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl std::fmt::Debug for SmtpNotifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,7 +72,14 @@ impl SmtpNotifier {
         Ok(SmtpNotifier {
             transport: builder.build(),
             from,
+            deadline: SEND_DEADLINE,
         })
+    }
+
+    /// The same notifier with another deadline for one message.
+    pub fn with_deadline(mut self, deadline: std::time::Duration) -> SmtpNotifier {
+        self.deadline = deadline;
+        self
     }
 }
 
@@ -86,7 +100,52 @@ impl Notifier for SmtpNotifier {
             .header(ContentType::TEXT_PLAIN)
             .body(message.body.clone())
             .map_err(failed)?;
-        self.transport.send(email).await.map_err(failed)?;
+        tokio::time::timeout(self.deadline, self.transport.send(email))
+            .await
+            .map_err(|_| {
+                failed(format!(
+                    "the mail relay did not finish within {} s",
+                    self.deadline.as_secs_f32()
+                ))
+            })?
+            .map_err(failed)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_relay_that_never_answers_fails_the_message_within_its_deadline() {
+        let relay = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = relay.local_addr().expect("addr").port();
+        // Accepts connections and keeps them open without a word.
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = relay.accept().await {
+                open.push(socket);
+            }
+        });
+        let notifier =
+            SmtpNotifier::new(&format!("smtp://127.0.0.1:{port}"), "no-reply@kabinet.test")
+                .expect("notifier")
+                .with_deadline(std::time::Duration::from_millis(300));
+        let message = Message {
+            channel: Channel::Email,
+            to: "oleg@example.ru".into(),
+            subject: "Проверка".into(),
+            body: "Текст".into(),
+        };
+        let answer =
+            tokio::time::timeout(std::time::Duration::from_secs(10), notifier.send(&message))
+                .await
+                .expect("the send ends by its own deadline");
+        let error = answer.expect_err("nothing was delivered");
+        assert!(error.reason.contains("did not finish"), "{}", error.reason);
+        held.abort();
     }
 }
