@@ -394,49 +394,52 @@ async fn names_in(
         }
     }
     let mut names = Names::default();
-    for chunk in doctor_ids.into_iter().collect::<Vec<_>>().chunks(500) {
-        let rows: Vec<(String, String)> = crate::on_tx!(tx, conn => {
-            let mut q = QueryBuilder::new(format!("SELECT id, details FROM {} WHERE id IN (", crate::doctors::NAME));
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(id.clone());
-            }
-            q.push(")");
-            q.build_query_as().fetch_all(&mut **conn).await?
-        });
-        for (id, details) in rows {
-            let (Ok(id), Ok(details)) = (
-                Uuid::parse_str(&id),
-                serde_json::from_str::<kabinet_domain::directory::DoctorDetails>(&details),
-            ) else {
-                continue;
-            };
-            names.doctors.insert(id, details.full_name());
-        }
+    for (id, details) in
+        details_of::<kabinet_domain::directory::DoctorDetails>(tx, crate::doctors::NAME, doctor_ids)
+            .await?
+    {
+        names.doctors.insert(id, details.full_name());
     }
-    for chunk in organisation_ids.into_iter().collect::<Vec<_>>().chunks(500) {
-        let rows: Vec<(String, String)> = crate::on_tx!(tx, conn => {
-            let mut q = QueryBuilder::new(format!("SELECT id, details FROM {} WHERE id IN (", crate::organisations::NAME));
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(id.clone());
-            }
-            q.push(")");
-            q.build_query_as().fetch_all(&mut **conn).await?
-        });
-        for (id, details) in rows {
-            let (Ok(id), Ok(details)) = (
-                Uuid::parse_str(&id),
-                serde_json::from_str::<kabinet_domain::directory::OrganisationDetails>(&details),
-            ) else {
-                continue;
-            };
-            names
-                .organisations
-                .insert(id, (details.name, details.address));
-        }
+    for (id, details) in details_of::<kabinet_domain::directory::OrganisationDetails>(
+        tx,
+        crate::organisations::NAME,
+        organisation_ids,
+    )
+    .await?
+    {
+        names
+            .organisations
+            .insert(id, (details.name, details.address));
     }
     Ok(names)
+}
+
+/// The `details` of the rows of directory read model `table` with the given
+/// ids, 500 ids a statement; rows that do not decode are passed over.
+async fn details_of<T: serde::de::DeserializeOwned>(
+    tx: &mut ProjectionTx<'_>,
+    table: &str,
+    ids: BTreeSet<String>,
+) -> Result<Vec<(Uuid, T)>, ProjectionError> {
+    let mut found = Vec::new();
+    for chunk in ids.into_iter().collect::<Vec<_>>().chunks(500) {
+        let rows: Vec<(String, String)> = crate::on_tx!(tx, conn => {
+            let mut q = QueryBuilder::new(format!("SELECT id, details FROM {table} WHERE id IN ("));
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id.clone());
+            }
+            q.push(")");
+            q.build_query_as().fetch_all(&mut **conn).await?
+        });
+        found.extend(rows.into_iter().filter_map(|(id, details)| {
+            Some((
+                Uuid::parse_str(&id).ok()?,
+                serde_json::from_str(&details).ok()?,
+            ))
+        }));
+    }
+    Ok(found)
 }
 
 #[async_trait]
