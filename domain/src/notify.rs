@@ -2,11 +2,9 @@
 //!
 //! Adapters live beside the port: [`LogNotifier`] (development only: writes
 //! the message to the log) and [`MemoryNotifier`] (tests: keeps what was sent).
-//! The SMTP and SMS-gateway adapters are chosen from configuration at start-up;
+//! The SMTP and SMS-gateway adapters (crate `kabinet-adapters`) are chosen from
+//! configuration at start-up;
 //! [`ByChannel`] routes each message to the adapter of its channel.
-
-pub mod sms;
-pub mod smtp;
 
 use std::sync::{Arc, Mutex};
 

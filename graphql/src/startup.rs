@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use kabinet_adapters::sms::SmsGatewayNotifier;
+use kabinet_adapters::smtp::SmtpNotifier;
 use kabinet_domain::access::AccessLog;
 use kabinet_domain::accounts::secrets::CodeHasher;
 use kabinet_domain::accounts::AccountService;
@@ -11,8 +13,6 @@ use kabinet_domain::clock::SystemClock;
 use kabinet_domain::command::CommandService;
 use kabinet_domain::db::PoolOptions;
 use kabinet_domain::identity::service::{IdentityService, TableSnilsRegistry};
-use kabinet_domain::notify::sms::SmsGatewayNotifier;
-use kabinet_domain::notify::smtp::SmtpNotifier;
 use kabinet_domain::notify::{ByChannel, LogNotifier, Notifier};
 use kabinet_domain::{Actor, Db, Journal, Role};
 use kabinet_projections::{all_projections, Projector, ProjectorConfig, Wakeups};

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::{Channel, Message, Notifier, NotifyError};
+use kabinet_domain::notify::{Channel, Message, Notifier, NotifyError};
 
 /// Sends SMS through one HTTP gateway.
 #[derive(Clone)]

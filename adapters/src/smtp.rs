@@ -8,7 +8,7 @@ use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::{Channel, Message, Notifier, NotifyError};
+use kabinet_domain::notify::{Channel, Message, Notifier, NotifyError};
 
 /// Sends e-mail through one SMTP relay.
 #[derive(Clone)]
