@@ -54,7 +54,30 @@ pub enum CommandError<E: std::error::Error> {
     Reserved(ReservationTaken),
     /// A fault of the store; logged, never shown to callers.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[source] CommandFault),
+}
+
+/// A fault of the store under a command: the cause is kept for the log.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandFault {
+    /// The event store (cqrs-es over the journal) failed.
+    #[error("event store: {0}")]
+    EventStore(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// A read of the journal failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// A read of the idempotency keys failed.
+    #[error("idempotency keys: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A concurrent request took the idempotency key, yet its record is gone.
+    #[error("idempotency key vanished after conflict")]
+    IdempotencyKeyVanished,
+    /// The store met a concurrent commit where none can happen (while loading).
+    #[error("the event store reported a conflict while loading")]
+    LoadConflict,
+    /// The store reported a business error where no command ran (while loading).
+    #[error("the event store reported a rejected command while loading")]
+    UnexpectedRejection,
 }
 
 /// Whether a command may be run again after a concurrent commit changed its aggregate.
@@ -68,9 +91,13 @@ pub enum Retry {
 
 /// Runs commands against the journal.
 #[derive(Clone)]
-pub struct CommandService {
+pub struct CommandRunner {
     journal: Journal,
 }
+
+/// The former name of [`CommandRunner`], kept while the notification dispatcher
+/// (changed on another branch) still uses it; to be removed when that merges.
+pub type CommandService = CommandRunner;
 
 /// SHA-256 over the canonical form of a caller's input: what makes two
 /// requests under one idempotency key "the same request".
@@ -81,10 +108,10 @@ pub fn fingerprint(aggregate_type: &str, input: &Value) -> Hash {
     Sha256::digest(bytes).into()
 }
 
-impl CommandService {
-    /// A service writing to `journal`.
+impl CommandRunner {
+    /// A runner writing to `journal`.
     pub fn new(journal: Journal) -> Self {
-        CommandService { journal }
+        CommandRunner { journal }
     }
 
     /// The journal commands are written to.
@@ -93,13 +120,13 @@ impl CommandService {
     }
 
     /// The current state of aggregate `aggregate_id`, folded from its events.
-    pub async fn load<A: Aggregate>(&self, aggregate_id: &str) -> Result<A, String> {
+    pub async fn load<A: Aggregate>(&self, aggregate_id: &str) -> Result<A, CommandFault> {
         let store = PersistedEventStore::<_, A>::new_event_store(self.journal.repository());
         store
             .load_aggregate(aggregate_id)
             .await
             .map(|context| context.aggregate)
-            .map_err(|e| e.to_string())
+            .map_err(fault)
     }
 
     /// Runs `command` on aggregate `aggregate_id` and commits its events with `metadata`.
@@ -132,7 +159,7 @@ impl CommandService {
         .await
     }
 
-    /// [`CommandService::execute`] for an aggregate the caller has just given a
+    /// [`CommandRunner::execute`] for an aggregate the caller has just given a
     /// fresh id (a UUIDv7): there is nothing to load, so the first attempt starts
     /// from the default state. Should the id exist after all, the commit meets
     /// its events and conflicts, and a retry loads them.
@@ -237,7 +264,7 @@ impl CommandService {
                 Err(AggregateError::UnexpectedError(e)) if e.is::<ReservationTaken>() => {
                     return match e.downcast::<ReservationTaken>() {
                         Ok(taken) => Err(CommandError::Reserved(*taken)),
-                        Err(e) => Err(CommandError::Internal(e.to_string())),
+                        Err(e) => Err(CommandError::Internal(CommandFault::EventStore(e))),
                     };
                 }
                 Err(AggregateError::UnexpectedError(e)) if e.is::<IdempotencyKeyTaken>() => {
@@ -247,9 +274,7 @@ impl CommandService {
                             return Ok(outcome);
                         }
                     }
-                    return Err(CommandError::Internal(
-                        "idempotency key vanished after conflict".into(),
-                    ));
+                    return Err(CommandError::Internal(CommandFault::IdempotencyKeyVanished));
                 }
                 Err(e) => return Err(internal(e)),
             }
@@ -314,7 +339,7 @@ impl CommandService {
         let events = self
             .committed_events(&aggregate_type, &aggregate_id, first_sequence, count)
             .await
-            .map_err(|e| CommandError::Internal(e.to_string()))?;
+            .map_err(|e| CommandError::Internal(e.into()))?;
         let store = PersistedEventStore::<_, A>::new_event_store(self.journal.repository());
         let context = store
             .load_aggregate(&aggregate_id)
@@ -369,16 +394,27 @@ impl CommandService {
     }
 }
 
+/// The fault behind a cqrs-es error met while loading or committing.
+fn fault<F: std::error::Error>(e: AggregateError<F>) -> CommandFault {
+    match e {
+        AggregateError::UnexpectedError(e)
+        | AggregateError::DatabaseConnectionError(e)
+        | AggregateError::DeserializationError(e) => CommandFault::EventStore(e),
+        AggregateError::AggregateConflict => CommandFault::LoadConflict,
+        AggregateError::UserError(_) => CommandFault::UnexpectedRejection,
+    }
+}
+
 fn internal<E: std::error::Error, F: std::error::Error>(e: AggregateError<F>) -> CommandError<E> {
-    CommandError::Internal(e.to_string())
+    CommandError::Internal(fault(e))
 }
 
 fn internal_db<E: std::error::Error>(e: sqlx::Error) -> CommandError<E> {
-    CommandError::Internal(e.to_string())
+    CommandError::Internal(e.into())
 }
 
 impl<E: std::error::Error> From<PersistenceError> for CommandError<E> {
     fn from(e: PersistenceError) -> Self {
-        CommandError::Internal(e.to_string())
+        CommandError::Internal(fault(AggregateError::<E>::from(e)))
     }
 }

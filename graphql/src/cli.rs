@@ -49,7 +49,7 @@ pub async fn main() -> anyhow::Result<()> {
             let db = Db::connect(&database.database_url, &PoolOptions::default()).await?;
             db.migrate().await?;
             let commands =
-                kabinet_domain::command::CommandService::new(kabinet_domain::Journal::new(db));
+                kabinet_domain::command::CommandRunner::new(kabinet_domain::Journal::new(db));
             let started = std::time::Instant::now();
             let report = crate::seed::seed(&commands, &size).await?;
             println!(
@@ -162,7 +162,7 @@ pub async fn create_account(
     args: &CreateAccountArgs,
     password: String,
 ) -> anyhow::Result<uuid::Uuid> {
-    use kabinet_domain::accounts::service::{AccountFailure, StaffAccountRequest};
+    use kabinet_app::accounts::{AccountFailure, StaffAccountRequest};
     let role: kabinet_domain::Role = args.role.parse()?;
     let organisation_id = args
         .organisation
@@ -173,11 +173,11 @@ pub async fn create_account(
     let db = Db::connect(&args.database.database_url, &PoolOptions::default()).await?;
     db.migrate().await?;
     let commands =
-        kabinet_domain::command::CommandService::new(kabinet_domain::Journal::new(db.clone()));
+        kabinet_domain::command::CommandRunner::new(kabinet_domain::Journal::new(db.clone()));
     // No code is sent here (the password is given), so the code key need not be the server's.
     let mut key = [0u8; 32];
     kabinet_domain::accounts::secrets::random_bytes(&mut key)?;
-    let accounts = kabinet_domain::accounts::AccountService::new(
+    let accounts = kabinet_app::accounts::Accounts::new(
         commands,
         std::sync::Arc::new(kabinet_domain::clock::SystemClock),
         std::sync::Arc::new(kabinet_domain::notify::LogNotifier),

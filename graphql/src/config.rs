@@ -152,8 +152,8 @@ impl Default for PasswordHashingArgs {
 
 impl PasswordHashingArgs {
     /// The bound these settings describe.
-    pub fn gate(&self) -> kabinet_domain::accounts::password::HashGate {
-        use kabinet_domain::accounts::password::HashGate;
+    pub fn gate(&self) -> kabinet_adapters::password_hash::HashGate {
+        use kabinet_adapters::password_hash::HashGate;
         let wait = std::time::Duration::from_millis(self.password_hashing_wait_ms);
         match self.password_hashing_slots {
             Some(slots) => HashGate::new(slots, wait),

@@ -264,7 +264,7 @@ pub async fn download(
             );
         }
     };
-    let extension = if file.media_type == crate::pdf::MEDIA_TYPE {
+    let extension = if file.media_type == kabinet_pdf::MEDIA_TYPE {
         "pdf"
     } else {
         "bin"

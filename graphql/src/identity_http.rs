@@ -19,9 +19,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
+use kabinet_app::identity::IdentityFailure;
 use kabinet_domain::access::MedicalRead;
 use kabinet_domain::identity::scan::MAX_SCAN_BYTES;
-use kabinet_domain::identity::service::IdentityFailure;
 use kabinet_domain::{EventMetadata, Role};
 use uuid::Uuid;
 
@@ -79,7 +79,7 @@ fn with_retry_after(mut response: Response, seconds: i64) -> Response {
     response
 }
 
-fn internal_error(request_id: &str, cause: &str) -> Response {
+fn internal_error(request_id: &str, cause: &(impl std::fmt::Display + ?Sized)) -> Response {
     tracing::error!(request_id = %request_id, error = %cause, "passport scan request failed");
     error_response(
         StatusCode::INTERNAL_SERVER_ERROR,

@@ -10,7 +10,6 @@ pub mod http;
 pub mod identity_http;
 pub mod keys;
 pub mod metrics;
-pub mod pdf;
 pub mod ratelimit;
 pub mod scheduler;
 pub mod schema;

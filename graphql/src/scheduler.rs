@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::Days;
 use kabinet_domain::clock::Clock;
-use kabinet_domain::command::{CommandError, CommandService, Retry};
+use kabinet_domain::command::{CommandError, CommandRunner, Retry};
 use kabinet_domain::policies::{Policy, PolicyCommand};
 use kabinet_domain::prescriptions::{Prescription, PrescriptionCommand};
 use kabinet_domain::{Actor, Db, EventMetadata, Role};
@@ -26,7 +26,7 @@ const BATCH: usize = 200;
 #[derive(Clone)]
 pub struct Scheduler {
     pub db: Db,
-    pub commands: CommandService,
+    pub commands: CommandRunner,
     pub clock: Arc<dyn Clock>,
     /// Days before a policy ends that its holder is reminded.
     pub renewal_days: u32,

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use chrono::{Duration, NaiveTime, TimeZone, Utc};
 use futures::stream::{self, StreamExt};
 use kabinet_domain::appointments::{
-    AppointmentCommand, BookingError, BookingRequest, BookingService, ChangedBy,
+    AppointmentCommand, BookingError, BookingRequest, Bookings, ChangedBy,
 };
 use kabinet_domain::clock::{Clock, FixedClock, SystemClock};
-use kabinet_domain::command::{CommandService, Retry};
+use kabinet_domain::command::{CommandRunner, Retry};
 use kabinet_domain::directory::{
     Doctor, DoctorCommand, DoctorDetails, MedicalService, Organisation, OrganisationCommand,
     OrganisationDetails, PeriodDraft, Schedule, ScheduleCommand, ServiceCommand, ServiceDetails,
@@ -283,7 +283,7 @@ impl Rng {
 
 /// Runs one command, failing the seed on anything but success.
 async fn run<A>(
-    commands: &CommandService,
+    commands: &CommandRunner,
     meta: &EventMetadata,
     id: &str,
     command: A::Command,
@@ -300,7 +300,7 @@ where
 }
 
 /// Writes the dataset through `commands`.
-pub async fn seed(commands: &CommandService, size: &SeedSize) -> anyhow::Result<SeedReport> {
+pub async fn seed(commands: &CommandRunner, size: &SeedSize) -> anyhow::Result<SeedReport> {
     let mut rng = Rng(size.seed.max(1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let admin = Actor {
         account_id: Uuid::now_v7(),
@@ -494,8 +494,8 @@ pub async fn seed(commands: &CommandService, size: &SeedSize) -> anyhow::Result<
         .await;
 
     // Patients: a profile, past visits with outcomes, one upcoming appointment.
-    let past_booking = BookingService::new(commands.clone(), Arc::new(past_clock));
-    let booking = BookingService::new(commands.clone(), Arc::new(SystemClock));
+    let past_booking = Bookings::new(commands.clone(), Arc::new(past_clock));
+    let booking = Bookings::new(commands.clone(), Arc::new(SystemClock));
     let appointments = AtomicU64::new(0);
     let plans: Vec<(Uuid, u64)> = (0..size.patients)
         .map(|_| (Uuid::now_v7(), rng.next()))

@@ -4,15 +4,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use kabinet_adapters::access_record::AccessLog;
+use kabinet_adapters::identity_store::{resolve_data_key, IdentityStore, TableSnilsRegistry};
 use kabinet_adapters::sms::SmsGatewayNotifier;
 use kabinet_adapters::smtp::SmtpNotifier;
-use kabinet_domain::access::AccessLog;
+use kabinet_app::accounts::Accounts;
+use kabinet_app::identity::IdentityDesk;
 use kabinet_domain::accounts::secrets::CodeHasher;
-use kabinet_domain::accounts::AccountService;
 use kabinet_domain::clock::SystemClock;
-use kabinet_domain::command::CommandService;
+use kabinet_domain::command::CommandRunner;
 use kabinet_domain::db::PoolOptions;
-use kabinet_domain::identity::service::{IdentityService, TableSnilsRegistry};
 use kabinet_domain::notify::{ByChannel, LogNotifier, Notifier};
 use kabinet_domain::{Actor, Db, Journal, Role};
 use kabinet_projections::{all_projections, Projector, ProjectorConfig, Wakeups};
@@ -39,7 +40,7 @@ pub struct Application {
     background: Vec<JoinHandle<()>>,
     db: Db,
     keys: TokenKeys,
-    commands: CommandService,
+    commands: CommandRunner,
     bounds: crate::transport::ServeBounds,
     /// Cancelled when the server stops taking requests.
     stopping: CancellationToken,
@@ -158,13 +159,8 @@ impl Application {
         )
         .await?;
         db.migrate().await?;
-        let data_key = kabinet_domain::identity::service::resolve_data_key(
-            &db,
-            configured_data_key,
-            config.mode == Mode::Production,
-        )
-        .await
-        .map_err(anyhow::Error::msg)?;
+        let data_key =
+            resolve_data_key(&db, configured_data_key, config.mode == Mode::Production).await?;
         let journal = Journal::new(db.clone());
         let shutdown = CancellationToken::new();
         let projector = Projector::new(
@@ -188,7 +184,7 @@ impl Application {
         background.push(tokio::spawn(
             crate::dispatcher::Dispatcher::new(
                 db.clone(),
-                CommandService::new(journal.clone()),
+                CommandRunner::new(journal.clone()),
                 notifier.clone(),
                 clock.clone(),
             )
@@ -197,8 +193,8 @@ impl Application {
                 shutdown.clone(),
             ),
         ));
-        let commands = CommandService::new(journal.clone());
-        let accounts = AccountService::new(
+        let commands = CommandRunner::new(journal.clone());
+        let accounts = Accounts::new(
             commands.clone(),
             clock.clone(),
             notifier.clone(),
@@ -229,8 +225,8 @@ impl Application {
             ),
         ));
         let services = Services {
-            identity: IdentityService::new(
-                db.clone(),
+            identity: IdentityDesk::new(
+                IdentityStore::new(db.clone()),
                 commands.clone(),
                 Arc::new(snils_registry.clone()),
                 data_key,
@@ -240,10 +236,7 @@ impl Application {
             access: AccessLog::new(db.clone()),
             db: db.clone(),
             journal,
-            booking: kabinet_domain::appointments::BookingService::new(
-                commands.clone(),
-                clock.clone(),
-            ),
+            booking: kabinet_domain::appointments::Bookings::new(commands.clone(), clock.clone()),
             commands,
             projector,
             clock,

@@ -4,7 +4,7 @@
 //! and review round trips (tests of those steps go over HTTP themselves).
 
 use chrono::Utc;
-use kabinet_domain::command::{CommandService, Retry};
+use kabinet_domain::command::{CommandRunner, Retry};
 use kabinet_domain::identity::verification::{
     IdentityVerification, ProfileBases, RegistryAnswer, ScanDecision, ScanFormat,
     VerificationCommand,
@@ -65,7 +65,7 @@ impl TestIdentity {
 
 /// Records `identity` as `account`'s profile and runs every verification step, so
 /// `account` is a patient with a verified identity.
-pub async fn verify_patient(commands: &CommandService, account: Uuid, identity: &TestIdentity) {
+pub async fn verify_patient(commands: &CommandRunner, account: Uuid, identity: &TestIdentity) {
     let meta = crate::metadata_of(account);
     let today = Utc::now().date_naive();
     let raw = RawProfileUpdate {

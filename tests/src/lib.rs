@@ -20,7 +20,7 @@ pub use test_db::{TestBackend, TestDb, PG_URL_ENV};
 use std::future::Future;
 use std::time::Duration;
 
-use kabinet_domain::command::{CommandError, CommandOutcome, CommandService, Retry};
+use kabinet_domain::command::{CommandError, CommandOutcome, CommandRunner, Retry};
 use kabinet_domain::{Actor, EventMetadata, Journal, Role};
 use uuid::Uuid;
 
@@ -81,7 +81,7 @@ pub fn metadata_of(account: Uuid) -> EventMetadata {
 
 /// Adds `amount` to the tally `aggregate_id` as `account`, with no idempotency key.
 pub async fn add(
-    commands: &CommandService,
+    commands: &CommandRunner,
     aggregate_id: &str,
     amount: i64,
     account: Uuid,
@@ -103,7 +103,7 @@ pub async fn add(
 
 /// Adds each of `amounts` to the tally `aggregate_id` in one commit (one event each).
 pub async fn add_each(
-    commands: &CommandService,
+    commands: &CommandRunner,
     aggregate_id: &str,
     amounts: Vec<i64>,
     account: Uuid,

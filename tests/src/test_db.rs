@@ -4,7 +4,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use kabinet_domain::command::CommandService;
+use kabinet_domain::command::CommandRunner;
 use kabinet_domain::db::PoolOptions;
 use kabinet_domain::{Db, Journal};
 use sqlx::Connection;
@@ -129,8 +129,8 @@ impl TestDb {
     }
 
     /// A command service over the test's shared journal.
-    pub fn commands(&self) -> CommandService {
-        CommandService::new(self.journal.clone())
+    pub fn commands(&self) -> CommandRunner {
+        CommandRunner::new(self.journal.clone())
     }
 
     /// A second, independent pool on the same database, as another process would open.

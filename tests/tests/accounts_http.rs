@@ -845,7 +845,7 @@ conformance!(
 conformance!(
     concurrent_registrations_of_one_contact_make_one_account,
     |test_db: TestDb| async move {
-        let commands = kabinet_domain::command::CommandService::new(test_db.journal.clone());
+        let commands = kabinet_domain::command::CommandRunner::new(test_db.journal.clone());
         let login = Login::parse(&unique_phone(), "contact").expect("login");
         let attempts = (0..8).map(|_| {
             let commands = commands.clone();
@@ -1091,7 +1091,7 @@ conformance!(
             .trim()
             .parse()
             .expect("an account id");
-        let commands = kabinet_domain::command::CommandService::new(test_db.journal.clone());
+        let commands = kabinet_domain::command::CommandRunner::new(test_db.journal.clone());
         let account: Account = commands.load(&id.to_string()).await.expect("load");
         let state = account.state.expect("registered");
         assert_eq!(

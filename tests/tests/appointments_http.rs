@@ -1126,7 +1126,7 @@ conformance!(
             .expect("db");
         let other = kabinet_graphql::dispatcher::Dispatcher::new(
             db.clone(),
-            kabinet_domain::command::CommandService::new(kabinet_domain::Journal::new(db)),
+            kabinet_domain::command::CommandRunner::new(kabinet_domain::Journal::new(db)),
             std::sync::Arc::new(there.clone()),
             std::sync::Arc::new(kabinet_domain::clock::SystemClock),
         );

@@ -3,7 +3,7 @@
 use chrono::{Duration, Utc};
 use kabinet_domain::Role;
 use kabinet_graphql::files::{FileLinks, FileStore};
-use kabinet_graphql::pdf::{render, PdfBlock, PdfDocument, MEDIA_TYPE};
+use kabinet_pdf::{render, PdfBlock, PdfDocument, MEDIA_TYPE};
 use kabinet_tests::conformance;
 use kabinet_tests::server::{Server, SECRET};
 use uuid::Uuid;

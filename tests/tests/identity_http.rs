@@ -1007,7 +1007,7 @@ conformance!(
         use sign_in_stand_in::{Account, AccountEvent};
         let server = Server::start(&test_db, |_| {}).await;
         let account = Uuid::now_v7();
-        let commands = kabinet_domain::command::CommandService::new(kabinet_domain::Journal::new(
+        let commands = kabinet_domain::command::CommandRunner::new(kabinet_domain::Journal::new(
             test_db.db.clone(),
         ));
         for (i, event) in [

@@ -465,7 +465,7 @@ conformance!(
         let other_runners = Runners::start(&other_projector, &other_journal).await;
         let services = [
             test_db.commands(),
-            kabinet_domain::command::CommandService::new(other_journal.clone()),
+            kabinet_domain::command::CommandRunner::new(other_journal.clone()),
         ];
         let run = unique("two-projectors");
         let mut tasks = JoinSet::new();

@@ -1,7 +1,7 @@
 //! Rendered PDFs read back as text by poppler: Cyrillic survives, long text wraps
 //! across pages, and rendering is deterministic.
 
-use kabinet_graphql::pdf::{render, PdfBlock, PdfDocument};
+use kabinet_pdf::{render, PdfBlock, PdfDocument};
 use kabinet_tests::pdf_text::pdf_text;
 
 fn document() -> PdfDocument {

@@ -1,13 +1,12 @@
-//! Accounts and sign-in: registration with a one-time code, passwords,
-//! a second factor (a sent code or TOTP), sessions with rotating refresh
-//! tokens, recovery, throttling, and staff accounts.
+//! Accounts: the account aggregate, logins, the password policy, one-time
+//! secrets and their hashes, TOTP, and the throttling policies. The flows that
+//! use them with the stores (registration, sign-in, sessions, recovery, staff)
+//! are the `Accounts` use case in `kabinet-app`.
 
 pub mod account;
 pub mod login;
 pub mod password;
 pub mod secrets;
-pub mod service;
-pub mod store;
 pub mod throttle;
 pub mod totp;
 
@@ -15,7 +14,3 @@ pub use account::{
     Account, AccountCommand, AccountError, AccountEvent, AccountState, AccountStatus,
 };
 pub use login::{Login, LoginKind};
-pub use service::{
-    AccountFailure, AccountService, AccountView, Challenge, ChallengeMethod, CodeSent, NewSession,
-    StaffAccountRequest, TotpEnrolment,
-};

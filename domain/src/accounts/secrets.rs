@@ -5,13 +5,13 @@ use sha2::{Digest, Sha256};
 
 /// Fills `buf` from the operating system's CSPRNG.
 pub fn random_bytes(buf: &mut [u8]) -> Result<(), SecretError> {
-    getrandom::getrandom(buf).map_err(|e| SecretError(e.to_string()))
+    Ok(getrandom::getrandom(buf)?)
 }
 
 /// The system's random source failed.
 #[derive(Debug, thiserror::Error)]
 #[error("no randomness available: {0}")]
-pub struct SecretError(pub String);
+pub struct SecretError(#[from] getrandom::Error);
 
 /// A uniformly random 6-digit code.
 pub fn six_digit_code() -> Result<String, SecretError> {

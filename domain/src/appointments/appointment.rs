@@ -73,6 +73,11 @@ impl From<&SlotInfo> for BookedSlot {
     }
 }
 
+/// A text that is not an ICD-10 code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not an ICD-10 code such as J06.9 or I10")]
+pub struct IcdCodeError(pub String);
+
 /// An ICD-10 (МКБ-10) code such as `J06.9` or `I10`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -80,7 +85,7 @@ pub struct IcdCode(String);
 
 impl IcdCode {
     /// Parses a code: a Latin letter, two digits, optionally a dot and one or two more.
-    pub fn parse(raw: &str) -> Result<IcdCode, String> {
+    pub fn parse(raw: &str) -> Result<IcdCode, IcdCodeError> {
         let code = raw.trim().to_ascii_uppercase();
         let bytes = code.as_bytes();
         let head_ok = bytes.len() >= 3
@@ -100,9 +105,7 @@ impl IcdCode {
         if head_ok && tail_ok {
             Ok(IcdCode(code))
         } else {
-            Err(format!(
-                "'{raw}' is not an ICD-10 code such as J06.9 or I10"
-            ))
+            Err(IcdCodeError(raw.to_string()))
         }
     }
 
@@ -470,11 +473,9 @@ impl Appointment {
                 }
                 let service_code = service_code
                     .map(|c| {
-                        crate::directory::parse_code(&c).map_err(|message| {
-                            AppointmentError::Invalid {
-                                field: "serviceCode",
-                                message,
-                            }
+                        crate::directory::parse_code(&c).map_err(|e| AppointmentError::Invalid {
+                            field: "serviceCode",
+                            message: e.to_string(),
                         })
                     })
                     .transpose()?;
@@ -577,12 +578,11 @@ impl Appointment {
                     });
                 }
                 check_visit_open(slot, now, opens_before)?;
-                let diagnosis_code = IcdCode::parse(&diagnosis_code).map_err(|message| {
-                    AppointmentError::Invalid {
+                let diagnosis_code =
+                    IcdCode::parse(&diagnosis_code).map_err(|e| AppointmentError::Invalid {
                         field: "diagnosisCode",
-                        message,
-                    }
-                })?;
+                        message: e.to_string(),
+                    })?;
                 let diagnosis_text = BoundedText::parse(&diagnosis_text, 500).map_err(|e| {
                     AppointmentError::Invalid {
                         field: "diagnosisText",

@@ -1,4 +1,4 @@
-//! The booking service: the application logic around appointments that reads
+//! Bookings: the use case around appointments that reads
 //! other aggregates (the doctor's schedule, the patient's age) before deciding.
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use super::{
     reservation_error, Appointment, AppointmentCommand, AppointmentError, ChangedBy, SLOT_SCOPE,
 };
 use crate::clock::Clock;
-use crate::command::{CommandError, CommandOutcome, CommandService, Retry};
+use crate::command::{CommandError, CommandFault, CommandOutcome, CommandRunner, Retry};
 use crate::directory::schedule_grid::{closed_period_owner, slot_key};
 use crate::directory::{Schedule, ScheduleCommand, ScheduleError, SlotInfo};
 use crate::journal::reservations::{ReservationTaken, Reserving};
@@ -28,7 +28,7 @@ pub enum BookingError {
     User(UserError),
     /// A fault of the store; logged and masked.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[from] CommandFault),
 }
 
 /// What closing a period did.
@@ -54,8 +54,8 @@ pub struct BookingRequest {
 
 /// Books, moves and cancels appointments.
 #[derive(Clone)]
-pub struct BookingService {
-    commands: CommandService,
+pub struct Bookings {
+    commands: CommandRunner,
     clock: Arc<dyn Clock>,
 }
 
@@ -73,10 +73,10 @@ fn user_error<E: AsUserError + std::error::Error>(e: CommandError<E>) -> Booking
     }
 }
 
-impl BookingService {
-    /// A service over `commands`, reading time from `clock`.
-    pub fn new(commands: CommandService, clock: Arc<dyn Clock>) -> Self {
-        BookingService { commands, clock }
+impl Bookings {
+    /// Bookings over `commands`, reading time from `clock`.
+    pub fn new(commands: CommandRunner, clock: Arc<dyn Clock>) -> Self {
+        Bookings { commands, clock }
     }
 
     /// The current state of an appointment.
@@ -128,7 +128,7 @@ impl BookingService {
             .journal()
             .held_reservations(SLOT_SCOPE, &keys)
             .await
-            .map_err(|e| BookingError::Internal(e.to_string()))?;
+            .map_err(|e| BookingError::Internal(e.into()))?;
         Ok(held.len() >= keys.len())
     }
 
@@ -324,7 +324,7 @@ impl BookingService {
             .journal()
             .held_reservations(SLOT_SCOPE, &keys)
             .await
-            .map_err(|e| BookingError::Internal(e.to_string()))?;
+            .map_err(|e| BookingError::Internal(e.into()))?;
         let closed_owner = closed_period_owner(period_id);
         let mut cancelled = Vec::new();
         let mut last_order = outcome.last_order();

@@ -9,7 +9,7 @@ pub use appointment::{
     Appointment, AppointmentCommand, AppointmentError, AppointmentEvent, AppointmentStatus,
     BookedSlot, ChangedBy, IcdCode, VisitOutcome,
 };
-pub use booking::{BookingError, BookingRequest, BookingService, ClosePeriodReport};
+pub use booking::{BookingError, BookingRequest, Bookings, ClosePeriodReport};
 pub use referral::{Referral, ReferralCommand, ReferralError, ReferralEvent, ReferralStatus};
 
 use crate::journal::reservations::ReservationTaken;

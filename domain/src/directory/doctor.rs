@@ -62,9 +62,9 @@ impl DoctorDetails {
             .service_codes
             .iter()
             .map(|c| {
-                super::service::parse_code(c).map_err(|message| DoctorError::Invalid {
+                super::offering::parse_code(c).map_err(|e| DoctorError::Invalid {
                     field: "serviceCodes",
-                    message,
+                    message: e.to_string(),
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -1,5 +1,5 @@
-//! The directory: medical organisations (B1), doctors (B2), services (B3) and
-//! doctors' schedules (C1).
+//! The directory: medical organisations (B1), doctors (B2), the medical services
+//! a clinic offers (B3, module `offering`) and doctors' schedules (C1).
 
 mod doctor;
 mod organisation;
@@ -8,18 +8,18 @@ mod schedule;
 pub mod schedule_grid {
     pub use super::schedule::{closed_period_owner, slot_key, GRID_MINUTES};
 }
-mod service;
+mod offering;
 mod values;
 
 pub use doctor::{Doctor, DoctorCommand, DoctorDetails, DoctorError, DoctorEvent};
+pub use offering::{
+    parse_code, parse_cost, CostError, MedicalService, ServiceCodeError, ServiceCommand,
+    ServiceDetails, ServiceError, ServiceEvent, ServiceForm, ServiceKind,
+};
 pub use organisation::{
     Organisation, OrganisationCommand, OrganisationDetails, OrganisationError, OrganisationEvent,
 };
 pub use schedule::{
     Period, PeriodDraft, Schedule, ScheduleCommand, ScheduleError, ScheduleEvent, SlotInfo,
 };
-pub use service::{
-    parse_code, parse_cost, MedicalService, ServiceCommand, ServiceDetails, ServiceError,
-    ServiceEvent, ServiceForm, ServiceKind,
-};
-pub use values::{parse_time_zone, BoundedText, TextError};
+pub use values::{parse_time_zone, BoundedText, TextError, TimeZoneError};

@@ -44,9 +44,9 @@ impl OrganisationDetails {
                 Ok(items)
             };
         let time_zone =
-            parse_time_zone(&self.time_zone).map_err(|message| OrganisationError::Invalid {
+            parse_time_zone(&self.time_zone).map_err(|e| OrganisationError::Invalid {
                 field: "timeZone",
-                message,
+                message: e.to_string(),
             })?;
         Ok(OrganisationDetails {
             name: text("name", &self.name, 200)?,

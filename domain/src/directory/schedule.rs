@@ -236,7 +236,7 @@ impl Schedule {
         if self.period(draft.period_id).is_some() || self.closed.contains(&draft.period_id) {
             return Err(ScheduleError::AlreadyPublished);
         }
-        let tz = parse_time_zone(time_zone).map_err(|m| invalid("timeZone", m))?;
+        let tz = parse_time_zone(time_zone).map_err(|e| invalid("timeZone", e.to_string()))?;
         if !(GRID_MINUTES as u32..=240).contains(&draft.slot_minutes)
             || draft.slot_minutes as i64 % GRID_MINUTES != 0
         {
@@ -290,7 +290,9 @@ impl Schedule {
         let mut service_codes = draft
             .service_codes
             .iter()
-            .map(|c| super::service::parse_code(c).map_err(|m| invalid("serviceCodes", m)))
+            .map(|c| {
+                super::offering::parse_code(c).map_err(|e| invalid("serviceCodes", e.to_string()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         service_codes.sort();
         service_codes.dedup();

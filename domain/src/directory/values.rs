@@ -42,11 +42,16 @@ impl BoundedText {
     }
 }
 
+/// A name that is not an IANA time zone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not an IANA time zone name (for example Europe/Moscow or Asia/Yekaterinburg)")]
+pub struct TimeZoneError(pub String);
+
 /// Parses an IANA time zone name such as `Europe/Moscow`.
-pub fn parse_time_zone(raw: &str) -> Result<Tz, String> {
-    raw.trim().parse::<Tz>().map_err(|_| {
-        format!("'{raw}' is not an IANA time zone name (for example Europe/Moscow or Asia/Yekaterinburg)")
-    })
+pub fn parse_time_zone(raw: &str) -> Result<Tz, TimeZoneError> {
+    raw.trim()
+        .parse::<Tz>()
+        .map_err(|_| TimeZoneError(raw.to_string()))
 }
 
 #[cfg(test)]

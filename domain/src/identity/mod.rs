@@ -1,8 +1,8 @@
 //! Identity of an account holder: the documents and contacts a profile carries.
 
 pub mod limits;
+pub mod registry;
 pub mod scan;
-pub mod service;
 pub mod values;
 pub mod verification;
 

@@ -9,7 +9,7 @@
 //! the identity is never verified with data no step checked.
 //!
 //! The aggregate is pure: the registry answer, the scan's digest, the code check and
-//! the fingerprints come in with the commands (see [`super::service::IdentityService`]).
+//! the fingerprints come in with the commands (see `IdentityDesk` in `kabinet-app`).
 //! The stream id is the patient's account id. Biometric verification is out of scope.
 
 use chrono::{DateTime, Utc};

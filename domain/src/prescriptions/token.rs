@@ -71,9 +71,9 @@ impl PrescriptionSigner {
     }
 
     /// A fresh random seed, base64.
-    pub fn generate_seed() -> Result<String, String> {
+    pub fn generate_seed() -> Result<String, getrandom::Error> {
         let mut seed = [0u8; 32];
-        getrandom::getrandom(&mut seed).map_err(|e| e.to_string())?;
+        getrandom::getrandom(&mut seed)?;
         Ok(base64::engine::general_purpose::STANDARD.encode(seed))
     }
 

@@ -13,11 +13,11 @@ use async_graphql::{
     SimpleObject, Variables, ID,
 };
 use chrono::{DateTime, Utc};
-use kabinet_domain::accounts::service::{AccountFailure, StaffAccountRequest};
-use kabinet_domain::accounts::{
-    AccountStatus as DomainStatus, AccountView, Challenge, ChallengeMethod, CodeSent, LoginKind,
-    NewSession,
+use kabinet_app::accounts::{
+    AccountFailure, AccountView, Challenge, ChallengeMethod, CodeSent, NewSession,
+    StaffAccountRequest,
 };
+use kabinet_domain::accounts::{AccountStatus as DomainStatus, LoginKind};
 use kabinet_domain::notify::Channel;
 use kabinet_domain::Role;
 use uuid::Uuid;

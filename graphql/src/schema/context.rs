@@ -4,11 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::{Context, Error, ErrorExtensions};
-use kabinet_domain::access::{AccessLog, MedicalRead};
-use kabinet_domain::appointments::BookingService;
+use kabinet_adapters::access_record::AccessLog;
+use kabinet_adapters::identity_store::TableSnilsRegistry;
+use kabinet_app::identity::IdentityDesk;
+use kabinet_domain::access::MedicalRead;
+use kabinet_domain::appointments::Bookings;
 use kabinet_domain::clock::Clock;
-use kabinet_domain::command::CommandService;
-use kabinet_domain::identity::service::{IdentityService, TableSnilsRegistry};
+use kabinet_domain::command::CommandRunner;
 use kabinet_domain::notify::Notifier;
 use kabinet_domain::{Actor, Db, EventMetadata, Journal, JournalOrder, Role};
 use kabinet_projections::Projector;
@@ -18,8 +20,8 @@ use kabinet_projections::Projector;
 pub struct Services {
     pub db: Db,
     pub journal: Journal,
-    pub commands: CommandService,
-    pub booking: BookingService,
+    pub commands: CommandRunner,
+    pub booking: Bookings,
     pub projector: Projector,
     pub clock: Arc<dyn Clock>,
     /// Delivers e-mail and SMS messages.
@@ -27,11 +29,11 @@ pub struct Services {
     /// How long a mutation waits for the read models to show its effect.
     pub read_your_writes: Duration,
     /// Registration, sign-in, sessions and staff accounts.
-    pub accounts: kabinet_domain::accounts::AccountService,
+    pub accounts: kabinet_app::accounts::Accounts,
     /// Signs access tokens of sign-in sessions.
     pub tokens: crate::auth::TokenKeys,
     /// Identity verification: registry, sealed scans, SMS codes.
-    pub identity: IdentityService,
+    pub identity: IdentityDesk,
     /// The SNILS registry table administrators load.
     pub snils_registry: TableSnilsRegistry,
     /// The record of reads of medical data.

@@ -624,8 +624,12 @@ impl DoctorsMutation {
         };
         let code = match kabinet_domain::directory::parse_code(&input.code) {
             Ok(code) => code,
-            Err(message) => {
-                return failed(vec![UserError::on_field("code", "INVALID_INPUT", message)])
+            Err(e) => {
+                return failed(vec![UserError::on_field(
+                    "code",
+                    "INVALID_INPUT",
+                    e.to_string(),
+                )])
             }
         };
         let details = ServiceDetails {

@@ -9,8 +9,9 @@
 use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, NaiveDate, Utc};
+use kabinet_app::identity::IdentityFailure;
 use kabinet_domain::command::Retry;
-use kabinet_domain::identity::service::{IdentityFailure, RawRegistryEntry, RegistryEntry};
+use kabinet_domain::identity::registry::{RawRegistryEntry, RegistryEntry};
 use kabinet_domain::identity::verification::{
     IdentityVerification, ScanDecision, ScanReview, Step,
 };

@@ -24,7 +24,7 @@ use super::context::{
 use super::errors::{idempotency_key, run_command, UserError};
 use super::ids;
 use super::pagination::forward_page;
-use crate::pdf::{PdfBlock, PdfDocument};
+use kabinet_pdf::{PdfBlock, PdfDocument};
 
 /// Read models a policy mutation waits for.
 const MODELS: &[&str] = &[policies::NAME, activity_log::NAME];

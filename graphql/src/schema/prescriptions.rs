@@ -29,7 +29,7 @@ use super::directory::Organisation;
 use super::errors::{idempotency_key, run_command, UserError};
 use super::ids;
 use super::pagination::forward_page;
-use crate::pdf::{PdfBlock, PdfDocument};
+use kabinet_pdf::{PdfBlock, PdfDocument};
 
 /// Read models a prescription mutation waits for.
 const MODELS: &[&str] = &[
@@ -189,10 +189,10 @@ pub async fn download_link(
     account: Uuid,
 ) -> async_graphql::Result<String> {
     let s = svc(ctx);
-    let bytes = crate::pdf::render(doc);
+    let bytes = kabinet_pdf::render(doc);
     let sha256 = s
         .files
-        .store(&bytes, crate::pdf::MEDIA_TYPE)
+        .store(&bytes, kabinet_pdf::MEDIA_TYPE)
         .await
         .map_err(|e| internal(ctx, e))?;
     let expires = s.clock.now() + chrono::Duration::minutes(DOWNLOAD_LINK_MINUTES);

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use kabinet_domain::command::{CommandService, Retry};
+use kabinet_domain::command::{CommandRunner, Retry};
 use kabinet_domain::db::PoolOptions;
 use kabinet_domain::directory::{Organisation, OrganisationCommand, OrganisationDetails};
 use kabinet_domain::journal::chain::{EventContent, Hash};
@@ -56,7 +56,7 @@ pub struct TestJournal {
     pub db: Db,
     pub journal: Journal,
     pub backend: Backend,
-    pub commands: CommandService,
+    pub commands: CommandRunner,
     /// The account every test command is run as.
     pub actor: Actor,
     _dir: Option<tempfile::TempDir>,
@@ -100,7 +100,7 @@ impl TestJournal {
         let journal = Journal::new(db.clone());
         Some(TestJournal {
             url,
-            commands: CommandService::new(journal.clone()),
+            commands: CommandRunner::new(journal.clone()),
             journal,
             db,
             backend,

@@ -3,7 +3,7 @@
 //!
 //! - `write`: appends tally events and prints `ack <aggregate_id> <sequence>`
 //!   (flushed) after each acknowledged commit.
-//! - `journal`: durable appends through `CommandService` against raw INSERTs of
+//! - `journal`: durable appends through `CommandRunner` against raw INSERTs of
 //!   the same rows, then the projector's catch-up rate and peak memory.
 //! - `api`: bookings and `myAppointments` through the GraphQL endpoint of a
 //!   server process (see `kabinet_tests::api_bench`).
@@ -16,7 +16,7 @@ use anyhow::anyhow;
 use clap::{Args, Parser, Subcommand};
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, EventStore};
-use kabinet_domain::command::{CommandService, Retry};
+use kabinet_domain::command::{CommandRunner, Retry};
 use kabinet_domain::db::PoolOptions;
 use kabinet_domain::journal::chain::{EventContent, Hash, GENESIS};
 use kabinet_domain::{Db, Journal};
@@ -120,8 +120,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// An extract of `visits` visits, as the documents feature renders one.
-fn extract(visits: usize, n: usize) -> kabinet_graphql::pdf::PdfDocument {
-    use kabinet_graphql::pdf::{PdfBlock, PdfDocument};
+fn extract(visits: usize, n: usize) -> kabinet_pdf::PdfDocument {
+    use kabinet_pdf::{PdfBlock, PdfDocument};
     let mut blocks = vec![
         PdfBlock::Heading("Выписка из истории болезни".into()),
         PdfBlock::Field {
@@ -164,11 +164,10 @@ fn pdf(args: PdfArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut bytes = 0usize;
     for document in &documents {
-        bytes += kabinet_graphql::pdf::render(document).len();
+        bytes += kabinet_pdf::render(document).len();
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let same =
-        kabinet_graphql::pdf::render(&documents[0]) == kabinet_graphql::pdf::render(&documents[0]);
+    let same = kabinet_pdf::render(&documents[0]) == kabinet_pdf::render(&documents[0]);
     println!(
         "pdf: {} extracts of {} visits in {:.2} s: {:.1} documents/s, {:.2} ms each, {:.1} KiB average; rendering twice gives the same bytes: {same}",
         args.documents,
@@ -182,7 +181,7 @@ fn pdf(args: PdfArgs) -> anyhow::Result<()> {
 }
 
 async fn passwords(args: PasswordArgs) -> anyhow::Result<()> {
-    use kabinet_domain::accounts::password;
+    use kabinet_adapters::password_hash as password;
     let mut stored = Vec::with_capacity(args.passwords);
     let started = std::time::Instant::now();
     for n in 0..args.passwords {
@@ -214,7 +213,7 @@ async fn write(args: WriteArgs) -> anyhow::Result<()> {
     };
     let db = Db::connect(&args.database_url, &options).await?;
     db.migrate().await?;
-    let commands = CommandService::new(Journal::new(db));
+    let commands = CommandRunner::new(Journal::new(db));
     let account = Uuid::new_v4();
     let mut tasks = JoinSet::new();
     for s in 0..args.streams {
@@ -404,11 +403,11 @@ async fn run_journal_bench(args: &JournalArgs, journal: &Journal) -> anyhow::Res
     );
     println!();
     println!(
-        "| writers | journal appends/s (PersistedEventStore commit) | commands/s (CommandService: load, decide, commit) | raw single-row INSERTs/s | appends/raw | commands/raw |"
+        "| writers | journal appends/s (PersistedEventStore commit) | commands/s (CommandRunner: load, decide, commit) | raw single-row INSERTs/s | appends/raw | commands/raw |"
     );
     println!("|--:|--:|--:|--:|--:|--:|");
     let run = Uuid::new_v4().simple().to_string();
-    let commands = CommandService::new(journal.clone());
+    let commands = CommandRunner::new(journal.clone());
     for &writers in &args.writers {
         let account = Uuid::new_v4();
         // Journal appends through the command path.

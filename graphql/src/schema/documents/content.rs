@@ -8,7 +8,7 @@ use kabinet_domain::documents::DocumentKind;
 use kabinet_domain::patients::{PatientProfile, Sex};
 use kabinet_projections::document_requests::DocumentRequestView;
 
-use crate::pdf::{PdfBlock, PdfDocument};
+use kabinet_pdf::{PdfBlock, PdfDocument};
 
 /// A visit as the document lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,8 +248,8 @@ mod tests {
             submitted_on: NaiveDate::from_ymd_opt(2026, 4, 1).expect("date"),
             visits: &visits,
         };
-        let first = crate::pdf::render(&document(&facts));
-        let second = crate::pdf::render(&document(&facts));
+        let first = kabinet_pdf::render(&document(&facts));
+        let second = kabinet_pdf::render(&document(&facts));
         assert_eq!(first, second);
     }
 }

@@ -925,7 +925,7 @@ impl DocumentsMutation {
             None => match render_request(ctx, &view).await? {
                 Ok(pdf) => s
                     .files
-                    .store(&pdf, crate::pdf::MEDIA_TYPE)
+                    .store(&pdf, kabinet_pdf::MEDIA_TYPE)
                     .await
                     .map_err(|e| internal(ctx, e))?,
                 Err(e) => return DocumentRequestPayload::failed(e),
@@ -1097,7 +1097,7 @@ async fn render_request(
         submitted_on: view.submitted_at.with_timezone(&tz).date_naive(),
         visits: &visits,
     };
-    Ok(Ok(crate::pdf::render(&content::document(&facts))))
+    Ok(Ok(kabinet_pdf::render(&content::document(&facts))))
 }
 
 /// Resolves a document request's global id for its patient and its organisation's staff.

@@ -1,4 +1,5 @@
-//! Medical services (B3): code, name, type, form, cost, required documents.
+//! The medical services a clinic offers (B3): code, name, type, form, cost, required
+//! documents. "Medical service" is the only thing the code calls a service.
 
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
@@ -49,8 +50,22 @@ pub struct ServiceDetails {
     pub required_documents: Vec<String>,
 }
 
+/// A text that is not a service code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a service code (letters, digits, '.' and '-', up to 32)")]
+pub struct ServiceCodeError(pub String);
+
+/// A text that is not a cost in roubles.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CostError {
+    #[error("'{0}' is not a cost in roubles such as 1500 or 1500.50")]
+    Malformed(String),
+    #[error("'{0}' is too large")]
+    TooLarge(String),
+}
+
 /// Checks a service code: 1 to 32 characters of letters, digits, `.` and `-`.
-pub fn parse_code(raw: &str) -> Result<String, String> {
+pub fn parse_code(raw: &str) -> Result<String, ServiceCodeError> {
     let code = raw.trim();
     if code.is_empty()
         || code.len() > 32
@@ -58,15 +73,13 @@ pub fn parse_code(raw: &str) -> Result<String, String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
     {
-        return Err(format!(
-            "'{raw}' is not a service code (letters, digits, '.' and '-', up to 32)"
-        ));
+        return Err(ServiceCodeError(raw.to_string()));
     }
     Ok(code.to_ascii_uppercase())
 }
 
 /// Checks a cost: a non-negative decimal with at most two fraction digits.
-pub fn parse_cost(raw: &str) -> Result<String, String> {
+pub fn parse_cost(raw: &str) -> Result<String, CostError> {
     let cost = raw.trim();
     let (whole, fraction) = cost.split_once('.').unwrap_or((cost, ""));
     let ok = !whole.is_empty()
@@ -75,18 +88,20 @@ pub fn parse_cost(raw: &str) -> Result<String, String> {
         && fraction.len() <= 2
         && fraction.chars().all(|c| c.is_ascii_digit());
     if !ok {
-        return Err(format!(
-            "'{raw}' is not a cost in roubles such as 1500 or 1500.50"
-        ));
+        return Err(CostError::Malformed(raw.to_string()));
     }
-    let whole: u64 = whole.parse().map_err(|_| format!("'{raw}' is too large"))?;
+    let whole: u64 = whole
+        .parse()
+        .map_err(|_| CostError::TooLarge(raw.to_string()))?;
     Ok(format!("{whole}.{fraction:0<2}"))
 }
 
 impl ServiceDetails {
     fn validated(&self) -> Result<ServiceDetails, ServiceError> {
-        let invalid =
-            |field: &'static str| move |message: String| ServiceError::Invalid { field, message };
+        let invalid = |field: &'static str, e: &dyn std::fmt::Display| ServiceError::Invalid {
+            field,
+            message: e.to_string(),
+        };
         let documents = if self.required_documents.len() > 20 {
             return Err(ServiceError::Invalid {
                 field: "requiredDocuments",
@@ -95,16 +110,12 @@ impl ServiceDetails {
         } else {
             self.required_documents
                 .iter()
-                .map(|d| {
-                    BoundedText::parse(d, 200)
-                        .map(|t| t.as_str().to_string())
-                        .map_err(|e| e.to_string())
-                })
+                .map(|d| BoundedText::parse(d, 200).map(|t| t.as_str().to_string()))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(invalid("requiredDocuments"))?
+                .map_err(|e| invalid("requiredDocuments", &e))?
         };
         Ok(ServiceDetails {
-            code: parse_code(&self.code).map_err(invalid("code"))?,
+            code: parse_code(&self.code).map_err(|e| invalid("code", &e))?,
             name: BoundedText::parse(&self.name, 300)
                 .map(|t| t.as_str().to_string())
                 .map_err(|e| ServiceError::Invalid {
@@ -113,7 +124,7 @@ impl ServiceDetails {
                 })?,
             kind: self.kind,
             form: self.form,
-            cost: parse_cost(&self.cost).map_err(invalid("cost"))?,
+            cost: parse_cost(&self.cost).map_err(|e| invalid("cost", &e))?,
             required_documents: documents,
         })
     }

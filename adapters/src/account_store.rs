@@ -7,10 +7,10 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::account::AccountStatus;
-use super::throttle::ThrottlePolicy;
-use crate::db::Db;
-use crate::on_db;
+use kabinet_domain::accounts::account::{AccountStatus, LOGIN_SCOPE};
+use kabinet_domain::accounts::throttle::ThrottlePolicy;
+use kabinet_domain::on_db;
+use kabinet_domain::Db;
 
 /// How many times a throttling reservation is tried against racing requests.
 const RESERVE_ROUNDS: usize = 64;
@@ -577,7 +577,7 @@ impl AccountStore {
     pub async fn account_of_login(&self, login: &str) -> StoreResult<Option<Uuid>> {
         const SQL: &str = "SELECT owner FROM reservations WHERE scope = $1 AND key = $2";
         let owner: Option<String> = on_db!(&self.db, pool => {
-            sqlx::query_scalar(SQL).bind(super::account::LOGIN_SCOPE).bind(login).fetch_optional(pool).await?
+            sqlx::query_scalar(SQL).bind(LOGIN_SCOPE).bind(login).fetch_optional(pool).await?
         });
         owner
             .as_deref()

@@ -1,4 +1,5 @@
-//! Server-rendered PDF documents: Cyrillic text, line wrapping, page breaks, a QR code.
+//! Kabinet's PDF engine: renders a document model (Cyrillic text, line wrapping, page
+//! breaks, a QR code) to PDF bytes. It knows nothing of the API that asks for documents.
 //!
 //! A small hand-written writer rather than a PDF library: the output must be byte-for-byte
 //! deterministic (no dates, random ids or hash-map order), and it needs only one embedded

@@ -1,30 +1,30 @@
-//! The identity verification service: the registry port, the sealed scan store, the
-//! SMS code store, and the commands of [`IdentityVerification`].
+//! The `IdentityDesk` use case: identity verification of a patient against the
+//! SNILS registry, by a reviewed passport scan and by a code to the phone. It
+//! keeps scans sealed and codes hashed in the identity tables (an adapter) and
+//! records each step as [`IdentityVerification`] events.
 
 use std::sync::Arc;
 
-use aes_gcm::aead::rand_core::RngCore;
-use aes_gcm::aead::OsRng;
-use async_trait::async_trait;
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, Utc};
+use kabinet_adapters::identity_store::IdentityStore;
+use kabinet_domain::accounts::secrets::{random_bytes, six_digit_code, SecretError};
+use kabinet_domain::command::{CommandError, CommandFault, CommandOutcome, CommandRunner, Retry};
+use kabinet_domain::identity::limits::{Cap, CapReached, Counted, IdentityLimits, GAP};
+use kabinet_domain::identity::registry::{normal_name, same_name, RegistryError, SnilsRegistry};
+use kabinet_domain::identity::scan::{check_scan, DataKey, OpenError, ScanError};
+use kabinet_domain::identity::verification::{
+    IdentityVerification, ProfileBases, RegistryAnswer, ScanDecision, ScanFormat, ScanReview,
+    VerificationCommand, VerificationError, VERIFIED_SNILS_SCOPE,
+};
+use kabinet_domain::identity::{PhoneError, PhoneNumber};
+use kabinet_domain::journal::reservations::ReservationTaken;
+use kabinet_domain::notify::{Channel, Message, Notifier, NotifyError};
+use kabinet_domain::patients::Patient;
+use kabinet_domain::user_error::{AsUserError, UserError};
+use kabinet_domain::EventMetadata;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use uuid::Uuid;
-
-use super::limits::{self, Cap, Counted, IdentityLimits};
-use super::scan::{check_scan, DataKey, ScanError};
-use super::values::Snils;
-use super::verification::{
-    IdentityVerification, ProfileBases, RegistryAnswer, ScanDecision, ScanFormat, ScanReview,
-    VerificationCommand,
-};
-use crate::command::{CommandError, CommandOutcome, CommandService, Retry};
-use crate::directory::BoundedText;
-use crate::notify::{Channel, Message, Notifier};
-use crate::patients::Patient;
-use crate::user_error::{AsUserError, UserError};
-use crate::{Db, EventMetadata};
 
 /// How long an SMS code is valid.
 pub const CODE_TTL_MINUTES: i64 = 10;
@@ -33,192 +33,37 @@ pub const CODE_MAX_ATTEMPTS: i32 = 5;
 /// Least time between two codes.
 pub const CODE_RESEND_SECONDS: i64 = 60;
 
-/// One person in the SNILS registry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegistryEntry {
-    pub snils: Snils,
-    pub surname: String,
-    pub first_name: String,
-    pub patronymic: Option<String>,
-    pub birth_date: NaiveDate,
-}
-
-/// A registry entry as an administrator types it in.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct RawRegistryEntry {
-    pub snils: String,
-    pub surname: String,
-    pub first_name: String,
-    pub patronymic: Option<String>,
-    /// `YYYY-MM-DD`.
-    pub birth_date: String,
-}
-
-fn entry_error(index: usize, field: &str, code: &'static str, message: String) -> UserError {
-    UserError {
-        field: Some(vec![
-            "input".into(),
-            "entries".into(),
-            index.to_string(),
-            field.into(),
-        ]),
-        message,
-        code,
-    }
-}
-
-impl RegistryEntry {
-    /// Parses the entries of a registry load, naming every wrong field of every entry.
-    pub fn parse_all(raw: &[RawRegistryEntry]) -> Result<Vec<RegistryEntry>, Vec<UserError>> {
-        let mut errors = Vec::new();
-        let mut entries = Vec::with_capacity(raw.len());
-        for (i, r) in raw.iter().enumerate() {
-            let snils = Snils::parse(&r.snils)
-                .map_err(|e| {
-                    use super::values::ValueError;
-                    errors.push(entry_error(i, "snils", e.code(), e.to_string()))
-                })
-                .ok();
-            let mut name = |raw: &str, field: &str| {
-                BoundedText::parse(raw, 100)
-                    .map(|t| t.as_str().to_string())
-                    .map_err(|e| errors.push(entry_error(i, field, "INVALID_INPUT", e.to_string())))
-                    .ok()
-            };
-            let surname = name(&r.surname, "surname");
-            let first_name = name(&r.first_name, "firstName");
-            let patronymic = match r.patronymic.as_deref().map(str::trim) {
-                None | Some("") => Some(None),
-                Some(p) => name(p, "patronymic").map(Some),
-            };
-            let birth_date = NaiveDate::parse_from_str(r.birth_date.trim(), "%Y-%m-%d")
-                .map_err(|_| {
-                    errors.push(entry_error(
-                        i,
-                        "birthDate",
-                        "INVALID_BIRTH_DATE",
-                        "not a date in the form YYYY-MM-DD".into(),
-                    ))
-                })
-                .ok();
-            if let (
-                Some(snils),
-                Some(surname),
-                Some(first_name),
-                Some(patronymic),
-                Some(birth_date),
-            ) = (snils, surname, first_name, patronymic, birth_date)
-            {
-                entries.push(RegistryEntry {
-                    snils,
-                    surname,
-                    first_name,
-                    patronymic,
-                    birth_date,
-                });
-            }
-        }
-        if errors.is_empty() {
-            Ok(entries)
-        } else {
-            Err(errors)
-        }
-    }
-}
-
-/// The SNILS registry port.
-#[async_trait]
-pub trait SnilsRegistry: Send + Sync + 'static {
-    /// The registry's entry for `snils`, if any.
-    async fn lookup(&self, snils: &Snils) -> Result<Option<RegistryEntry>, String>;
-}
-
-/// The registry as a table that administrators load.
-#[derive(Debug, Clone)]
-pub struct TableSnilsRegistry {
-    db: Db,
-}
-
-impl TableSnilsRegistry {
-    /// The registry table of `db`.
-    pub fn new(db: Db) -> Self {
-        TableSnilsRegistry { db }
-    }
-
-    /// Adds or replaces `entries` in one transaction; returns how many were written.
-    pub async fn load(
-        &self,
-        entries: &[RegistryEntry],
-        now: DateTime<Utc>,
-    ) -> Result<usize, sqlx::Error> {
-        const SQL: &str = "INSERT INTO snils_registry (snils, surname, first_name, patronymic, \
-             birth_date, loaded_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (snils) DO UPDATE SET \
-             surname = excluded.surname, first_name = excluded.first_name, \
-             patronymic = excluded.patronymic, birth_date = excluded.birth_date, \
-             loaded_at = excluded.loaded_at";
-        crate::on_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
-            for e in entries {
-                sqlx::query(SQL)
-                    .bind(e.snils.digits())
-                    .bind(e.surname.as_str())
-                    .bind(e.first_name.as_str())
-                    .bind(e.patronymic.as_deref())
-                    .bind(e.birth_date.to_string())
-                    .bind(now.timestamp_micros())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-        });
-        Ok(entries.len())
-    }
-}
-
-#[async_trait]
-impl SnilsRegistry for TableSnilsRegistry {
-    async fn lookup(&self, snils: &Snils) -> Result<Option<RegistryEntry>, String> {
-        const SQL: &str = "SELECT surname, first_name, patronymic, birth_date FROM snils_registry WHERE snils = $1";
-        let digits = snils.digits();
-        let row: Option<(String, String, Option<String>, String)> = crate::on_db!(&self.db, pool => {
-            sqlx::query(SQL)
-                .bind(&digits)
-                .fetch_optional(pool)
-                .await
-                .and_then(|row| row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))).transpose())
-                .map_err(|e| e.to_string())?
-        });
-        row.map(|(surname, first_name, patronymic, birth)| {
-            Ok(RegistryEntry {
-                snils: snils.clone(),
-                surname,
-                first_name,
-                patronymic,
-                birth_date: NaiveDate::parse_from_str(&birth, "%Y-%m-%d")
-                    .map_err(|e| e.to_string())?,
-            })
-        })
-        .transpose()
-    }
-}
-
-/// A name without case, surrounding spaces, or the ё/е distinction.
-fn normal_name(s: &str) -> String {
-    s.trim().to_lowercase().replace('ё', "е")
-}
-
-/// Names compare without case, surrounding spaces, or the ё/е distinction.
-fn same_name(a: &str, b: &str) -> bool {
-    normal_name(a) == normal_name(b)
-}
-
 /// Why a verification step did not happen.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum IdentityFailure {
     /// Errors for the caller, each naming its field.
+    #[error("{}", .0.first().map_or("", |e| e.message.as_str()))]
     User(Vec<UserError>),
     /// A fault of the store or a channel; logged, never shown.
-    Internal(String),
+    #[error("internal error: {0}")]
+    Internal(#[source] IdentityFault),
+}
+
+/// A fault under a verification step, with its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityFault {
+    #[error("identity tables: {0}")]
+    Store(#[from] sqlx::Error),
+    #[error(transparent)]
+    Command(#[from] CommandFault),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Delivery(#[from] NotifyError),
+    #[error("a stored scan cannot be opened: {0}")]
+    Sealed(#[from] OpenError),
+    #[error("a stored phone number is malformed: {0}")]
+    StoredPhone(#[from] PhoneError),
+    /// A reservation the verification does not expect was held.
+    #[error("{0}")]
+    Reserved(ReservationTaken),
+    #[error(transparent)]
+    Randomness(#[from] SecretError),
 }
 
 impl IdentityFailure {
@@ -239,23 +84,21 @@ impl<E: std::error::Error + AsUserError> From<CommandError<E>> for IdentityFailu
                 "IDEMPOTENCY_KEY_REUSED",
                 e.to_string(),
             )),
-            CommandError::Reserved(taken)
-                if taken.scope == super::verification::VERIFIED_SNILS_SCOPE =>
-            {
+            CommandError::Reserved(taken) if taken.scope == VERIFIED_SNILS_SCOPE => {
                 IdentityFailure::user(UserError::field(
                     "snils",
                     "SNILS_ALREADY_VERIFIED",
                     "this SNILS belongs to another verified account; contact support",
                 ))
             }
-            CommandError::Reserved(taken) => IdentityFailure::Internal(taken.to_string()),
-            CommandError::Internal(e) => IdentityFailure::Internal(e),
+            CommandError::Reserved(taken) => internal(IdentityFault::Reserved(taken)),
+            CommandError::Internal(e) => internal(e),
         }
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> IdentityFailure {
-    IdentityFailure::Internal(e.to_string())
+fn internal(e: impl Into<IdentityFault>) -> IdentityFailure {
+    IdentityFailure::Internal(e.into())
 }
 
 /// A passport scan as stored.
@@ -280,40 +123,21 @@ pub struct ScanAwaitingReview {
 #[error("too many passport scans are being uploaded right now; try again in a moment")]
 pub struct UploadsBusy;
 
-/// A scan stored in the review queue, and what to do with it.
-const SCAN_PENDING: &str = "pending";
-const SCAN_APPROVED: &str = "approved";
-
-/// An outstanding code: phone, salt, hash, expiry (µs) and tries used.
-type CodeRow = (String, String, String, i64, i32);
-
-/// Runs identity verification.
+/// The identity verification use case.
 #[derive(Clone)]
-pub struct IdentityService {
-    db: Db,
-    commands: CommandService,
+pub struct IdentityDesk {
+    store: IdentityStore,
+    commands: CommandRunner,
     registry: Arc<dyn SnilsRegistry>,
     key: DataKey,
     limits: IdentityLimits,
     uploads: Arc<tokio::sync::Semaphore>,
 }
 
-fn random_hex(bytes: usize) -> String {
+fn random_hex(bytes: usize) -> Result<String, SecretError> {
     let mut buf = vec![0u8; bytes];
-    OsRng.fill_bytes(&mut buf);
-    hex::encode(buf)
-}
-
-/// A uniformly random six-digit code.
-fn random_code() -> String {
-    // Reject the top of the u32 range so every code is equally likely.
-    const LIMIT: u32 = u32::MAX - (u32::MAX % 1_000_000);
-    loop {
-        let n = OsRng.next_u32();
-        if n < LIMIT {
-            return format!("{:06}", n % 1_000_000);
-        }
-    }
+    random_bytes(&mut buf)?;
+    Ok(hex::encode(buf))
 }
 
 fn code_hash(salt: &str, code: &str) -> String {
@@ -324,56 +148,17 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The key that seals scans: the configured one, or (development only) a random key
-/// generated once and kept in this database.
-pub async fn resolve_data_key(
-    db: &Db,
-    configured: Option<DataKey>,
-    production: bool,
-) -> Result<DataKey, String> {
-    if let Some(key) = configured {
-        return Ok(key);
-    }
-    if production {
-        return Err(
-            "KABINET_DATA_KEY is required in production mode (32 bytes, hex or base64)".into(),
-        );
-    }
-    const SELECT: &str = "SELECT key_base64 FROM development_data_keys ORDER BY created_at LIMIT 1";
-    const INSERT: &str = "INSERT INTO development_data_keys (key_id, key_base64, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
-    let fresh = DataKey::random();
-    let stored: String = crate::on_db!(db, pool => {
-        let existing: Option<String> = sqlx::query_scalar(SELECT).fetch_optional(pool).await.map_err(|e| e.to_string())?;
-        match existing {
-            Some(key) => key,
-            None => {
-                sqlx::query(INSERT)
-                    .bind(fresh.id())
-                    .bind(fresh.to_base64())
-                    .bind(Utc::now().timestamp_micros())
-                    .execute(pool)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                // Another process may have stored its key first: use the oldest.
-                sqlx::query_scalar(SELECT).fetch_one(pool).await.map_err(|e| e.to_string())?
-            }
-        }
-    });
-    tracing::warn!("no KABINET_DATA_KEY: passport scans are sealed with a development key kept in the database");
-    DataKey::parse(&stored).map_err(|e| e.to_string())
-}
-
-impl IdentityService {
+impl IdentityDesk {
     /// The service over `db`, sealing scans with `key`.
     pub fn new(
-        db: Db,
-        commands: CommandService,
+        store: IdentityStore,
+        commands: CommandRunner,
         registry: Arc<dyn SnilsRegistry>,
         key: DataKey,
     ) -> Self {
         let limits = IdentityLimits::default();
-        IdentityService {
-            db,
+        IdentityDesk {
+            store,
             commands,
             registry,
             key,
@@ -451,21 +236,22 @@ impl IdentityService {
         cap: Cap,
         gap: Duration,
         now: DateTime<Utc>,
-    ) -> Result<Result<(), limits::CapReached>, IdentityFailure> {
-        limits::take(&self.db, counted, subject, cap, gap, now)
+    ) -> Result<Result<(), CapReached>, IdentityFailure> {
+        self.store
+            .take(counted, subject, cap, gap, now)
             .await
             .map_err(internal)
     }
 
     /// The verification of `patient_id` as it stands.
-    pub async fn status(&self, patient_id: Uuid) -> Result<IdentityVerification, String> {
+    pub async fn status(&self, patient_id: Uuid) -> Result<IdentityVerification, CommandFault> {
         self.commands
             .load::<IdentityVerification>(&patient_id.to_string())
             .await
     }
 
     /// Whether `patient_id`'s identity is verified.
-    pub async fn is_verified(&self, patient_id: Uuid) -> Result<bool, String> {
+    pub async fn is_verified(&self, patient_id: Uuid) -> Result<bool, CommandFault> {
         Ok(self.status(patient_id).await?.is_verified())
     }
 
@@ -473,7 +259,7 @@ impl IdentityService {
         self.commands
             .load::<Patient>(&patient_id.to_string())
             .await
-            .map_err(IdentityFailure::Internal)
+            .map_err(internal)
     }
 
     async fn refuse_if_verified(&self, patient_id: Uuid) -> Result<(), IdentityFailure> {
@@ -484,7 +270,7 @@ impl IdentityService {
             .is_verified()
         {
             return Err(IdentityFailure::user(
-                super::verification::VerificationError::AlreadyVerified.to_user_error(),
+                VerificationError::AlreadyVerified.to_user_error(),
             ));
         }
         Ok(())
@@ -541,11 +327,7 @@ impl IdentityService {
         else {
             return Err(IdentityFailure::User(missing));
         };
-        let entry = self
-            .registry
-            .lookup(&snils)
-            .await
-            .map_err(IdentityFailure::Internal)?;
+        let entry = self.registry.lookup(&snils).await.map_err(internal)?;
         let matches = entry.is_some_and(|e| {
             same_name(&e.surname, &profile.surname)
                 && same_name(&e.first_name, &profile.first_name)
@@ -628,26 +410,18 @@ impl IdentityService {
         let sha256 = hex::encode(Sha256::digest(bytes));
         let context = format!("{patient_id}:{sha256}");
         let sealed = self.key.seal(bytes, context.as_bytes());
-        const SQL: &str =
-            "INSERT INTO passport_scans (patient_id, sha256, size, format, key_id, nonce, \
-             ciphertext, uploaded_at, review_state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending') \
-             ON CONFLICT (patient_id, sha256) DO UPDATE SET review_state = 'pending', \
-             uploaded_at = excluded.uploaded_at";
-        let patient = patient_id.to_string();
-        crate::on_db!(&self.db, pool => {
-            sqlx::query(SQL)
-                .bind(&patient)
-                .bind(&sha256)
-                .bind(bytes.len() as i64)
-                .bind(format.as_str())
-                .bind(self.key.id())
-                .bind(&sealed.nonce)
-                .bind(&sealed.ciphertext)
-                .bind(now.timestamp_micros())
-                .execute(pool)
-                .await
-                .map_err(internal)?;
-        });
+        self.store
+            .put_scan(
+                patient_id,
+                &sha256,
+                bytes.len(),
+                format,
+                &self.key.id(),
+                &sealed,
+                now,
+            )
+            .await
+            .map_err(internal)?;
         let size = bytes.len() as u64;
         let input = json!({ "step": "passport_scan", "sha256": sha256 });
         let outcome = self
@@ -665,11 +439,10 @@ impl IdentityService {
             )
             .await?;
         // Only the latest scan and an approved one are kept.
-        const PRUNE: &str = "DELETE FROM passport_scans WHERE patient_id = $1 AND sha256 <> $2 \
-             AND review_state <> 'approved'";
-        crate::on_db!(&self.db, pool => {
-            sqlx::query(PRUNE).bind(&patient).bind(&sha256).execute(pool).await.map_err(internal)?;
-        });
+        self.store
+            .prune_scans(patient_id, &sha256)
+            .await
+            .map_err(internal)?;
         Ok((outcome, StoredScan { sha256, size }))
     }
 
@@ -692,6 +465,7 @@ impl IdentityService {
             ))
         };
         if !self
+            .store
             .scan_stored(patient_id, sha256)
             .await
             .map_err(internal)?
@@ -721,31 +495,13 @@ impl IdentityService {
                 input,
             )
             .await?;
-        let patient = patient_id.to_string();
-        const APPROVE: &str =
-            "UPDATE passport_scans SET review_state = 'approved' WHERE patient_id = $1 AND sha256 = $2";
-        const DROP_OTHERS: &str =
-            "DELETE FROM passport_scans WHERE patient_id = $1 AND sha256 <> $2";
-        const DROP: &str = "DELETE FROM passport_scans WHERE patient_id = $1 AND sha256 = $2";
-        crate::on_db!(&self.db, pool => {
-            if approve {
-                sqlx::query(APPROVE).bind(&patient).bind(sha256).execute(pool).await.map_err(internal)?;
-                sqlx::query(DROP_OTHERS).bind(&patient).bind(sha256).execute(pool).await.map_err(internal)?;
-            } else {
-                sqlx::query(DROP).bind(&patient).bind(sha256).execute(pool).await.map_err(internal)?;
-            }
-        });
+        if approve {
+            self.store.approve_scan(patient_id, sha256).await
+        } else {
+            self.store.drop_scan(patient_id, sha256).await
+        }
+        .map_err(internal)?;
         Ok(outcome)
-    }
-
-    async fn scan_stored(&self, patient_id: Uuid, sha256: &str) -> Result<bool, sqlx::Error> {
-        const SQL: &str =
-            "SELECT count(*) FROM passport_scans WHERE patient_id = $1 AND sha256 = $2";
-        let patient = patient_id.to_string();
-        let n: i64 = crate::on_db!(&self.db, pool => {
-            sqlx::query_scalar(SQL).bind(&patient).bind(sha256).fetch_one(pool).await?
-        });
-        Ok(n > 0)
     }
 
     /// Scans awaiting review, oldest first: `limit` from `offset`. The table is the
@@ -754,36 +510,21 @@ impl IdentityService {
         &self,
         limit: usize,
         offset: usize,
-    ) -> Result<Vec<ScanAwaitingReview>, String> {
-        const SQL: &str =
-            "SELECT patient_id, sha256, size, format, uploaded_at FROM passport_scans \
-             WHERE review_state = $1 ORDER BY uploaded_at, patient_id LIMIT $2 OFFSET $3";
-        let rows: Vec<(String, String, i64, String, i64)> = crate::on_db!(&self.db, pool => {
-            sqlx::query_as(SQL)
-                .bind(SCAN_PENDING)
-                .bind(limit as i64)
-                .bind(offset as i64)
-                .fetch_all(pool)
-                .await
-                .map_err(|e| e.to_string())?
-        });
-        let mut queue = Vec::with_capacity(rows.len());
-        for (patient, sha256, size, format, uploaded_at) in rows {
-            let Ok(patient_id) = Uuid::parse_str(&patient) else {
-                continue;
-            };
-            let status = self.status(patient_id).await?;
+    ) -> Result<Vec<ScanAwaitingReview>, IdentityFault> {
+        let mut queue = Vec::new();
+        for scan in self.store.pending_scans(limit, offset).await? {
+            let status = self.status(scan.patient_id).await?;
             let waiting = status.scan_review == Some(ScanReview::AwaitingReview)
-                && status.scan_sha256.as_deref() == Some(sha256.as_str());
+                && status.scan_sha256.as_deref() == Some(scan.sha256.as_str());
             if !waiting {
                 continue;
             }
             queue.push(ScanAwaitingReview {
-                patient_id,
-                sha256,
-                size: u64::try_from(size).unwrap_or(0),
-                format: ScanFormat::parse(&format).unwrap_or(ScanFormat::Pdf),
-                uploaded_at: DateTime::from_timestamp_micros(uploaded_at).unwrap_or_default(),
+                patient_id: scan.patient_id,
+                sha256: scan.sha256,
+                size: scan.size,
+                format: scan.format,
+                uploaded_at: scan.uploaded_at,
             });
         }
         Ok(queue)
@@ -794,22 +535,12 @@ impl IdentityService {
         &self,
         patient_id: Uuid,
         sha256: &str,
-    ) -> Result<Option<(Vec<u8>, ScanFormat)>, String> {
-        const SQL: &str =
-            "SELECT format FROM passport_scans WHERE patient_id = $1 AND sha256 = $2 \
-             AND review_state IN ($3, $4)";
-        let patient = patient_id.to_string();
-        let format: Option<String> = crate::on_db!(&self.db, pool => {
-            sqlx::query_scalar(SQL)
-                .bind(&patient)
-                .bind(sha256)
-                .bind(SCAN_PENDING)
-                .bind(SCAN_APPROVED)
-                .fetch_optional(pool)
-                .await
-                .map_err(|e| e.to_string())?
-        });
-        let Some(format) = format.and_then(|f| ScanFormat::parse(&f)) else {
+    ) -> Result<Option<(Vec<u8>, ScanFormat)>, IdentityFault> {
+        let Some(format) = self
+            .store
+            .reviewable_scan_format(patient_id, sha256)
+            .await?
+        else {
             return Ok(None);
         };
         Ok(self
@@ -843,11 +574,10 @@ impl IdentityService {
             .await?;
         let after = self.status(patient_id).await.map_err(internal)?;
         if let (Some(old), None) = (before.scan_sha256, after.scan_sha256) {
-            const DROP: &str = "DELETE FROM passport_scans WHERE patient_id = $1 AND sha256 = $2";
-            let patient = patient_id.to_string();
-            crate::on_db!(&self.db, pool => {
-                sqlx::query(DROP).bind(&patient).bind(&old).execute(pool).await.map_err(internal)?;
-            });
+            self.store
+                .drop_scan(patient_id, &old)
+                .await
+                .map_err(internal)?;
         }
         Ok(outcome)
     }
@@ -857,24 +587,12 @@ impl IdentityService {
         &self,
         patient_id: Uuid,
         sha256: &str,
-    ) -> Result<Option<Vec<u8>>, String> {
-        const SQL: &str =
-            "SELECT nonce, ciphertext FROM passport_scans WHERE patient_id = $1 AND sha256 = $2";
-        let patient = patient_id.to_string();
-        let row: Option<(Vec<u8>, Vec<u8>)> = crate::on_db!(&self.db, pool => {
-            sqlx::query_as(SQL).bind(&patient).bind(sha256).fetch_optional(pool).await.map_err(|e| e.to_string())?
-        });
-        let Some((nonce, ciphertext)) = row else {
+    ) -> Result<Option<Vec<u8>>, IdentityFault> {
+        let Some(sealed) = self.store.sealed_scan(patient_id, sha256).await? else {
             return Ok(None);
         };
         let context = format!("{patient_id}:{sha256}");
-        self.key
-            .open(
-                &super::scan::Sealed { nonce, ciphertext },
-                context.as_bytes(),
-            )
-            .map(Some)
-            .map_err(|e| e.to_string())
+        Ok(Some(self.key.open(&sealed, context.as_bytes())?))
     }
 
     /// Sends a fresh six-digit code to the profile's phone (throttled), keeping its hash.
@@ -905,14 +623,12 @@ impl IdentityService {
             )));
         };
         let patient = patient_id.to_string();
-        let last_sent: Option<i64> = crate::on_db!(&self.db, pool => {
-            sqlx::query_scalar("SELECT sent_at FROM identity_codes WHERE patient_id = $1")
-                .bind(&patient)
-                .fetch_optional(pool)
-                .await
-                .map_err(internal)?
-        });
-        if let Some(sent) = last_sent.and_then(DateTime::from_timestamp_micros) {
+        let last_sent = self
+            .store
+            .code_sent_at(patient_id)
+            .await
+            .map_err(internal)?;
+        if let Some(sent) = last_sent {
             let wait = sent + Duration::seconds(CODE_RESEND_SECONDS) - now;
             if wait > Duration::zero() {
                 return Err(IdentityFailure::user(UserError::new(
@@ -938,7 +654,7 @@ impl IdentityService {
             .await?
         {
             Ok(()) => Ok(()),
-            Err(reached) if reached.window == limits::GAP => {
+            Err(reached) if reached.window == GAP => {
                 return Err(IdentityFailure::user(UserError::new(
                     "CODE_RESEND_TOO_SOON",
                     format!(
@@ -965,31 +681,25 @@ impl IdentityService {
         if let Err(error) = number {
             return Err(IdentityFailure::user(error));
         }
-        let code = random_code();
-        let salt = random_hex(16);
+        let code = six_digit_code().map_err(internal)?;
+        let salt = random_hex(16).map_err(internal)?;
         let hash = code_hash(&salt, &code);
         let expires_at = now + Duration::minutes(CODE_TTL_MINUTES);
-        const UPSERT: &str = "INSERT INTO identity_codes (patient_id, phone, salt, code_hash, sent_at, \
-             expires_at, attempts) VALUES ($1, $2, $3, $4, $5, $6, 0) ON CONFLICT (patient_id) DO UPDATE SET \
-             phone = excluded.phone, salt = excluded.salt, code_hash = excluded.code_hash, \
-             sent_at = excluded.sent_at, expires_at = excluded.expires_at, attempts = 0 \
-             WHERE identity_codes.sent_at <= $7";
-        let written = crate::on_db!(&self.db, pool => {
-            sqlx::query(UPSERT)
-                .bind(&patient)
-                .bind(phone.as_str())
-                .bind(&salt)
-                .bind(&hash)
-                .bind(now.timestamp_micros())
-                .bind(expires_at.timestamp_micros())
-                .bind((now - Duration::seconds(CODE_RESEND_SECONDS)).timestamp_micros())
-                .execute(pool)
-                .await
-                .map_err(internal)?
-                .rows_affected()
-        });
+        let written = self
+            .store
+            .put_code(
+                patient_id,
+                phone.as_str(),
+                &salt,
+                &hash,
+                now,
+                expires_at,
+                Duration::seconds(CODE_RESEND_SECONDS),
+            )
+            .await
+            .map_err(internal)?;
         // Another request sent a code in the meantime.
-        if written == 0 {
+        if !written {
             return Err(IdentityFailure::user(UserError::new(
                 "CODE_RESEND_TOO_SOON",
                 "a code was sent a moment ago; ask again in a minute",
@@ -1041,37 +751,20 @@ impl IdentityService {
             return Ok(outcome);
         }
         self.refuse_if_verified(patient_id).await?;
-        let patient = patient_id.to_string();
-        let at = now.timestamp_micros();
-        // Claim one try first, so concurrent guesses cannot exceed the limit.
-        const CLAIM: &str = "UPDATE identity_codes SET attempts = attempts + 1 \
-             WHERE patient_id = $1 AND attempts < $2 AND expires_at > $3";
-        const READ: &str = "SELECT phone, salt, code_hash, expires_at, attempts FROM identity_codes WHERE patient_id = $1";
-        let (claimed, row): (u64, Option<CodeRow>) = crate::on_db!(&self.db, pool => {
-            let claimed = sqlx::query(CLAIM)
-                .bind(&patient)
-                .bind(CODE_MAX_ATTEMPTS)
-                .bind(at)
-                .execute(pool)
-                .await
-                .map_err(internal)?
-                .rows_affected();
-            let row = sqlx::query_as(READ)
-                .bind(&patient)
-                .fetch_optional(pool)
-                .await
-                .map_err(internal)?;
-            (claimed, row)
-        });
-        let Some((phone, salt, hash, expires_at, attempts)) = row else {
+        let tried = self
+            .store
+            .try_code(patient_id, CODE_MAX_ATTEMPTS, now)
+            .await
+            .map_err(internal)?;
+        let Some(stored) = tried.code else {
             return Err(IdentityFailure::user(UserError::field(
                 "code",
                 "CODE_NOT_SENT",
                 "no code was sent; ask for a code first",
             )));
         };
-        if claimed == 0 {
-            return Err(IdentityFailure::user(if expires_at <= at {
+        if !tried.counted {
+            return Err(IdentityFailure::user(if stored.expires_at <= now {
                 UserError::field(
                     "code",
                     "CODE_EXPIRED",
@@ -1085,22 +778,19 @@ impl IdentityService {
                 )
             }));
         }
-        if !same_bytes(code_hash(&salt, code).as_bytes(), hash.as_bytes()) {
-            let left = (CODE_MAX_ATTEMPTS - attempts).max(0);
+        if !same_bytes(
+            code_hash(&stored.salt, code).as_bytes(),
+            stored.hash.as_bytes(),
+        ) {
+            let left = (CODE_MAX_ATTEMPTS - stored.attempts).max(0);
             return Err(IdentityFailure::user(UserError::field(
                 "code",
                 "CODE_WRONG",
                 format!("the code is wrong; {left} tries left"),
             )));
         }
-        crate::on_db!(&self.db, pool => {
-            sqlx::query("DELETE FROM identity_codes WHERE patient_id = $1")
-                .bind(&patient)
-                .execute(pool)
-                .await
-                .map_err(internal)?;
-        });
-        let phone = super::values::PhoneNumber::parse(&phone).map_err(internal)?;
+        self.store.delete_code(patient_id).await.map_err(internal)?;
+        let phone = PhoneNumber::parse(&stored.phone).map_err(internal)?;
         let bases = self.bases(&self.patient(patient_id).await?);
         self.run(
             patient_id,

@@ -7,7 +7,7 @@ use ttf_parser::{Face, GlyphId};
 
 /// DejaVu Sans (Bitstream Vera licence, see assets/fonts/LICENSE-DejaVu.txt):
 /// full Cyrillic and Latin coverage, freely redistributable.
-const DEJAVU_SANS: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+const DEJAVU_SANS: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 
 /// PostScript name of the embedded font.
 const FONT_NAME: &str = "DejaVuSans";
