@@ -16,6 +16,9 @@ use uuid::Uuid;
 /// A counter row: hour start, hour count, day start, day count, last use.
 type CounterRow = (i64, i64, i64, i64, i64);
 
+/// A code row: phone, salt, hash, expiry (µs) and tries used.
+type CodeRow = (String, String, String, i64, i32);
+
 /// Review states of a stored scan.
 const SCAN_PENDING: &str = "pending";
 const SCAN_APPROVED: &str = "approved";
@@ -315,7 +318,6 @@ impl IdentityStore {
 
     /// Replaces `patient_id`'s code with a fresh one unless another was sent less
     /// than `resend_after` ago; false when that other one won.
-    #[allow(clippy::too_many_arguments)]
     pub async fn put_code(
         &self,
         patient_id: Uuid,
@@ -361,7 +363,7 @@ impl IdentityStore {
              WHERE patient_id = $1 AND attempts < $2 AND expires_at > $3";
         const READ: &str = "SELECT phone, salt, code_hash, expires_at, attempts FROM identity_codes WHERE patient_id = $1";
         let patient = patient_id.to_string();
-        let (claimed, row): (u64, Option<(String, String, String, i64, i32)>) = on_db!(&self.db, pool => {
+        let (claimed, row): (u64, Option<CodeRow>) = on_db!(&self.db, pool => {
             let claimed = sqlx::query(CLAIM)
                 .bind(&patient)
                 .bind(max_attempts)
