@@ -29,8 +29,12 @@ pub enum TokenError {
 
 /// Why a signing key could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the prescription signing key must be 32 bytes in base64 (a seed), got {0}")]
-pub struct KeyError(String);
+pub enum KeyError {
+    #[error("the prescription signing key must be 32 bytes in base64 (a seed), got text that is not base64")]
+    NotBase64,
+    #[error("the prescription signing key must be 32 bytes in base64 (a seed), got {0} bytes")]
+    WrongLength(usize),
+}
 
 /// Signs and verifies prescription tokens.
 #[derive(Clone)]
@@ -62,11 +66,11 @@ impl PrescriptionSigner {
             .decode(text)
             .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(text))
             .or_else(|_| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')))
-            .map_err(|_| KeyError("text that is not base64".into()))?;
+            .map_err(|_| KeyError::NotBase64)?;
         let seed: [u8; 32] = bytes
             .as_slice()
             .try_into()
-            .map_err(|_| KeyError(format!("{} bytes", bytes.len())))?;
+            .map_err(|_| KeyError::WrongLength(bytes.len()))?;
         Ok(Self::from_seed(&seed))
     }
 
