@@ -4,5 +4,6 @@
 //! server wires these implementations to them at start-up. The auditors' tool
 //! (`kabinet-replay`) does not link this crate.
 
+pub mod outbound;
 pub mod sms;
 pub mod smtp;
