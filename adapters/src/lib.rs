@@ -9,5 +9,6 @@ pub mod access_record;
 pub mod account_store;
 pub mod identity_store;
 pub mod password_hash;
+pub mod outbound;
 pub mod sms;
 pub mod smtp;

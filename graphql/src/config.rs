@@ -113,9 +113,15 @@ impl SecretArgs {
 /// How codes and messages reach people: SMTP for e-mail, an HTTP gateway for SMS.
 #[derive(Clone, Args, Default)]
 pub struct DeliveryArgs {
-    /// SMTP relay for e-mail, e.g. `smtp://127.0.0.1:2525` (user:password@ allowed).
+    /// SMTP relay for e-mail (user:password@ allowed): `smtps://host:465` (implicit
+    /// TLS), `smtp://host:587?tls=required` (STARTTLS), `?tls=opportunistic`,
+    /// `?tls=none`; plain `smtp://host` is plain only to loopback, STARTTLS elsewhere.
     #[arg(long, env = "KABINET_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<SecretString>,
+    /// PEM file of the authorities that sign the relay's certificate, instead of
+    /// the public ones (a private relay, a self-signed certificate).
+    #[arg(long, env = "KABINET_SMTP_CA_FILE")]
+    pub smtp_ca_file: Option<PathBuf>,
     /// Sender of e-mail, e.g. `Kabinet <no-reply@kabinet.example>`.
     #[arg(long, env = "KABINET_MAIL_FROM")]
     pub mail_from: Option<String>,
@@ -125,6 +131,10 @@ pub struct DeliveryArgs {
     /// Bearer token of the SMS gateway.
     #[arg(long, env = "KABINET_SMS_GATEWAY_TOKEN", hide_env_values = true)]
     pub sms_gateway_token: Option<SecretString>,
+    /// PEM file of the authorities that sign an `https://` gateway's certificate,
+    /// instead of the public ones.
+    #[arg(long, env = "KABINET_SMS_CA_FILE")]
+    pub sms_ca_file: Option<PathBuf>,
 }
 
 /// How many passwords are hashed at once (each Argon2id hashing takes 19 MiB), and
@@ -228,12 +238,14 @@ impl std::fmt::Debug for DeliveryArgs {
         let shown = |set: bool| if set { "[redacted]" } else { "none" };
         f.debug_struct("DeliveryArgs")
             .field("smtp_url", &shown(self.smtp_url.is_some()))
+            .field("smtp_ca_file", &self.smtp_ca_file)
             .field("mail_from", &self.mail_from)
             .field("sms_gateway_url", &self.sms_gateway_url)
             .field(
                 "sms_gateway_token",
                 &shown(self.sms_gateway_token.is_some()),
             )
+            .field("sms_ca_file", &self.sms_ca_file)
             .finish()
     }
 }
@@ -599,7 +611,7 @@ impl ServeConfig {
     }
 
     /// In production mode, refuses settings that would leave the server open:
-    /// guessable secrets and keys, SMS over plain HTTP, the demonstration
+    /// guessable secrets and keys, SMS over plain HTTP, e-mail in clear text, the demonstration
     /// mode. Says which setting is wrong and why.
     pub fn check_production(&self) -> Result<(), ProductionRefusal> {
         if self.mode != Mode::Production {
@@ -646,6 +658,18 @@ impl ServeConfig {
                     "KABINET_SMS_GATEWAY_URL must start with https:// in production: codes \
                      and messages would cross the network in clear text (plain http:// is \
                      allowed only to a gateway on this machine's loopback address)"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(url) = self.delivery.smtp_url.as_ref() {
+            // A URL that does not parse is reported when the notifier is built.
+            let parsed = kabinet_adapters::smtp::SmtpUrl::parse(url.expose_secret());
+            if parsed.is_ok_and(|url| url.clear_text_off_this_machine()) {
+                return Err(ProductionRefusal(
+                    "KABINET_SMTP_URL sends e-mail in clear text to another machine, refused in \
+                     production: use smtps://host:465 or smtp://host:587?tls=required (plain \
+                     or opportunistic TLS is allowed only to this machine's loopback address)"
                         .into(),
                 ));
             }
@@ -988,6 +1012,31 @@ mod tests {
         assert!(!secure_gateway_url("http://127.0.0.1@sms.example.ru/send"));
         assert!(!secure_gateway_url("http://127.0.0.1.example.ru/send"));
         assert!(!secure_gateway_url("ftp://127.0.0.1/sms"));
+    }
+
+    #[test]
+    fn production_refuses_clear_text_e_mail_to_another_machine() {
+        let mut config =
+            ServeConfig::for_tests("sqlite::memory:", "Zq8vN2kPw5xR7tLm9cY3bH6jD4fG1sAa");
+        config.mode = Mode::Production;
+        for (url, refused) in [
+            ("smtp://mail.example.ru:25?tls=none", true),
+            ("smtp://mail.example.ru:25?tls=opportunistic", true),
+            ("smtp://mail.example.ru:587?tls=required", false),
+            ("smtp://mail.example.ru:587", false),
+            ("smtps://user:pw@mail.example.ru", false),
+            ("smtp://127.0.0.1:25?tls=none", false),
+            ("smtp://127.0.0.1:25", false),
+        ] {
+            config.delivery.smtp_url = Some(SecretString::from(url.to_string()));
+            match config.check_production() {
+                Err(ProductionRefusal(why)) => {
+                    assert!(refused, "{url} refused: {why}");
+                    assert!(why.contains("KABINET_SMTP_URL"), "{why}");
+                }
+                Ok(()) => assert!(!refused, "{url} allowed"),
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,13 @@
 //! `INSERT … ON CONFLICT DO NOTHING` before the message goes out, so only one
 //! process sends it. A claim left by a crashed process, and a failed delivery,
 //! are retried with back-off, at most [`MAX_ATTEMPTS`] times (at-least-once).
+//!
+//! Messages go out concurrently, in lanes: at most [`LANE_WIDTH`] at once per
+//! channel. A relay that accepts and never answers fills its own channel's
+//! lane until its deadline fails those messages; the other channel, and the
+//! rounds that find new messages, go on meanwhile.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +25,8 @@ use kabinet_domain::notifications::Preferences;
 use kabinet_domain::notify::{Channel, Message, Notifier};
 use kabinet_domain::{Db, JournalOrder};
 use kabinet_projections::notifications::{self, NotificationView};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -26,8 +34,15 @@ use uuid::Uuid;
 pub const MAX_ATTEMPTS: i32 = 5;
 /// Notifications looked at per round.
 const BATCH: i64 = 100;
-/// How long a claim may stay unfinished before another process takes it over.
+/// How long a claim may stay unfinished before another process takes it over;
+/// far longer than any adapter's deadline for one message.
 const STALE_CLAIM: chrono::Duration = chrono::Duration::minutes(5);
+/// Deliveries under way at once on one channel (so at most twice this in all).
+pub const LANE_WIDTH: usize = 4;
+/// Most notifications one round looks through while some wait for a full lane.
+const LOOKAHEAD: usize = 10 * BATCH as usize;
+/// How long a stopping dispatcher lets deliveries under way finish and be recorded.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Delivers notifications.
 #[derive(Clone)]
@@ -40,13 +55,46 @@ pub struct Dispatcher {
     /// Every notification of an event at or before this order has been handed
     /// over, so rounds look only past it (one full look after a start).
     handed_over: Arc<Mutex<JournalOrder>>,
+    lanes: Lanes,
+}
+
+/// One lane of [`LANE_WIDTH`] places per channel, shared by every clone of a dispatcher.
+#[derive(Clone)]
+struct Lanes {
+    email: Arc<Semaphore>,
+    sms: Arc<Semaphore>,
+}
+
+impl Lanes {
+    fn new() -> Lanes {
+        Lanes {
+            email: Arc::new(Semaphore::new(LANE_WIDTH)),
+            sms: Arc::new(Semaphore::new(LANE_WIDTH)),
+        }
+    }
+
+    fn of(&self, channel: NotificationChannel) -> &Arc<Semaphore> {
+        match channel {
+            NotificationChannel::Email => &self.email,
+            NotificationChannel::Sms => &self.sms,
+        }
+    }
+
+    /// A place in `channel`'s lane, if one is free now.
+    fn enter(&self, channel: NotificationChannel) -> Option<OwnedSemaphorePermit> {
+        self.of(channel).clone().try_acquire_owned().ok()
+    }
+
+    fn all_full(&self) -> bool {
+        self.email.available_permits() == 0 && self.sms.available_permits() == 0
+    }
 }
 
 /// One delivery to make.
 struct Delivery {
     position: i64,
     account_id: Uuid,
-    channel: &'static str,
+    channel: NotificationChannel,
     attempts: i32,
 }
 
@@ -64,6 +112,7 @@ impl Dispatcher {
             notifier,
             clock,
             handed_over: Arc::new(Mutex::new(JournalOrder::START)),
+            lanes: Lanes::new(),
         }
     }
 
@@ -71,51 +120,100 @@ impl Dispatcher {
         *self.handed_over.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs rounds every `interval` until `shutdown`.
+    /// Runs rounds every `interval` (and whenever a delivery ends) until
+    /// `shutdown`; then gives deliveries under way a short grace to finish.
     pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
-        loop {
-            match self.round().await {
+        let mut sending = JoinSet::new();
+        while !shutdown.is_cancelled() {
+            while let Some(done) = sending.try_join_next() {
+                ended(done);
+            }
+            match self.round(&mut sending).await {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "notification dispatch failed; will retry"),
             }
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(interval) => {}
+                Some(done) = sending.join_next(), if !sending.is_empty() => ended(done),
             }
         }
+        // A delivery cut off here keeps its claim and is taken over once stale.
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while let Some(done) = sending.join_next().await {
+                ended(done);
+            }
+        })
+        .await;
+        sending.abort_all();
     }
 
-    /// One round: new notifications, then retries. Returns how many deliveries it tried.
-    pub async fn round(&self) -> Result<usize, sqlx::Error> {
-        let mut tried = 0;
+    /// One round: new notifications, then retries; each delivery starts in
+    /// `sending` when its channel's lane has room. Returns how many started.
+    async fn round(&self, sending: &mut JoinSet<()>) -> Result<usize, sqlx::Error> {
+        let mut started = 0;
         // Read first: every message up to it is in the table before the query runs.
         let projected = notifications::projected_up_to(&self.db).await?;
-        let new = notifications::undelivered(&self.db, self.handed_over(), BATCH).await?;
-        let all_of_them = (new.len() as i64) < BATCH;
-        for notification in &new {
-            tried += self.deliver_new(notification).await?;
-        }
-        if all_of_them {
+        // Notifications left unclaimed this round because a lane they need is full.
+        let mut waiting: HashSet<(i64, Uuid)> = HashSet::new();
+        let all_of_them = loop {
+            let limit = BATCH + waiting.len() as i64;
+            let new = notifications::undelivered(&self.db, self.handed_over(), limit).await?;
+            for notification in &new {
+                if waiting.contains(&(notification.position, notification.account_id)) {
+                    continue;
+                }
+                match self.deliver_new(notification, sending).await? {
+                    Some(n) => started += n,
+                    None => {
+                        waiting.insert((notification.position, notification.account_id));
+                    }
+                }
+            }
+            if (new.len() as i64) < limit {
+                break true;
+            }
+            // Claimed ones leave the list: look past those waiting, within bounds.
+            if waiting.is_empty() || waiting.len() >= LOOKAHEAD || self.lanes.all_full() {
+                break false;
+            }
+        };
+        if all_of_them && waiting.is_empty() {
             *self.handed_over.lock().unwrap_or_else(|e| e.into_inner()) = projected;
         }
-        for delivery in self.due_retries().await? {
-            if let Some(notification) = self
-                .notification(delivery.position, delivery.account_id)
-                .await?
-            {
+        for channel in [NotificationChannel::Email, NotificationChannel::Sms] {
+            if self.lanes.of(channel).available_permits() == 0 {
+                continue;
+            }
+            for delivery in self.due_retries(channel).await? {
+                let Some(place) = self.lanes.enter(channel) else {
+                    break;
+                };
+                let Some(notification) = self
+                    .notification(delivery.position, delivery.account_id)
+                    .await?
+                else {
+                    continue;
+                };
                 if self.reclaim(&delivery).await? {
                     let preferences = self.preferences_for(delivery.account_id).await?;
-                    self.send(&notification, &delivery, preferences.as_ref())
-                        .await?;
-                    tried += 1;
+                    self.start(sending, notification, delivery, preferences, place);
+                    started += 1;
                 }
             }
         }
-        Ok(tried)
+        Ok(started)
     }
 
-    async fn deliver_new(&self, n: &NotificationView) -> Result<usize, sqlx::Error> {
+    /// Claims and starts the deliveries of a new notification; `None` (nothing
+    /// claimed) when a lane it needs is full, so a later round takes it whole:
+    /// a notification claimed in part would never be listed as new again.
+    async fn deliver_new(
+        &self,
+        n: &NotificationView,
+        sending: &mut JoinSet<()>,
+    ) -> Result<Option<usize>, sqlx::Error> {
         let preferences = self.preferences_for(n.account_id).await?;
         let channels: Vec<NotificationChannel> = preferences
             .as_ref()
@@ -124,22 +222,53 @@ impl Dispatcher {
         if channels.is_empty() {
             // Listed in the account, sent nowhere: the person chose no channel.
             self.claim(n, "none", "skipped").await?;
-            return Ok(0);
+            return Ok(Some(0));
         }
-        let mut tried = 0;
-        for channel in channels {
+        let mut places = Vec::with_capacity(channels.len());
+        for channel in &channels {
+            match self.lanes.enter(*channel) {
+                Some(place) => places.push(place),
+                None => return Ok(None),
+            }
+        }
+        let mut started = 0;
+        for (channel, place) in channels.into_iter().zip(places) {
             let delivery = Delivery {
                 position: n.position,
                 account_id: n.account_id,
-                channel: channel.as_str(),
+                channel,
                 attempts: 0,
             };
-            if self.claim(n, delivery.channel, "sending").await? {
-                self.send(n, &delivery, preferences.as_ref()).await?;
-                tried += 1;
+            if self.claim(n, channel.as_str(), "sending").await? {
+                self.start(sending, n.clone(), delivery, preferences.clone(), place);
+                started += 1;
             }
         }
-        Ok(tried)
+        Ok(Some(started))
+    }
+
+    /// Sends a claimed delivery in the background, holding its lane `place`
+    /// until the result is recorded.
+    fn start(
+        &self,
+        sending: &mut JoinSet<()>,
+        n: NotificationView,
+        delivery: Delivery,
+        preferences: Option<Preferences>,
+        place: OwnedSemaphorePermit,
+    ) {
+        let dispatcher = self.clone();
+        sending.spawn(async move {
+            let _place = place;
+            if let Err(e) = dispatcher.send(&n, &delivery, preferences.as_ref()).await {
+                tracing::warn!(
+                    position = n.position,
+                    channel = delivery.channel.as_str(),
+                    error = %e,
+                    "cannot record a delivery; its claim will be taken over later"
+                );
+            }
+        });
     }
 
     /// Sends one delivery that this process holds the claim of, to the address
@@ -151,11 +280,11 @@ impl Dispatcher {
         preferences: Option<&Preferences>,
     ) -> Result<(), sqlx::Error> {
         let (channel, to) = match (delivery.channel, preferences) {
-            ("email", Some(p)) => (
+            (NotificationChannel::Email, Some(p)) => (
                 Channel::Email,
                 p.email.as_ref().map(|e| e.as_str().to_string()),
             ),
-            ("sms", Some(p)) => (
+            (NotificationChannel::Sms, Some(p)) => (
                 Channel::Sms,
                 p.phone.as_ref().map(|p| p.as_str().to_string()),
             ),
@@ -177,7 +306,7 @@ impl Dispatcher {
         match self.notifier.send(&message).await {
             Ok(()) => self.finish(delivery, "sent", None).await,
             Err(e) => {
-                tracing::warn!(position = n.position, channel = delivery.channel, error = %e, "notification not delivered");
+                tracing::warn!(position = n.position, channel = delivery.channel.as_str(), error = %e, "notification not delivered");
                 let status = if delivery.attempts + 1 >= MAX_ATTEMPTS {
                     "gave_up"
                 } else {
@@ -277,7 +406,7 @@ impl Dispatcher {
             sqlx::query(SQL)
                 .bind(d.position)
                 .bind(d.account_id.to_string())
-                .bind(d.channel)
+                .bind(d.channel.as_str())
                 .bind(self.now_micros())
                 .bind(d.attempts)
                 .execute(pool)
@@ -299,7 +428,7 @@ impl Dispatcher {
             sqlx::query(SQL)
                 .bind(d.position)
                 .bind(d.account_id.to_string())
-                .bind(d.channel)
+                .bind(d.channel.as_str())
                 .bind(status)
                 .bind(error)
                 .bind(self.now_micros())
@@ -309,16 +438,24 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Failed deliveries whose back-off has passed, and claims gone stale.
-    async fn due_retries(&self) -> Result<Vec<Delivery>, sqlx::Error> {
+    /// Failed deliveries of `channel` whose back-off has passed, and its claims gone stale.
+    async fn due_retries(
+        &self,
+        channel: NotificationChannel,
+    ) -> Result<Vec<Delivery>, sqlx::Error> {
         const SQL: &str = "SELECT position, account_id, channel, attempts, status, updated_at \
             FROM notification_deliveries WHERE status IN ('failed', 'sending') \
-            AND updated_at < $1 ORDER BY updated_at LIMIT $2";
+            AND updated_at < $1 AND channel = $3 ORDER BY updated_at LIMIT $2";
         let now = self.now_micros();
         // The shortest back-off bounds the query; each row's own is checked below.
         let cutoff = now - backoff(1).num_microseconds().unwrap_or(0);
         let rows: Vec<(i64, String, String, i32, String, i64)> = kabinet_domain::on_db!(&self.db, pool => {
-            sqlx::query_as(SQL).bind(cutoff).bind(BATCH).fetch_all(pool).await?
+            sqlx::query_as(SQL)
+                .bind(cutoff)
+                .bind(BATCH)
+                .bind(channel.as_str())
+                .fetch_all(pool)
+                .await?
         });
         Ok(rows
             .into_iter()
@@ -334,11 +471,7 @@ impl Dispatcher {
                 Some(Delivery {
                     position,
                     account_id: Uuid::parse_str(&account).ok()?,
-                    channel: match channel.as_str() {
-                        "email" => "email",
-                        "sms" => "sms",
-                        _ => return None,
-                    },
+                    channel: NotificationChannel::parse(&channel)?,
                     attempts,
                 })
             })
@@ -351,6 +484,15 @@ impl Dispatcher {
         account: Uuid,
     ) -> Result<Option<NotificationView>, sqlx::Error> {
         notifications::get(&self.db, position, account).await
+    }
+}
+
+/// Reports a delivery task that ended without recording its result.
+fn ended(done: Result<(), JoinError>) {
+    if let Err(e) = done {
+        if e.is_panic() {
+            tracing::error!(error = %e, "a delivery task panicked; its claim will be taken over later");
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use kabinet_adapters::access_record::AccessLog;
 use kabinet_adapters::identity_store::{resolve_data_key, IdentityStore, TableSnilsRegistry};
+use kabinet_adapters::outbound::CaBundle;
 use kabinet_adapters::sms::SmsGatewayNotifier;
 use kabinet_adapters::smtp::SmtpNotifier;
 use kabinet_app::accounts::Accounts;
@@ -72,15 +73,22 @@ pub fn notifier(config: &ServeConfig) -> anyhow::Result<Arc<dyn Notifier>> {
     use secrecy::ExposeSecret;
     let production = config.mode == Mode::Production;
     let delivery = &config.delivery;
+    let smtp_roots = ca_bundle(delivery.smtp_ca_file.as_deref(), "KABINET_SMTP_CA_FILE")?;
+    let smtp = |url: &str, from: &str| -> anyhow::Result<Arc<dyn Notifier>> {
+        let mut notifier = SmtpNotifier::new(url, from)?;
+        if let Some(roots) = &smtp_roots {
+            notifier = notifier.trusting(roots)?;
+        }
+        Ok(Arc::new(notifier))
+    };
     let email: Arc<dyn Notifier> = match (&delivery.smtp_url, &delivery.mail_from) {
-        (Some(url), Some(from)) => Arc::new(
-            SmtpNotifier::new(url.expose_secret(), from)
-                .context("invalid e-mail delivery settings")?,
-        ),
-        (Some(url), None) if !production => Arc::new(
-            SmtpNotifier::new(url.expose_secret(), "Kabinet <no-reply@kabinet.localhost>")
-                .context("invalid e-mail delivery settings")?,
-        ),
+        (Some(url), Some(from)) => {
+            smtp(url.expose_secret(), from).context("invalid e-mail delivery settings")?
+        }
+        (Some(url), None) if !production => {
+            smtp(url.expose_secret(), "Kabinet <no-reply@kabinet.localhost>")
+                .context("invalid e-mail delivery settings")?
+        }
         (Some(_), None) => {
             anyhow::bail!("production mode needs KABINET_MAIL_FROM (the sender of e-mail)")
         }
@@ -91,14 +99,17 @@ pub fn notifier(config: &ServeConfig) -> anyhow::Result<Arc<dyn Notifier>> {
         }
         (None, _) => Arc::new(LogNotifier),
     };
+    let sms_roots = ca_bundle(delivery.sms_ca_file.as_deref(), "KABINET_SMS_CA_FILE")?;
     let sms: Arc<dyn Notifier> = match &delivery.sms_gateway_url {
         Some(url) => Arc::new(
-            SmsGatewayNotifier::new(
+            SmsGatewayNotifier::with_options(
                 url,
                 delivery
                     .sms_gateway_token
                     .as_ref()
                     .map(|t| t.expose_secret().to_string()),
+                sms_roots.as_ref(),
+                kabinet_adapters::sms::TIMEOUTS,
             )
             .context("invalid SMS delivery settings")?,
         ),
@@ -108,6 +119,13 @@ pub fn notifier(config: &ServeConfig) -> anyhow::Result<Arc<dyn Notifier>> {
         None => Arc::new(LogNotifier),
     };
     Ok(Arc::new(ByChannel { email, sms }))
+}
+
+/// The CA bundle at `path`, if one is configured (`setting` names it in errors).
+fn ca_bundle(path: Option<&std::path::Path>, setting: &str) -> anyhow::Result<Option<CaBundle>> {
+    path.map(CaBundle::read)
+        .transpose()
+        .with_context(|| format!("{setting} is not usable"))
 }
 
 /// Parts of the application that tests replace.

@@ -194,6 +194,12 @@ impl SmtpServer {
     /// Starts aiosmtpd on a free port; `None` (after saying SKIPPED) when it is
     /// not installed outside CI. Under `CI=true` a missing aiosmtpd fails the test.
     pub async fn start() -> Option<SmtpServer> {
+        SmtpServer::start_with("smtp", &[]).await
+    }
+
+    /// [`SmtpServer::start`] with more aiosmtpd options (e.g. its TLS
+    /// certificate), reached at `scheme://127.0.0.1:port`.
+    pub async fn start_with(scheme: &str, options: &[&std::ffi::OsStr]) -> Option<SmtpServer> {
         let available = std::process::Command::new(PYTHON)
             .args(["-c", "import aiosmtpd"])
             .output()
@@ -218,6 +224,7 @@ impl SmtpServer {
         let child = tokio::process::Command::new(PYTHON)
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{port}"))
+            .args(options)
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(&maildir)
             .stdout(std::process::Stdio::null())
@@ -231,7 +238,7 @@ impl SmtpServer {
                 .is_ok()
             {
                 return Some(SmtpServer {
-                    url: format!("smtp://127.0.0.1:{port}"),
+                    url: format!("{scheme}://127.0.0.1:{port}"),
                     dir,
                     child,
                 });

@@ -7,6 +7,7 @@ pub mod api_bench;
 pub mod browser;
 pub mod delivery;
 pub mod identity;
+pub mod outbound;
 pub mod pdf_text;
 mod seen;
 pub mod server;

@@ -1190,6 +1190,97 @@ conformance!(a_failed_delivery_is_retried, |test_db| async move {
 });
 
 conformance!(
+    a_stalled_mail_relay_holds_up_neither_sms_nor_later_messages,
+    |test_db| async move {
+        use kabinet_adapters::sms::SmsGatewayNotifier;
+        use kabinet_adapters::smtp::SmtpNotifier;
+        use kabinet_tests::delivery::{SmsReceiver, SMS_TOKEN};
+        use kabinet_tests::outbound::SilentRelay;
+
+        let relay = SilentRelay::start().await;
+        let gateway = SmsReceiver::start().await;
+        let deadline = std::time::Duration::from_secs(6);
+        let notifier = kabinet_domain::notify::ByChannel {
+            email: std::sync::Arc::new(
+                SmtpNotifier::new(&relay.url, "no-reply@kabinet.test")
+                    .expect("smtp")
+                    .with_deadline(deadline),
+            ),
+            sms: std::sync::Arc::new(
+                SmsGatewayNotifier::new(&gateway.url, Some(SMS_TOKEN.to_string())).expect("sms"),
+            ),
+        };
+        let server =
+            Server::start_with_notifier(&test_db, Some(std::sync::Arc::new(notifier)), |_| {})
+                .await;
+        let clinic = Clinic::open(&server, daytime_zone()).await;
+        // More e-mails than go out at once: the e-mail lane is full and stuck.
+        let mut by_email = Vec::new();
+        for (i, slot) in clinic.slots.iter().take(6).enumerate() {
+            let (_, token) = patient(&server).await;
+            choose_email(&server, &token, &format!("stuck{i}@example.ru")).await;
+            let booked = book(&server, &token, slot).await;
+            assert_eq!(booked["userErrors"], json!([]), "{booked}");
+            by_email.push(token);
+        }
+        relay
+            .until_holding(kabinet_graphql::dispatcher::LANE_WIDTH)
+            .await;
+        // Patients who chose SMS, booked after them, hear at once.
+        let mut phones = Vec::new();
+        for slot in clinic.other_slots.iter().take(5) {
+            let (_, token) = patient(&server).await;
+            let phone = format!("+7916{:07}", Uuid::new_v4().as_u128() % 10_000_000);
+            let chosen = server
+                .data(
+                    Some(&token),
+                    SET_PREFERENCES,
+                    json!({ "input": { "channels": ["SMS"], "phone": phone } }),
+                )
+                .await;
+            assert_eq!(
+                chosen["setNotificationPreferences"]["userErrors"],
+                json!([]),
+                "{chosen}"
+            );
+            let booked = book(&server, &token, slot).await;
+            assert_eq!(booked["userErrors"], json!([]), "{booked}");
+            phones.push(phone);
+        }
+        for phone in &phones {
+            let text = gateway.nth_message_to(phone, 1).await;
+            assert!(!text.is_empty());
+        }
+        assert!(
+            relay.holding() > 0,
+            "the SMS came through while e-mails were still held by the relay"
+        );
+        // The stuck e-mail fails by its deadline and is tried again later.
+        let first = &by_email[0];
+        let mut seen = Vec::new();
+        for _ in 0..600 {
+            let found = server.data(Some(first), MY_NOTIFICATIONS, json!({})).await;
+            let delivery = found["myNotifications"]["edges"][0]["node"]["deliveries"][0].clone();
+            if seen.last() != Some(&delivery) {
+                seen.push(delivery.clone());
+            }
+            if delivery["attempts"].as_i64() >= Some(2) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let failed_once = json!({ "channel": "EMAIL", "status": "FAILED", "attempts": 1 });
+        assert!(seen.contains(&failed_once), "{seen:?}");
+        assert!(
+            seen.last()
+                .is_some_and(|d| d["attempts"].as_i64() >= Some(2)),
+            "retried: {seen:?}"
+        );
+        server.stop().await;
+    }
+);
+
+conformance!(
     without_preferences_the_confirmation_goes_to_the_login,
     |test_db| async move {
         let notifier = kabinet_domain::notify::MemoryNotifier::default();
