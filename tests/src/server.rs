@@ -4,8 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use kabinet_domain::{Actor, Role};
-use kabinet_graphql::auth::TokenKeys;
+use kabinet_domain::Role;
 use kabinet_graphql::config::ServeConfig;
 use kabinet_graphql::startup::Overrides;
 use kabinet_graphql::Application;
@@ -43,7 +42,6 @@ pub fn production_config(database_url: &str) -> ServeConfig {
 pub struct Client {
     pub base: String,
     pub http: reqwest::Client,
-    keys: TokenKeys,
 }
 
 impl Client {
@@ -55,25 +53,17 @@ impl Client {
                 .pool_max_idle_per_host(64)
                 .build()
                 .expect("http client"),
-            keys: TokenKeys::new(SECRET.as_bytes()),
         }
     }
 
-    /// A token for a fresh account of `role`.
+    /// A token for a fresh account of `role` (see [`crate::tokens`]).
     pub fn token(&self, role: Role, organisation_id: Option<Uuid>) -> String {
-        self.token_for(Uuid::now_v7(), role, organisation_id)
+        crate::tokens::token(role, organisation_id)
     }
 
     /// A token for account `account_id`.
     pub fn token_for(&self, account_id: Uuid, role: Role, organisation_id: Option<Uuid>) -> String {
-        let actor = Actor {
-            account_id,
-            role,
-            organisation_id,
-        };
-        self.keys
-            .mint(&actor, chrono::Duration::minutes(30))
-            .expect("token")
+        crate::tokens::token_for(account_id, role, organisation_id)
     }
 
     /// A token for account `account_id` as a sign-in issues it: not a development
@@ -84,14 +74,7 @@ impl Client {
         role: Role,
         organisation_id: Option<Uuid>,
     ) -> String {
-        let actor = Actor {
-            account_id,
-            role,
-            organisation_id,
-        };
-        self.keys
-            .mint_unmarked(&actor, chrono::Duration::minutes(30))
-            .expect("token")
+        crate::tokens::session_token_for(account_id, role, organisation_id)
     }
 
     /// Posts `body` to `path` with a content type; returns the status and the body.
