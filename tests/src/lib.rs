@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod api_bench;
 pub mod browser;
 pub mod builders;
+pub mod clinic;
 pub mod delivery;
 pub mod identity;
 pub mod pdf_text;

@@ -142,6 +142,23 @@ impl Client {
     }
 }
 
+/// The code of the first top-level error of a GraphQL response (`extensions.code`).
+pub fn code_of(response: &Value) -> Option<&str> {
+    response["errors"][0]["extensions"]["code"].as_str()
+}
+
+/// Gets `path` from the server of `client`, with a bearer token when given;
+/// returns the status and the body.
+pub async fn get(client: &Client, path: &str, token: Option<&str>) -> (u16, Vec<u8>) {
+    let mut request = client.http.get(format!("{}{path}", client.base));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.bytes().await.expect("body").to_vec())
+}
+
 /// A server running inside the test process.
 pub struct Server {
     pub client: Client,

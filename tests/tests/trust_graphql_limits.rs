@@ -11,6 +11,7 @@ use kabinet_graphql::config::ServeConfig;
 use kabinet_graphql::schema::ids;
 use kabinet_graphql::Application;
 use kabinet_tests::conformance;
+use kabinet_tests::server::code_of;
 use kabinet_tests::server::{production_config, Server, METRICS_TOKEN};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -20,10 +21,6 @@ use uuid::Uuid;
 /// Longest any single request here may take: the refusals must come before
 /// the expensive work, which took tens of seconds.
 const PATIENCE: Duration = Duration::from_secs(20);
-
-fn code_of(response: &Value) -> Option<&str> {
-    response["errors"][0]["extensions"]["code"].as_str()
-}
 
 fn message_of(response: &Value) -> &str {
     response["errors"][0]["message"].as_str().unwrap_or("")
