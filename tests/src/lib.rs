@@ -16,6 +16,7 @@ pub mod server;
 mod tally;
 mod test_db;
 pub mod tokens;
+pub mod ws;
 
 pub use seen::{assert_seen_matches_journal, journal_events, seen_events, SeenEvents, SeenRow};
 pub use tally::{Tally, TallyCommand, TallyError, TallyEvent, TallyServices};

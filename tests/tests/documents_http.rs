@@ -249,9 +249,7 @@ fn id_of(payload: &Value) -> String {
 }
 
 async fn count(test_db: &TestDb, sql: &str) -> i64 {
-    kabinet_domain::on_db!(&test_db.db, pool => {
-        sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.expect("count")
-    })
+    test_db.scalar(sql, &[]).await
 }
 
 async fn events(test_db: &TestDb) -> i64 {
