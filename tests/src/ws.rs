@@ -13,6 +13,11 @@ pub type Socket =
 
 /// Opens `/graphql/ws` of the server of `client` with the `graphql-transport-ws` protocol.
 pub async fn connect(client: &Client) -> Socket {
+    try_connect(client).await.expect("connect")
+}
+
+/// [`connect`], returning the handshake's failure (a refused upgrade) to the test.
+pub async fn try_connect(client: &Client) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
     let url = format!("{}/graphql/ws", client.base.replace("http://", "ws://"));
     let mut request = url.into_client_request().expect("request");
     request.headers_mut().insert(
@@ -21,8 +26,7 @@ pub async fn connect(client: &Client) -> Socket {
     );
     tokio_tungstenite::connect_async(request)
         .await
-        .expect("connect")
-        .0
+        .map(|(ws, _)| ws)
 }
 
 /// The next text message as JSON, waiting at most 10 s; `None` once the
