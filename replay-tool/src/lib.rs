@@ -66,6 +66,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Set to print `peak_rss_kb=N` on stderr at exit (used by the benchmark).
+const PEAK_RSS_ENV: &str = "KABINET_REPLAY_PEAK_RSS";
+
+/// The whole program: parses the command line, runs it and maps a failure to
+/// exit status 2. Shared by the binary and the copy the end-to-end tests build.
+pub async fn main() -> ExitCode {
+    use clap::Parser;
+
+    let code = match run(Cli::parse()).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kabinet-replay: {e:#}");
+            ExitCode::from(2)
+        }
+    };
+    if std::env::var_os(PEAK_RSS_ENV).is_some() {
+        if let Some(kb) = peak_rss_kb() {
+            eprintln!("peak_rss_kb={kb}");
+        }
+    }
+    code
+}
+
 /// Peak resident memory of this process in kB (`VmHWM`), where /proc exists.
 pub fn peak_rss_kb() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -17,6 +17,10 @@ use serde_json::{json, Value};
 use sqlx::QueryBuilder;
 use uuid::Uuid;
 
+use crate::clinic::{
+    doctor_input, organisation_details, publish_schedule, register_doctor, register_organisation,
+    schedule_input, with,
+};
 use crate::server::{Client, ServerProcess};
 use crate::{TestBackend, TestDb};
 
@@ -124,33 +128,36 @@ struct Setup {
 /// An organisation with `doctors` doctors, each with 14 days of 08:00–20:00 in 20-minute slots.
 async fn setup(client: &Client, doctors: usize) -> anyhow::Result<Setup> {
     let admin = client.token(Role::Admin, None);
-    let org = ok(client, &admin, "mutation($i: RegisterOrganisationInput!) { registerOrganisation(input: $i) { organisation { id } } }",
-        json!({ "i": { "details": { "name": "Поликлиника нагрузочного теста", "region": "Москва", "address": "ул. Тестовая, 1",
-            "timeZone": "Europe/Moscow", "workingHours": "08:00–20:00", "departments": ["Терапия"], "specialisations": ["therapist"] } } })).await?;
-    let org_id = org["registerOrganisation"]["organisation"]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let org_uuid = kabinet_graphql::schema::ids::decode_as(&org_id, "Organisation")
-        .ok_or_else(|| anyhow::anyhow!("no organisation id"))?;
+    let organisation = register_organisation(
+        client,
+        &admin,
+        with(
+            organisation_details("Поликлиника нагрузочного теста"),
+            json!({ "address": "ул. Тестовая, 1" }),
+        ),
+    )
+    .await;
+    let (org_id, org_uuid) = (organisation.id, organisation.uuid);
     let registrar = client.token(Role::Registrar, Some(org_uuid));
     let tz: chrono_tz::Tz = chrono_tz::Europe::Moscow;
     let tomorrow = (Utc::now().with_timezone(&tz) + Days::days(1)).date_naive();
     let mut ids = Vec::new();
     for i in 0..doctors {
-        let doctor = ok(client, &registrar, "mutation($i: RegisterDoctorInput!) { registerDoctor(input: $i) { doctor { id } } }",
-            json!({ "i": { "doctor": { "surname": format!("Врач{i}"), "firstName": "Тест", "specialty": "therapist",
-                "qualification": "первая категория", "organisationId": org_id, "department": "Терапия", "serviceCodes": [] } } })).await?;
-        let id = doctor["registerDoctor"]["doctor"]["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let doctor = with(
+            doctor_input(&format!("Врач{i}"), &org_id),
+            json!({ "firstName": "Тест", "patronymic": null,
+                "qualification": "первая категория", "serviceCodes": [] }),
+        );
+        let id = register_doctor(client, &registrar, doctor).await.id;
         for day in 0..14 {
             let date = tomorrow + Days::days(day);
-            let published = ok(client, &registrar, "mutation($i: PublishScheduleInput!) { publishSchedule(input: $i) { userErrors { code message } } }",
-                json!({ "i": { "doctorId": id, "date": date.to_string(), "start": "08:00", "end": "20:00", "slotMinutes": 20,
-                    "room": "101", "serviceCodes": [], "bookingHorizonDays": 20, "changeCutoffHours": 0 } })).await?;
-            if published["publishSchedule"]["userErrors"] != json!([]) {
+            let period = with(
+                schedule_input(&id, &date.to_string()),
+                json!({ "start": "08:00", "end": "20:00", "room": "101", "serviceCodes": [],
+                    "bookingHorizonDays": 20, "changeCutoffHours": 0 }),
+            );
+            let published = publish_schedule(client, &registrar, period).await;
+            if published["userErrors"] != json!([]) {
                 anyhow::bail!("publishing failed: {published}");
             }
         }

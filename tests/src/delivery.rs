@@ -35,6 +35,17 @@ pub fn six_digits(text: &str) -> Option<String> {
     None
 }
 
+/// The code in the last message an in-memory notifier sent to `phone`.
+pub fn last_code(notifier: &kabinet_domain::notify::MemoryNotifier, phone: &str) -> String {
+    let message = notifier
+        .sent()
+        .into_iter()
+        .rev()
+        .find(|m| m.to == phone)
+        .expect("an SMS was sent");
+    six_digits(&message.body).expect("a six-digit code in the SMS")
+}
+
 /// Messages received so far: (recipient, text).
 type Inbox = Arc<Mutex<Vec<(String, String)>>>;
 

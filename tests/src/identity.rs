@@ -149,3 +149,15 @@ pub async fn verify_patient(commands: &CommandRunner, account: Uuid, identity: &
         .expect("status");
     assert!(status.is_verified(), "the test patient is verified");
 }
+
+/// Uploads a passport scan of `content_type` as `token`; returns the status and the body.
+pub async fn upload(
+    client: &crate::server::Client,
+    token: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, serde_json::Value) {
+    client
+        .post_bytes("/identity/passport-scan", Some(token), content_type, body)
+        .await
+}

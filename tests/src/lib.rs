@@ -5,14 +5,19 @@
 pub mod accounts;
 pub mod api_bench;
 pub mod browser;
+pub mod builders;
+pub mod clinic;
 pub mod delivery;
 pub mod identity;
 pub mod outbound;
 pub mod pdf_text;
+pub mod replay;
 mod seen;
 pub mod server;
 mod tally;
 mod test_db;
+pub mod tokens;
+pub mod ws;
 
 pub use seen::{assert_seen_matches_journal, journal_events, seen_events, SeenEvents, SeenRow};
 pub use tally::{Tally, TallyCommand, TallyError, TallyEvent, TallyServices};
@@ -49,9 +54,13 @@ where
 
 /// Defines a test once and runs it on both backends:
 /// `conformance!(name, |test_db| async move { ... })` expands to a module `name`
-/// with the tests `name::sqlite` and `name::postgres`.
+/// with the tests `name::sqlite` and `name::postgres`;
+/// `conformance!(each: first, second)` does so for each `async fn(TestDb)` named.
 #[macro_export]
 macro_rules! conformance {
+    (each: $($test:ident),+ $(,)?) => {
+        $( $crate::conformance!($test, super::$test); )+
+    };
     ($name:ident, $body:expr) => {
         mod $name {
             #[allow(unused_imports)]
@@ -125,23 +134,52 @@ pub async fn add_each(
 }
 
 /// Seals until every committed event is covered by a seal, and returns the
-/// number of seals written. On PostgreSQL a seal stops at the snapshot horizon,
-/// which any open transaction in the cluster may hold back for a moment.
+/// number of seals written.
 pub async fn seal_all(journal: &Journal) -> usize {
+    seal_all_by(journal, 10_000).await
+}
+
+/// Seals until every committed event is covered by a seal of at most
+/// `per_seal` events, and returns the number of seals written.
+///
+/// On PostgreSQL a seal stops at the snapshot horizon, which any open
+/// transaction in the cluster (another test's, say) holds back for a moment:
+/// this first waits until every event is below it, so that each seal but the
+/// last takes exactly `per_seal` events.
+pub async fn seal_all_by(journal: &Journal, per_seal: i64) -> usize {
+    const ABOVE_HORIZON: &str =
+        "SELECT COUNT(*) FROM events WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())";
+    const SEALED: &str = "SELECT CAST(COALESCE(SUM(event_count), 0) AS BIGINT) FROM seals";
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    if let kabinet_domain::Db::Postgres(pool) = journal.db() {
+        loop {
+            let above: i64 = sqlx::query_scalar(ABOVE_HORIZON)
+                .fetch_one(pool)
+                .await
+                .expect("count events above the horizon");
+            if above == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "events stay above the snapshot horizon for a minute"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     let mut written = 0;
     loop {
         let total = journal.count().await.expect("count events");
         let sealed: i64 = kabinet_domain::on_db!(journal.db(), pool => {
-            sqlx::query_scalar("SELECT CAST(COALESCE(SUM(event_count), 0) AS BIGINT) FROM seals")
+            sqlx::query_scalar(SEALED)
                 .fetch_one(pool)
                 .await
                 .expect("sum sealed events")
         });
-        if sealed == total {
+        if sealed >= total {
             return written;
         }
-        if journal.seal(10_000).await.expect("seal").is_some() {
+        if journal.seal(per_seal).await.expect("seal").is_some() {
             written += 1;
         } else {
             assert!(

@@ -4,8 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use kabinet_domain::{Actor, Role};
-use kabinet_graphql::auth::TokenKeys;
+use kabinet_domain::Role;
 use kabinet_graphql::config::ServeConfig;
 use kabinet_graphql::startup::Overrides;
 use kabinet_graphql::Application;
@@ -43,7 +42,6 @@ pub fn production_config(database_url: &str) -> ServeConfig {
 pub struct Client {
     pub base: String,
     pub http: reqwest::Client,
-    keys: TokenKeys,
 }
 
 impl Client {
@@ -55,25 +53,17 @@ impl Client {
                 .pool_max_idle_per_host(64)
                 .build()
                 .expect("http client"),
-            keys: TokenKeys::new(SECRET.as_bytes()),
         }
     }
 
-    /// A token for a fresh account of `role`.
+    /// A token for a fresh account of `role` (see [`crate::tokens`]).
     pub fn token(&self, role: Role, organisation_id: Option<Uuid>) -> String {
-        self.token_for(Uuid::now_v7(), role, organisation_id)
+        crate::tokens::token(role, organisation_id)
     }
 
     /// A token for account `account_id`.
     pub fn token_for(&self, account_id: Uuid, role: Role, organisation_id: Option<Uuid>) -> String {
-        let actor = Actor {
-            account_id,
-            role,
-            organisation_id,
-        };
-        self.keys
-            .mint(&actor, chrono::Duration::minutes(30))
-            .expect("token")
+        crate::tokens::token_for(account_id, role, organisation_id)
     }
 
     /// A token for account `account_id` as a sign-in issues it: not a development
@@ -84,14 +74,7 @@ impl Client {
         role: Role,
         organisation_id: Option<Uuid>,
     ) -> String {
-        let actor = Actor {
-            account_id,
-            role,
-            organisation_id,
-        };
-        self.keys
-            .mint_unmarked(&actor, chrono::Duration::minutes(30))
-            .expect("token")
+        crate::tokens::session_token_for(account_id, role, organisation_id)
     }
 
     /// Posts `body` to `path` with a content type; returns the status and the body.
@@ -157,6 +140,23 @@ impl Client {
         );
         response["data"].clone()
     }
+}
+
+/// The code of the first top-level error of a GraphQL response (`extensions.code`).
+pub fn code_of(response: &Value) -> Option<&str> {
+    response["errors"][0]["extensions"]["code"].as_str()
+}
+
+/// Gets `path` from the server of `client`, with a bearer token when given;
+/// returns the status and the body.
+pub async fn get(client: &Client, path: &str, token: Option<&str>) -> (u16, Vec<u8>) {
+    let mut request = client.http.get(format!("{}{path}", client.base));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.bytes().await.expect("body").to_vec())
 }
 
 /// A server running inside the test process.

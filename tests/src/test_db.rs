@@ -144,6 +144,75 @@ impl TestDb {
             .expect("connect to the test database again")
     }
 
+    /// Runs one SQL statement (tampering, or fixtures) with `$n` parameters.
+    pub async fn exec(&self, sql: &str, params: &[i64]) {
+        kabinet_domain::on_db!(&self.db, pool => {
+            let mut q = sqlx::query(sql);
+            for p in params {
+                q = q.bind(*p);
+            }
+            q.execute(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        });
+    }
+
+    /// One integer from a query with `$n` parameters.
+    pub async fn scalar(&self, sql: &str, params: &[i64]) -> i64 {
+        kabinet_domain::on_db!(&self.db, pool => {
+            let mut q = sqlx::query_scalar::<_, i64>(sql);
+            for p in params {
+                q = q.bind(*p);
+            }
+            q.fetch_one(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+        })
+    }
+
+    /// The global position of event `sequence` of the stream `aggregate_type/id`.
+    pub async fn position_of(&self, aggregate_type: &str, id: &str, sequence: i64) -> i64 {
+        const SQL: &str = "SELECT position FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3";
+        kabinet_domain::on_db!(&self.db, pool => {
+            sqlx::query_scalar(SQL)
+                .bind(aggregate_type)
+                .bind(id)
+                .bind(sequence)
+                .fetch_one(pool)
+                .await
+                .expect("position of an event")
+        })
+    }
+
+    /// The recording time of the event at `position`, as RFC 3339.
+    pub async fn recorded_at(&self, position: i64) -> String {
+        const SQL: &str = "SELECT recorded_at FROM events WHERE position = $1";
+        let at: chrono::DateTime<chrono::Utc> = kabinet_domain::on_db!(&self.db, pool => {
+            sqlx::query_scalar(SQL).bind(position).fetch_one(pool).await.expect("recorded_at")
+        });
+        at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    }
+
+    /// A fingerprint of everything in the database: its tables and their row counts.
+    pub async fn fingerprint(&self) -> Vec<(String, i64)> {
+        let tables_sql = match self.backend {
+            TestBackend::Sqlite => {
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            }
+            TestBackend::Postgres => {
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+            }
+        };
+        let tables: Vec<String> = kabinet_domain::on_db!(&self.db, pool => {
+            sqlx::query_scalar(tables_sql).fetch_all(pool).await.expect("tables")
+        });
+        let mut out = Vec::new();
+        for table in tables {
+            let n = self
+                .scalar(&format!("SELECT COUNT(*) FROM \"{table}\""), &[])
+                .await;
+            out.push((table, n));
+        }
+        out
+    }
+
     /// Closes the pool and removes the database now (otherwise done on drop).
     pub async fn cleanup(mut self) {
         self.db.close().await;

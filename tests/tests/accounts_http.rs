@@ -932,35 +932,18 @@ conformance!(
 
 mod websocket {
     use super::*;
-    use futures::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use futures::SinkExt;
+    use kabinet_tests::ws::{connect, next_json};
     use tokio_tungstenite::tungstenite::Message;
 
     /// The first message the server answers `connection_init` with; `None` when it closes.
     async fn connection_init(server: &Server, token: &str) -> Option<Value> {
-        let url = format!("{}/graphql/ws", server.base.replace("http://", "ws://"));
-        let mut request = url.into_client_request().expect("request");
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            "graphql-transport-ws".parse().expect("header"),
-        );
-        let (mut ws, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("connect");
+        let mut ws = connect(server).await;
         let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
         ws.send(Message::Text(init.to_string()))
             .await
             .expect("send");
-        loop {
-            let message = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
-                .await
-                .expect("an answer within 10 s")?;
-            match message {
-                Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).expect("json")),
-                Ok(Message::Close(_)) | Err(_) => return None,
-                Ok(_) => continue,
-            }
-        }
+        next_json(&mut ws).await
     }
 
     conformance!(

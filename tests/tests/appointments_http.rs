@@ -5,6 +5,10 @@
 use chrono::{DateTime, Duration, Timelike, Utc};
 use futures::future::join_all;
 use kabinet_domain::Role;
+use kabinet_tests::clinic::{
+    self, doctor_input, organisation_details, patient_profile, publish_schedule, register_doctor,
+    register_organisation, register_service, schedule_input, slot_ids, with,
+};
 use kabinet_tests::conformance;
 use kabinet_tests::server::{Client, Server, ServerProcess};
 use serde_json::{json, Value};
@@ -23,9 +27,6 @@ struct Clinic {
     slots: Vec<String>,
     other_slots: Vec<String>,
 }
-
-const PUBLISH: &str = "mutation($input: PublishScheduleInput!) { publishSchedule(input: $input) {
-    periodId slots { id start date time room status } userErrors { field message code } } }";
 
 const BOOK: &str = "mutation($input: BookAppointmentInput!) { bookAppointment(input: $input) {
     appointment { id status start date time room specialty doctor { fullName } organisation { name } }
@@ -75,76 +76,38 @@ async fn publish(
     end: &str,
     extra: Value,
 ) -> Value {
-    let mut input = json!({
-        "doctorId": doctor_id, "date": date, "start": start, "end": end, "slotMinutes": 20,
-        "room": "214", "serviceCodes": ["B01.047.001"], "bookingHorizonDays": 14, "changeCutoffHours": 2,
-    });
-    if let (Some(input), Some(extra)) = (input.as_object_mut(), extra.as_object()) {
-        for (k, v) in extra {
-            input.insert(k.clone(), v.clone());
-        }
-    }
-    client
-        .data(Some(token), PUBLISH, json!({ "input": input }))
-        .await["publishSchedule"]
-        .clone()
+    let input = with(
+        schedule_input(doctor_id, date),
+        json!({ "start": start, "end": end }),
+    );
+    publish_schedule(client, token, with(input, extra)).await
 }
 
 impl Clinic {
     /// Sets up the clinic; the first doctor's period is tomorrow 09:00–12:00 local time.
     async fn open(client: &Client, zone: &str) -> Clinic {
         let admin = client.token(Role::Admin, None);
-        let org = client
-            .data(
-                Some(&admin),
-                "mutation($input: RegisterOrganisationInput!) { registerOrganisation(input: $input) {
-                    organisation { id } userErrors { code message } } }",
-                json!({ "input": { "details": {
-                    "name": "Городская поликлиника №2", "region": "Москва", "address": "ул. Тверская, 5",
-                    "timeZone": zone, "workingHours": "08:00–20:00",
-                    "departments": ["Терапия", "Кардиология"], "specialisations": ["therapist", "cardiologist"] } } }),
-            )
-            .await;
-        let organisation_id = org["registerOrganisation"]["organisation"]["id"]
-            .as_str()
-            .expect("org id")
-            .to_string();
-        let organisation_uuid =
-            kabinet_graphql::schema::ids::decode_as(&organisation_id, "Organisation")
-                .expect("uuid");
-        let service = client
-            .data(
-                Some(&admin),
-                "mutation($input: RegisterMedicalServiceInput!) { registerMedicalService(input: $input) {
-                    service { code } userErrors { code message } } }",
-                json!({ "input": { "code": "B01.047.001", "name": "Приём врача-терапевта", "serviceType": "CONSULTATION",
-                    "form": "IN_PERSON", "cost": "0", "requiredDocuments": ["Полис ОМС"] } }),
-            )
-            .await;
-        assert_eq!(
-            service["registerMedicalService"]["service"]["code"], "B01.047.001",
-            "{service}"
-        );
+        let organisation = register_organisation(
+            client,
+            &admin,
+            with(
+                organisation_details("Городская поликлиника №2"),
+                json!({ "timeZone": zone, "departments": ["Терапия", "Кардиология"],
+                    "specialisations": ["therapist", "cardiologist"] }),
+            ),
+        )
+        .await;
+        let (organisation_id, organisation_uuid) = (organisation.id, organisation.uuid);
+        register_service(client, &admin, json!(["Полис ОМС"])).await;
         let registrar = client.token(Role::Registrar, Some(organisation_uuid));
         let mut doctors = Vec::new();
         for (surname, specialty) in [("Иванова", "therapist"), ("Петров", "cardiologist")]
         {
-            let doctor = client
-                .data(
-                    Some(&registrar),
-                    "mutation($input: RegisterDoctorInput!) { registerDoctor(input: $input) {
-                        doctor { id fullName } userErrors { field code message } } }",
-                    json!({ "input": { "doctor": { "surname": surname, "firstName": "Анна", "patronymic": "Сергеевна",
-                        "specialty": specialty, "qualification": "высшая категория", "organisationId": organisation_id,
-                        "department": "Терапия", "serviceCodes": ["B01.047.001"] } } }),
-                )
-                .await;
-            doctors.push(
-                doctor["registerDoctor"]["doctor"]["id"]
-                    .as_str()
-                    .expect("doctor id")
-                    .to_string(),
+            let doctor = with(
+                doctor_input(surname, &organisation_id),
+                json!({ "specialty": specialty }),
             );
+            doctors.push(register_doctor(client, &registrar, doctor).await.id);
         }
         let tomorrow = local_date_time(Utc::now() + Duration::days(1), zone).0;
         let first = publish(
@@ -168,14 +131,6 @@ impl Clinic {
             json!({}),
         )
         .await;
-        let ids = |p: &Value| -> Vec<String> {
-            p["slots"]
-                .as_array()
-                .expect("slots")
-                .iter()
-                .map(|s| s["id"].as_str().expect("slot id").to_string())
-                .collect()
-        };
         Clinic {
             admin,
             registrar,
@@ -184,25 +139,19 @@ impl Clinic {
             doctor_id: doctors[0].clone(),
             other_doctor_id: doctors[1].clone(),
             period_id: first["periodId"].as_str().expect("period").to_string(),
-            slots: ids(&first),
-            other_slots: ids(&second),
+            slots: slot_ids(&first),
+            other_slots: slot_ids(&second),
         }
     }
 }
 
 /// A patient with a recorded profile (born 1990).
 async fn patient(client: &Client) -> (Uuid, String) {
-    let id = Uuid::now_v7();
-    let token = client.token_for(id, Role::Patient, None);
-    let recorded = client
-        .data(
-            Some(&token),
-            "mutation($input: RecordPatientProfileInput!) { recordPatientProfile(input: $input) { recorded userErrors { code } } }",
-            json!({ "input": { "surname": "Смирнов", "firstName": "Олег", "birthDate": "1990-04-12", "sex": "MALE" } }),
-        )
-        .await;
-    assert_eq!(recorded["recordPatientProfile"]["recorded"], true);
-    (id, token)
+    clinic::patient(
+        client,
+        with(patient_profile(), json!({ "patronymic": null })),
+    )
+    .await
 }
 
 async fn book(client: &Client, token: &str, slot: &str) -> Value {

@@ -18,6 +18,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{Duration, Utc};
 use kabinet_domain::Role;
 use kabinet_graphql::schema::ids;
+use kabinet_tests::clinic::{
+    doctor_input, organisation_details, register_doctor, register_organisation, with,
+};
 use kabinet_tests::conformance;
 use kabinet_tests::server::{Client, Server};
 use serde_json::{json, Value};
@@ -329,30 +332,22 @@ struct Fixture {
 async fn fixture(client: &Client) -> Fixture {
     let admin = client.token(Role::Admin, None);
     let details = r#"{ name: "Клиника №3", region: "Москва", address: "ул. Садовая, 3", timeZone: "Europe/Moscow", workingHours: "08:00–20:00", departments: ["Терапия"], specialisations: ["therapist"] }"#;
-    let org = client
-        .data(
-            Some(&admin),
-            &format!("mutation {{ registerOrganisation(input: {{ details: {details} }}) {{ organisation {{ id }} }} }}"),
-            json!({}),
-        )
-        .await;
-    let org_id = org["registerOrganisation"]["organisation"]["id"]
-        .as_str()
-        .expect("org")
-        .to_string();
-    let organisation = ids::decode_as(&org_id, "Organisation").expect("uuid");
+    let registered = register_organisation(
+        client,
+        &admin,
+        with(
+            organisation_details("Клиника №3"),
+            json!({ "address": "ул. Садовая, 3" }),
+        ),
+    )
+    .await;
+    let (org_id, organisation) = (registered.id, registered.uuid);
     let registrar = client.token(Role::Registrar, Some(organisation));
-    let doctor = client
-        .data(
-            Some(&registrar),
-            &format!(r#"mutation {{ registerDoctor(input: {{ doctor: {{ surname: "Иванова", firstName: "Анна", specialty: "therapist", qualification: "высшая", organisationId: "{org_id}", department: "Терапия", serviceCodes: [] }} }}) {{ doctor {{ id }} }} }}"#),
-            json!({}),
-        )
-        .await;
-    let doctor_id = doctor["registerDoctor"]["doctor"]["id"]
-        .as_str()
-        .expect("doctor")
-        .to_string();
+    let doctor = with(
+        doctor_input("Иванова", &org_id),
+        json!({ "patronymic": null, "qualification": "высшая", "serviceCodes": [] }),
+    );
+    let doctor_id = register_doctor(client, &registrar, doctor).await.id;
     let tomorrow = (Utc::now() + Duration::days(1))
         .with_timezone(&chrono_tz::Europe::Moscow)
         .format("%Y-%m-%d")

@@ -10,8 +10,13 @@ use kabinet_domain::directory::SlotInfo;
 use kabinet_domain::{Actor, EventMetadata, Role};
 use kabinet_graphql::files::{sha256_hex, FileLinks};
 use kabinet_graphql::schema::ids;
+use kabinet_tests::clinic::{
+    self, doctor_input, organisation_details, patient_profile, register_doctor,
+    register_organisation, with,
+};
 use kabinet_tests::conformance;
 use kabinet_tests::pdf_text::pdf_text;
+use kabinet_tests::server::get;
 use kabinet_tests::server::{Client, Server, SECRET};
 use kabinet_tests::TestDb;
 use serde_json::{json, Value};
@@ -44,23 +49,8 @@ struct Clinic {
 }
 
 async fn organisation(client: &Client, admin: &str, name: &str) -> (String, Uuid) {
-    let org = client
-        .data(
-            Some(admin),
-            "mutation($input: RegisterOrganisationInput!) { registerOrganisation(input: $input) {
-                organisation { id } userErrors { code message } } }",
-            json!({ "input": { "details": {
-                "name": name, "region": "Москва", "address": "ул. Тверская, 5",
-                "timeZone": "Europe/Moscow", "workingHours": "08:00–20:00",
-                "departments": ["Терапия"], "specialisations": ["therapist"] } } }),
-        )
-        .await;
-    let id = org["registerOrganisation"]["organisation"]["id"]
-        .as_str()
-        .expect("org id")
-        .to_string();
-    let uuid = ids::decode_as(&id, "Organisation").expect("uuid");
-    (id, uuid)
+    let registered = register_organisation(client, admin, organisation_details(name)).await;
+    (registered.id, registered.uuid)
 }
 
 impl Clinic {
@@ -68,23 +58,15 @@ impl Clinic {
         let admin = client.token(Role::Admin, None);
         let (organisation_id, organisation_uuid) = organisation(client, &admin, name).await;
         let registrar = client.token(Role::Registrar, Some(organisation_uuid));
-        let doctor = client
-            .data(
-                Some(&registrar),
-                "mutation($input: RegisterDoctorInput!) { registerDoctor(input: $input) {
-                    doctor { id } userErrors { field code message } } }",
-                json!({ "input": { "doctor": { "surname": "Иванова", "firstName": "Анна",
-                    "specialty": "therapist", "qualification": "высшая категория",
-                    "organisationId": organisation_id, "department": "Терапия", "serviceCodes": [] } } }),
-            )
-            .await;
-        let doctor_id = doctor["registerDoctor"]["doctor"]["id"]
-            .as_str()
-            .expect("doctor id");
+        let doctor = with(
+            doctor_input("Иванова", &organisation_id),
+            json!({ "patronymic": null, "serviceCodes": [] }),
+        );
+        let doctor = register_doctor(client, &registrar, doctor).await;
         Clinic {
             organisation_id: organisation_id.clone(),
             organisation_uuid,
-            doctor_uuid: ids::decode_as(doctor_id, "Doctor").expect("doctor uuid"),
+            doctor_uuid: doctor.uuid,
             registrar,
         }
     }
@@ -167,18 +149,7 @@ impl Clinic {
 
 /// A patient with a recorded profile.
 async fn patient(client: &Client) -> (Uuid, String) {
-    let id = Uuid::now_v7();
-    let token = client.token_for(id, Role::Patient, None);
-    let recorded = client
-        .data(
-            Some(&token),
-            "mutation($input: RecordPatientProfileInput!) { recordPatientProfile(input: $input) { recorded userErrors { code } } }",
-            json!({ "input": { "surname": "Смирнов", "firstName": "Олег", "patronymic": "Игоревич",
-                "birthDate": "1990-04-12", "sex": "MALE" } }),
-        )
-        .await;
-    assert_eq!(recorded["recordPatientProfile"]["recorded"], true);
-    (id, token)
+    clinic::patient(client, patient_profile()).await
 }
 
 fn days_ago(n: i64) -> NaiveDate {
@@ -277,20 +248,8 @@ fn id_of(payload: &Value) -> String {
         .to_string()
 }
 
-async fn get(client: &Client, path: &str, token: Option<&str>) -> (u16, Vec<u8>) {
-    let mut request = client.http.get(format!("{}{path}", client.base));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    (status, response.bytes().await.expect("body").to_vec())
-}
-
 async fn count(test_db: &TestDb, sql: &str) -> i64 {
-    kabinet_domain::on_db!(&test_db.db, pool => {
-        sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.expect("count")
-    })
+    test_db.scalar(sql, &[]).await
 }
 
 async fn events(test_db: &TestDb) -> i64 {

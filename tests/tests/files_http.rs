@@ -5,18 +5,9 @@ use kabinet_domain::Role;
 use kabinet_graphql::files::{FileLinks, FileStore};
 use kabinet_pdf::{render, PdfBlock, PdfDocument, MEDIA_TYPE};
 use kabinet_tests::conformance;
+use kabinet_tests::server::get;
 use kabinet_tests::server::{Server, SECRET};
 use uuid::Uuid;
-
-async fn get(server: &Server, path: &str, token: Option<&str>) -> (u16, Vec<u8>) {
-    let mut request = server.http.get(format!("{}{path}", server.base));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    (status, response.bytes().await.expect("body").to_vec())
-}
 
 conformance!(
     a_signed_link_downloads_only_for_its_account_until_it_expires,

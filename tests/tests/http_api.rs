@@ -6,6 +6,7 @@ use kabinet_graphql::auth::TokenKeys;
 use kabinet_graphql::config::{Mode, ServeConfig};
 use kabinet_graphql::Application;
 use kabinet_tests::conformance;
+use kabinet_tests::server::code_of;
 use kabinet_tests::server::{Server, SECRET};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -27,10 +28,6 @@ fn details(name: &str) -> Value {
         "departments": ["Терапия"],
         "specialisations": ["therapist"],
     })
-}
-
-fn code_of(response: &Value) -> Option<&str> {
-    response["errors"][0]["extensions"]["code"].as_str()
 }
 
 conformance!(registration_is_read_back_at_once, |test_db| async move {

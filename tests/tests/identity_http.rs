@@ -8,7 +8,15 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use kabinet_domain::notify::MemoryNotifier;
 use kabinet_domain::Role;
+use kabinet_tests::clinic::session_patient;
+use kabinet_tests::clinic::{
+    doctor_input, organisation_details, publish_schedule, register_doctor, register_organisation,
+    register_service, schedule_input, tomorrow_in, with,
+};
 use kabinet_tests::conformance;
+use kabinet_tests::delivery::last_code;
+use kabinet_tests::identity::upload;
+use kabinet_tests::server::code_of as top_code;
 use kabinet_tests::server::{Client, Server};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -35,12 +43,6 @@ fn valid_profile() -> Value {
         "phone": "8 (912) 345-67-89", "email": "Oleg@Example.RU",
         "registrationAddress": "Москва, ул. Тверская, 5", "actualAddress": "Москва, ул. Арбат, 10",
     })
-}
-
-/// A patient signed in through a session (so the identity gate applies to them).
-fn session_patient(client: &Client) -> (Uuid, String) {
-    let id = Uuid::now_v7();
-    (id, client.session_token_for(id, Role::Patient, None))
 }
 
 async fn update(client: &Client, token: &str, input: Value) -> Value {
@@ -99,32 +101,6 @@ async fn approve(client: &Client, patient: Uuid, sha256: &str) -> Value {
         .clone();
     assert_eq!(out["userErrors"], json!([]), "{out}");
     out
-}
-
-async fn upload(client: &Client, token: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
-    client
-        .post_bytes("/identity/passport-scan", Some(token), content_type, body)
-        .await
-}
-
-/// The last SMS code sent to `phone`.
-fn last_code(notifier: &MemoryNotifier, phone: &str) -> String {
-    let message = notifier
-        .sent()
-        .into_iter()
-        .rev()
-        .find(|m| m.to == phone)
-        .expect("an SMS was sent");
-    message
-        .body
-        .split(|c: char| !c.is_ascii_digit())
-        .find(|part| part.len() == 6)
-        .expect("a six-digit code in the SMS")
-        .to_string()
-}
-
-fn top_code(response: &Value) -> Option<&str> {
-    response["errors"][0]["extensions"]["code"].as_str()
 }
 
 const REGISTRY_ENTRY: &str = r#"{ "snils": "11223344595", "surname": "СМИРНОВ", "firstName": "Олег",
@@ -652,62 +628,36 @@ conformance!(
 /// schedule and returns (organisation uuid, organisation id, a free slot id).
 async fn clinic(client: &Client) -> (Uuid, String, String) {
     let admin = client.token(Role::Admin, None);
-    let org = client
-        .data(
-            Some(&admin),
-            "mutation($input: RegisterOrganisationInput!) { registerOrganisation(input: $input) { organisation { id } } }",
-            json!({ "input": { "details": {
-                "name": "Поликлиника №7", "region": "Москва", "address": "ул. Лесная, 1",
-                "timeZone": "Europe/Moscow", "workingHours": "08:00–20:00",
-                "departments": ["Терапия"], "specialisations": ["therapist"] } } }),
-        )
-        .await;
-    let organisation_id = org["registerOrganisation"]["organisation"]["id"]
-        .as_str()
-        .expect("org")
-        .to_string();
-    let organisation =
-        kabinet_graphql::schema::ids::decode_as(&organisation_id, "Organisation").expect("uuid");
-    client
-        .data(
-            Some(&admin),
-            "mutation($input: RegisterMedicalServiceInput!) { registerMedicalService(input: $input) { service { code } } }",
-            json!({ "input": { "code": "B01.047.001", "name": "Приём врача-терапевта", "serviceType": "CONSULTATION",
-                "form": "IN_PERSON", "cost": "0", "requiredDocuments": [] } }),
-        )
-        .await;
-    let registrar = client.token(Role::Registrar, Some(organisation));
-    let doctor = client
-        .data(
-            Some(&registrar),
-            "mutation($input: RegisterDoctorInput!) { registerDoctor(input: $input) { doctor { id } } }",
-            json!({ "input": { "doctor": { "surname": "Иванова", "firstName": "Анна", "specialty": "therapist",
-                "qualification": "высшая категория", "organisationId": organisation_id,
-                "department": "Терапия", "serviceCodes": ["B01.047.001"] } } }),
-        )
-        .await;
-    let doctor_id = doctor["registerDoctor"]["doctor"]["id"]
-        .as_str()
-        .expect("doctor")
-        .to_string();
-    let tomorrow = (Utc::now() + Duration::days(1))
-        .with_timezone(&chrono_tz::Europe::Moscow)
-        .format("%Y-%m-%d")
-        .to_string();
-    let published = client
-        .data(
-            Some(&registrar),
-            "mutation($input: PublishScheduleInput!) { publishSchedule(input: $input) { slots { id } userErrors { code message } } }",
-            json!({ "input": { "doctorId": doctor_id, "date": tomorrow, "start": "09:00", "end": "10:00",
-                "slotMinutes": 20, "room": "101", "serviceCodes": ["B01.047.001"],
-                "bookingHorizonDays": 14, "changeCutoffHours": 2 } }),
-        )
-        .await;
-    let slot = published["publishSchedule"]["slots"][0]["id"]
+    let organisation = register_organisation(
+        client,
+        &admin,
+        with(
+            organisation_details("Поликлиника №7"),
+            json!({ "address": "ул. Лесная, 1" }),
+        ),
+    )
+    .await;
+    register_service(client, &admin, json!([])).await;
+    let registrar = client.token(Role::Registrar, Some(organisation.uuid));
+    let doctor = with(
+        doctor_input("Иванова", &organisation.id),
+        json!({ "patronymic": null }),
+    );
+    let doctor = register_doctor(client, &registrar, doctor).await;
+    let published = publish_schedule(
+        client,
+        &registrar,
+        with(
+            schedule_input(&doctor.id, &tomorrow_in("Europe/Moscow")),
+            json!({ "end": "10:00", "room": "101" }),
+        ),
+    )
+    .await;
+    let slot = published["slots"][0]["id"]
         .as_str()
         .unwrap_or_else(|| panic!("slot: {published}"))
         .to_string();
-    (organisation, organisation_id, slot)
+    (organisation.uuid, organisation.id, slot)
 }
 
 conformance!(

@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kabinet_domain::command::{CommandError, CommandOutcome, Retry, MAX_CONFLICT_RETRIES};
-use kabinet_domain::directory::{Organisation, OrganisationCommand, OrganisationDetails};
+use kabinet_domain::directory::{Organisation, OrganisationCommand};
 use kabinet_domain::journal::chain::{EventContent, GENESIS};
 use kabinet_domain::journal::verify::{verify_journal, BreakKind, VerifyReport};
 use kabinet_domain::{Actor, Db, EventMetadata, Journal, JournalOrder, Role};
 use kabinet_projections::activity_log::ActivityLog;
 use kabinet_projections::{rebuild, Projector, ProjectorConfig, Wakeups};
+use kabinet_tests::builders::organisation_details;
 use kabinet_tests::{
     add, add_each, assert_seen_matches_journal, conformance, journal_events, metadata_of,
     run_conformance, seal_all, seen_events, SeenEvents, Tally, TallyCommand, TallyServices,
@@ -1044,18 +1045,6 @@ async fn activity_rows(db: &Db) -> Vec<ActivityRow> {
     })
 }
 
-fn organisation(name: &str) -> OrganisationDetails {
-    OrganisationDetails {
-        name: name.into(),
-        region: "Москва".into(),
-        address: "ул. Ленина, 1".into(),
-        time_zone: "Europe/Moscow".into(),
-        working_hours: "Пн–Пт 08:00–20:00".into(),
-        departments: vec!["Терапия".into()],
-        specialisations: vec!["therapist".into()],
-    }
-}
-
 /// Tallies by several patients, and organisations registered and changed by an admin.
 async fn write_activity(test_db: &TestDb, tag: &str) -> Vec<CommandOutcome> {
     let commands = test_db.commands();
@@ -1082,8 +1071,8 @@ async fn write_activity(test_db: &TestDb, tag: &str) -> Vec<CommandOutcome> {
     for o in 0..2 {
         let id = format!("{tag}-org-{o}");
         for command in [
-            OrganisationCommand::Register(organisation("Поликлиника")),
-            OrganisationCommand::UpdateDetails(organisation("Поликлиника №2")),
+            OrganisationCommand::Register(organisation_details("Поликлиника")),
+            OrganisationCommand::UpdateDetails(organisation_details("Поликлиника №2")),
         ] {
             let (outcome, _) = commands
                 .execute::<Organisation>(&id, command, &(), &admin, &json!({}), Retry::Never)

@@ -437,7 +437,6 @@ conformance!(
     the_policy_status_is_pushed_live_over_websocket,
     |test_db| async move {
         use futures::SinkExt;
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         use tokio_tungstenite::tungstenite::Message;
 
         let server = Server::start(&test_db, |_| {}).await;
@@ -446,15 +445,7 @@ conformance!(
         let applied = apply(&server, &patient, application("112-233-445 95")).await;
         let id = applied["policy"]["id"].as_str().expect("id").to_string();
 
-        let url = format!("{}/graphql/ws", server.base.replace("http://", "ws://"));
-        let mut request = url.into_client_request().expect("request");
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            "graphql-transport-ws".parse().expect("header"),
-        );
-        let (mut ws, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("connect");
+        let mut ws = kabinet_tests::ws::connect(&server).await;
         let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {patient}") } });
         ws.send(Message::Text(init.to_string()))
             .await

@@ -10,6 +10,9 @@ use chrono::{Duration, Utc};
 use kabinet_domain::clock::FixedClock;
 use kabinet_domain::Role;
 use kabinet_graphql::schema::ids;
+use kabinet_tests::clinic::{
+    self, doctor_input, organisation_details, patient_profile, register_service,
+};
 use kabinet_tests::conformance;
 use kabinet_tests::server::{Client, Server};
 use serde_json::{json, Value};
@@ -39,23 +42,8 @@ struct World {
 }
 
 async fn register_organisation(client: &Client, admin: &str, name: &str) -> (String, Uuid) {
-    let org = client
-        .data(
-            Some(admin),
-            "mutation($input: RegisterOrganisationInput!) { registerOrganisation(input: $input) {
-                organisation { id } userErrors { code message } } }",
-            json!({ "input": { "details": {
-                "name": name, "region": "Москва", "address": "ул. Тверская, 5",
-                "timeZone": ZONE, "workingHours": "08:00–20:00",
-                "departments": ["Терапия"], "specialisations": ["therapist"] } } }),
-        )
-        .await;
-    let id = org["registerOrganisation"]["organisation"]["id"]
-        .as_str()
-        .expect("organisation id")
-        .to_string();
-    let uuid = ids::decode_as(&id, "Organisation").expect("uuid");
-    (id, uuid)
+    let registered = clinic::register_organisation(client, admin, organisation_details(name)).await;
+    (registered.id, registered.uuid)
 }
 
 async fn designate(client: &Client, admin: &str, organisation: &str) -> Value {
@@ -76,40 +64,15 @@ async fn register_doctor(
     organisation: &str,
     surname: &str,
 ) -> Uuid {
-    let doctor = client
-        .data(
-            Some(registrar),
-            "mutation($input: RegisterDoctorInput!) { registerDoctor(input: $input) {
-                doctor { id } userErrors { field code message } } }",
-            json!({ "input": { "doctor": { "surname": surname, "firstName": "Анна", "patronymic": "Сергеевна",
-                "specialty": "therapist", "qualification": "высшая категория", "organisationId": organisation,
-                "department": "Терапия", "serviceCodes": ["B01.047.001"] } } }),
-        )
-        .await;
-    let id = doctor["registerDoctor"]["doctor"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("doctor: {doctor}"))
-        .to_string();
-    ids::decode_as(&id, "Doctor").expect("doctor uuid")
+    clinic::register_doctor(client, registrar, doctor_input(surname, organisation))
+        .await
+        .uuid
 }
 
 impl World {
     async fn open(client: &Client) -> World {
         let admin = client.token(Role::Admin, None);
-        let service = client
-            .data(
-                Some(&admin),
-                "mutation($input: RegisterMedicalServiceInput!) { registerMedicalService(input: $input) {
-                    service { code } userErrors { code message } } }",
-                json!({ "input": { "code": "B01.047.001", "name": "Приём врача-терапевта", "serviceType": "CONSULTATION",
-                    "form": "IN_PERSON", "cost": "0", "requiredDocuments": [] } }),
-            )
-            .await;
-        assert_eq!(
-            service["registerMedicalService"]["userErrors"],
-            json!([]),
-            "{service}"
-        );
+        register_service(client, &admin, json!([])).await;
         let (organisation, clinic_uuid) =
             register_organisation(client, &admin, "Городская поликлиника №3").await;
         let registrar = client.token(Role::Registrar, Some(clinic_uuid));
@@ -124,16 +87,7 @@ impl World {
             let done = designate(client, &admin, p).await;
             assert_eq!(done["organisation"]["isPharmacy"], true, "{done}");
         }
-        let patient_id = Uuid::now_v7();
-        let patient = client.token_for(patient_id, Role::Patient, None);
-        let recorded = client
-            .data(
-                Some(&patient),
-                "mutation($input: RecordPatientProfileInput!) { recordPatientProfile(input: $input) { recorded userErrors { code } } }",
-                json!({ "input": { "surname": "Смирнов", "firstName": "Олег", "patronymic": "Игоревич", "birthDate": "1990-04-12", "sex": "MALE" } }),
-            )
-            .await;
-        assert_eq!(recorded["recordPatientProfile"]["recorded"], true);
+        let (patient_id, patient) = clinic::patient(client, patient_profile()).await;
         // A referral to the clinic puts the patient in its care: its doctors may prescribe.
         let referral = client
             .data(

@@ -1,46 +1,13 @@
 //! Subscriptions over WebSocket (`graphql-transport-ws`): the activity feed
 //! pushes new entries of the caller's log, and a bad token is refused.
 
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use kabinet_domain::Role;
 use kabinet_tests::conformance;
 use kabinet_tests::server::Server;
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use kabinet_tests::ws::{connect, next_json};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-
-async fn connect(
-    server: &Server,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let url = format!("{}/graphql/ws", server.base.replace("http://", "ws://"));
-    let mut request = url.into_client_request().expect("request");
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    tokio_tungstenite::connect_async(request)
-        .await
-        .expect("connect")
-        .0
-}
-
-async fn next_json(
-    ws: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-) -> Option<Value> {
-    loop {
-        let message = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
-            .await
-            .expect("a message within 10 s")?;
-        match message {
-            Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).expect("json")),
-            // Closed, with or without a closing handshake.
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => continue,
-        }
-    }
-}
 
 conformance!(the_activity_feed_pushes_new_entries, |test_db| async move {
     let server = Server::start(&test_db, |_| {}).await;

@@ -12,7 +12,12 @@ use kabinet_domain::notify::MemoryNotifier;
 use kabinet_domain::Role;
 use kabinet_graphql::schema::ids;
 use kabinet_graphql::startup::Overrides;
+use kabinet_tests::clinic::{
+    doctor_input, organisation_details, publish_schedule, register_doctor, register_organisation,
+    register_service, schedule_input, tomorrow_in, with,
+};
 use kabinet_tests::conformance;
+use kabinet_tests::server::code_of;
 use kabinet_tests::server::{Client, Server};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -34,63 +39,30 @@ struct Clinic {
 impl Clinic {
     async fn open(client: &Client) -> Clinic {
         let admin = client.token(Role::Admin, None);
-        let service = client
-            .data(
-                Some(&admin),
-                "mutation($input: RegisterMedicalServiceInput!) { registerMedicalService(input: $input) {
-                    service { code } userErrors { code message } } }",
-                json!({ "input": { "code": "B01.047.001", "name": "Приём врача-терапевта",
-                    "serviceType": "CONSULTATION", "form": "IN_PERSON", "cost": "0", "requiredDocuments": [] } }),
-            )
-            .await;
-        assert_eq!(service["registerMedicalService"]["userErrors"], json!([]));
-        let org = client
-            .data(
-                Some(&admin),
-                "mutation($input: RegisterOrganisationInput!) { registerOrganisation(input: $input) {
-                    organisation { id } userErrors { code message } } }",
-                json!({ "input": { "details": {
-                    "name": CLINIC, "region": "Москва", "address": ADDRESS,
-                    "timeZone": ZONE, "workingHours": "08:00–20:00",
-                    "departments": ["Терапия"], "specialisations": ["therapist"] } } }),
-            )
-            .await;
-        let organisation = org["registerOrganisation"]["organisation"]["id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("organisation: {org}"))
-            .to_string();
-        let organisation_uuid = ids::decode_as(&organisation, "Organisation").expect("uuid");
-        let registrar = client.token(Role::Registrar, Some(organisation_uuid));
-        let doctor = client
-            .data(
-                Some(&registrar),
-                "mutation($input: RegisterDoctorInput!) { registerDoctor(input: $input) {
-                    doctor { id } userErrors { field code message } } }",
-                json!({ "input": { "doctor": { "surname": "Иванова", "firstName": "Анна",
-                    "patronymic": "Сергеевна", "specialty": "therapist", "qualification": "высшая категория",
-                    "organisationId": organisation, "department": "Терапия", "serviceCodes": ["B01.047.001"] } } }),
-            )
-            .await;
-        let doctor_id = doctor["registerDoctor"]["doctor"]["id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("doctor: {doctor}"))
-            .to_string();
-        let doctor_uuid = ids::decode_as(&doctor_id, "Doctor").expect("uuid");
-        let tz: chrono_tz::Tz = ZONE.parse().expect("zone");
-        let tomorrow = (Utc::now().with_timezone(&tz) + Duration::days(1))
-            .date_naive()
-            .to_string();
-        let published = client
-            .data(
-                Some(&registrar),
-                "mutation($input: PublishScheduleInput!) { publishSchedule(input: $input) {
-                    slots { id start } userErrors { field code message } } }",
-                json!({ "input": { "doctorId": doctor_id, "date": tomorrow, "start": "09:00", "end": "12:00",
-                    "slotMinutes": 20, "room": "214", "serviceCodes": ["B01.047.001"],
-                    "bookingHorizonDays": 14, "changeCutoffHours": 2 } }),
-            )
-            .await;
-        let slots = published["publishSchedule"]["slots"]
+        register_service(client, &admin, json!([])).await;
+        let organisation = register_organisation(
+            client,
+            &admin,
+            with(
+                organisation_details(CLINIC),
+                json!({ "address": ADDRESS, "timeZone": ZONE }),
+            ),
+        )
+        .await;
+        let registrar = client.token(Role::Registrar, Some(organisation.uuid));
+        let doctor = register_doctor(
+            client,
+            &registrar,
+            doctor_input("Иванова", &organisation.id),
+        )
+        .await;
+        let published = publish_schedule(
+            client,
+            &registrar,
+            schedule_input(&doctor.id, &tomorrow_in(ZONE)),
+        )
+        .await;
+        let slots = published["slots"]
             .as_array()
             .unwrap_or_else(|| panic!("slots: {published}"))
             .iter()
@@ -106,7 +78,7 @@ impl Clinic {
             .collect();
         Clinic {
             registrar,
-            doctor: client.token_for(doctor_uuid, Role::Doctor, Some(organisation_uuid)),
+            doctor: client.token_for(doctor.uuid, Role::Doctor, Some(organisation.uuid)),
             slots,
         }
     }
@@ -200,10 +172,6 @@ async fn notifications_of(client: &Client, token: &str, kind: &str) -> Vec<Value
         tokio::time::sleep(StdDuration::from_millis(100)).await;
     }
     panic!("no {kind} notification arrived");
-}
-
-fn code_of(response: &Value) -> Option<&str> {
-    response["errors"][0]["extensions"]["code"].as_str()
 }
 
 conformance!(

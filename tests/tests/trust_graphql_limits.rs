@@ -11,19 +11,15 @@ use kabinet_graphql::config::ServeConfig;
 use kabinet_graphql::schema::ids;
 use kabinet_graphql::Application;
 use kabinet_tests::conformance;
+use kabinet_tests::server::code_of;
 use kabinet_tests::server::{production_config, Server, METRICS_TOKEN};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
 /// Longest any single request here may take: the refusals must come before
 /// the expensive work, which took tens of seconds.
 const PATIENCE: Duration = Duration::from_secs(20);
-
-fn code_of(response: &Value) -> Option<&str> {
-    response["errors"][0]["extensions"]["code"].as_str()
-}
 
 fn message_of(response: &Value) -> &str {
     response["errors"][0]["message"].as_str().unwrap_or("")
@@ -112,15 +108,7 @@ conformance!(
     |test_db| async move {
         let server = Server::start(&test_db, |_| {}).await;
         let admin = server.token(Role::Admin, None);
-        let url = format!("{}/graphql/ws", server.base.replace("http://", "ws://"));
-        let mut request = url.into_client_request().expect("request");
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            "graphql-transport-ws".parse().expect("header"),
-        );
-        let (mut ws, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("connect");
+        let mut ws = kabinet_tests::ws::connect(&server).await;
         let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {admin}") } });
         ws.send(Message::Text(init.to_string()))
             .await

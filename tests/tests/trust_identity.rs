@@ -21,7 +21,10 @@ use kabinet_domain::clock::FixedClock;
 use kabinet_domain::notify::{MemoryNotifier, Notifier};
 use kabinet_domain::Role;
 use kabinet_graphql::startup::Overrides;
+use kabinet_tests::clinic::session_patient;
 use kabinet_tests::conformance;
+use kabinet_tests::delivery::last_code;
+use kabinet_tests::identity::upload;
 use kabinet_tests::identity::{verify_patient, TestIdentity};
 use kabinet_tests::server::{Client, Server};
 use serde_json::{json, Value};
@@ -87,11 +90,6 @@ fn png() -> Vec<u8> {
     bytes
 }
 
-fn session_patient(client: &Client) -> (Uuid, String) {
-    let id = Uuid::now_v7();
-    (id, client.session_token_for(id, Role::Patient, None))
-}
-
 async fn update(client: &Client, token: &str, input: Value) -> Value {
     let out = client
         .data(Some(token), UPDATE, json!({ "input": input }))
@@ -140,22 +138,6 @@ fn step_done(status: &Value, step: &str) -> bool {
         .expect("steps")
         .iter()
         .any(|s| s["step"] == step && s["done"] == true)
-}
-
-async fn upload(client: &Client, token: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
-    client
-        .post_bytes("/identity/passport-scan", Some(token), content_type, body)
-        .await
-}
-
-fn last_code(notifier: &MemoryNotifier, phone: &str) -> String {
-    let message = notifier
-        .sent()
-        .into_iter()
-        .rev()
-        .find(|m| m.to == phone)
-        .expect("an SMS was sent");
-    kabinet_tests::delivery::six_digits(&message.body).expect("a code in the SMS")
 }
 
 async fn confirm_phone(client: &Client, notifier: &MemoryNotifier, token: &str, phone: &str) {

@@ -13,15 +13,13 @@ use kabinet_graphql::config::ServeConfig;
 use kabinet_tests::accounts::{register, unique_phone, use_sms_gateway};
 use kabinet_tests::delivery::SmsReceiver;
 use kabinet_tests::server::{Client, Server, SECRET};
+use kabinet_tests::ws::try_connect as ws_connect;
+use kabinet_tests::ws::Socket as Ws;
 use kabinet_tests::{conformance, run_conformance, TestBackend, TestDb};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A test of the edge alone: the storage backend plays no part, so SQLite only.
 macro_rules! edge {
@@ -49,18 +47,6 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
             Ok(Ok(_)) => continue,
         }
     }
-}
-
-async fn ws_connect(server: &Server) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-    let url = format!("{}/graphql/ws", server.base.replace("http://", "ws://"));
-    let mut request = url.into_client_request().expect("request");
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    tokio_tungstenite::connect_async(request)
-        .await
-        .map(|(ws, _)| ws)
 }
 
 /// What the server sent next: a JSON message, or how it closed.

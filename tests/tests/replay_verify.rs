@@ -3,11 +3,13 @@
 //! place, a kept digest proves the journal up to it — and fails once the tail
 //! was cut — and bad input exits 2 without writing anything.
 
-mod common;
-
-use common::{digest_position, Backend, TestJournal};
+use kabinet_tests::replay::{digest_position, run_with, TestJournal};
+use kabinet_tests::{conformance, TestBackend, TestDb};
 use serde_json::Value;
 use uuid::Uuid;
+
+/// The tool under test, as auditors run it.
+const TOOL: &str = env!("CARGO_BIN_EXE_kabinet-replay-tool");
 
 /// Three organisations, each registered and renamed twice (9 events), sealed
 /// three events a seal: positions 1-3, 4-6, 7-9 (registrations first).
@@ -17,8 +19,8 @@ struct Sealed {
 }
 
 impl Sealed {
-    async fn new(backend: Backend) -> Option<Sealed> {
-        let t = TestJournal::fresh(backend).await?;
+    async fn new(test_db: TestDb) -> Sealed {
+        let t = TestJournal::new(test_db, TOOL);
         let mut orgs = [Uuid::nil(); 3];
         for (i, org) in orgs.iter_mut().enumerate() {
             *org = t.register(&format!("Поликлиника {i}")).await;
@@ -30,7 +32,7 @@ impl Sealed {
             }
         }
         t.seal_all(3).await;
-        Some(Sealed { t, orgs })
+        Sealed { t, orgs }
     }
 
     async fn position(&self, org: usize, sequence: i64) -> i64 {
@@ -60,10 +62,8 @@ fn is_hex_hash(v: &Value) -> bool {
         .is_some_and(|s| s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
-async fn an_intact_journal_verifies(backend: Backend) {
-    let Some(s) = Sealed::new(backend).await else {
-        return;
-    };
+async fn an_intact_journal_verifies(test_db: TestDb) {
+    let s = Sealed::new(test_db).await;
     let run = s.t.run(&["verify"]).await;
     run.expect_code(0);
     assert!(
@@ -83,10 +83,8 @@ async fn an_intact_journal_verifies(backend: Backend) {
     assert!(report["bytes_hashed"].as_u64().is_some_and(|b| b > 9 * 200));
 }
 
-async fn an_edited_payload_is_named_with_its_hashes(backend: Backend) {
-    let Some(s) = Sealed::new(backend).await else {
-        return;
-    };
+async fn an_edited_payload_is_named_with_its_hashes(test_db: TestDb) {
+    let s = Sealed::new(test_db).await;
     let position = s.position(1, 1).await;
     s.t.edit_payload(position).await;
     let run = s.t.run(&["verify"]).await;
@@ -110,10 +108,8 @@ async fn an_edited_payload_is_named_with_its_hashes(backend: Backend) {
     assert_ne!(first["expected"], first["found"]);
 }
 
-async fn a_deleted_event_is_found(backend: Backend) {
-    let Some(s) = Sealed::new(backend).await else {
-        return;
-    };
+async fn a_deleted_event_is_found(test_db: TestDb) {
+    let s = Sealed::new(test_db).await;
     // The first rename of organisation 0: its stream skips a sequence, and the
     // seal over positions 4-6 lost one of its events.
     let deleted = s.position(0, 2).await;
@@ -144,10 +140,8 @@ async fn a_deleted_event_is_found(backend: Backend) {
         .is_some_and(|d| d.contains("events missing from sequence 2")));
 }
 
-async fn swapped_events_are_found(backend: Backend) {
-    let Some(s) = Sealed::new(backend).await else {
-        return;
-    };
+async fn swapped_events_are_found(test_db: TestDb) {
+    let s = Sealed::new(test_db).await;
     // Two registrations of different streams inside seal 1: the chains hold,
     // the seal's root over the global order does not.
     let (a, b) = (s.position(1, 1).await, s.position(2, 1).await);
@@ -163,10 +157,8 @@ async fn swapped_events_are_found(backend: Backend) {
     assert!(is_hex_hash(&first["expected"]) && is_hex_hash(&first["found"]));
 }
 
-async fn events_of_one_stream_swapped_are_named_reordered(backend: Backend) {
-    let Some(s) = Sealed::new(backend).await else {
-        return;
-    };
+async fn events_of_one_stream_swapped_are_named_reordered(test_db: TestDb) {
+    let s = Sealed::new(test_db).await;
     let (first_pos, second_pos) = (s.position(0, 1).await, s.position(0, 2).await);
     s.t.swap(first_pos, second_pos).await;
     let (code, report) = s.verify_json(&[]).await;
@@ -177,10 +169,8 @@ async fn events_of_one_stream_swapped_are_named_reordered(backend: Backend) {
     assert_eq!(first["position"], first_pos);
 }
 
-async fn an_edited_seal_is_found(backend: Backend) {
-    let Some(s) = Sealed::new(backend).await else {
-        return;
-    };
+async fn an_edited_seal_is_found(test_db: TestDb) {
+    let s = Sealed::new(test_db).await;
     s.t.exec(
         "UPDATE seals SET last_position = last_position - 1 WHERE seal_no = 2",
         &[],
@@ -196,10 +186,8 @@ async fn an_edited_seal_is_found(backend: Backend) {
         .is_some_and(|d| d.contains("the seal record itself was edited")));
 }
 
-async fn a_kept_digest_is_proven_until_the_tail_is_cut(backend: Backend) {
-    let Some(s) = Sealed::new(backend).await else {
-        return;
-    };
+async fn a_kept_digest_is_proven_until_the_tail_is_cut(test_db: TestDb) {
+    let s = Sealed::new(test_db).await;
     // The auditor keeps the digest after seal 2.
     let digest_run = s.t.run(&["digest"]).await;
     digest_run.expect_code(0);
@@ -262,10 +250,8 @@ async fn a_kept_digest_is_proven_until_the_tail_is_cut(backend: Backend) {
     assert_eq!(report["digest_proven"], false);
 }
 
-async fn a_digest_fails_when_anything_before_it_changed(backend: Backend) {
-    let Some(s) = Sealed::new(backend).await else {
-        return;
-    };
+async fn a_digest_fails_when_anything_before_it_changed(test_db: TestDb) {
+    let s = Sealed::new(test_db).await;
     let kept = s.t.run(&["digest"]).await.stdout.trim().to_string();
     s.t.run(&["verify", "--digest", &kept]).await.expect_code(0);
     let position = s.position(0, 1).await;
@@ -276,16 +262,14 @@ async fn a_digest_fails_when_anything_before_it_changed(backend: Backend) {
     assert_eq!(first_break(&report)["position"], position);
 }
 
-async fn reformatted_but_equal_json_is_not_tampering(backend: Backend) {
-    let Some(s) = Sealed::new(backend).await else {
-        return;
-    };
+async fn reformatted_but_equal_json_is_not_tampering(test_db: TestDb) {
+    let s = Sealed::new(test_db).await;
     // The hash covers the canonical form of the content, not the stored text.
-    let sql = match backend {
-        Backend::Sqlite => {
+    let sql = match s.t.backend {
+        TestBackend::Sqlite => {
             "UPDATE events SET payload = ' ' || replace(payload, '\":', '\" : '), metadata = metadata || ' '"
         }
-        Backend::Postgres => "UPDATE events SET payload = CAST(CAST(payload AS TEXT) AS jsonb)",
+        TestBackend::Postgres => "UPDATE events SET payload = CAST(CAST(payload AS TEXT) AS jsonb)",
     };
     s.t.exec(sql, &[]).await;
     let (code, report) = s.verify_json(&[]).await;
@@ -297,10 +281,8 @@ async fn reformatted_but_equal_json_is_not_tampering(backend: Backend) {
     assert_eq!(first_break(&report)["kind"], "hash_mismatch");
 }
 
-async fn a_range_checks_only_its_events_and_their_seals(backend: Backend) {
-    let Some(s) = Sealed::new(backend).await else {
-        return;
-    };
+async fn a_range_checks_only_its_events_and_their_seals(test_db: TestDb) {
+    let s = Sealed::new(test_db).await;
     // Tamper inside seal 1 (positions 1-3); a check of 4-9 does not see it.
     s.t.edit_payload(s.position(1, 1).await).await;
     let (code, report) = s.verify_json(&["--from", "4", "--to", "9"]).await;
@@ -312,10 +294,8 @@ async fn a_range_checks_only_its_events_and_their_seals(backend: Backend) {
     assert_eq!(report["events"], 3);
 }
 
-async fn bad_input_exits_2_and_writes_nothing(backend: Backend) {
-    let Some(s) = Sealed::new(backend).await else {
-        return;
-    };
+async fn bad_input_exits_2_and_writes_nothing(test_db: TestDb) {
+    let s = Sealed::new(test_db).await;
     let before = s.t.fingerprint().await;
     for (args, message) in [
         (
@@ -338,10 +318,8 @@ async fn bad_input_exits_2_and_writes_nothing(backend: Backend) {
     assert_eq!(s.t.fingerprint().await, before);
 }
 
-async fn a_database_that_is_not_a_journal_is_refused(backend: Backend) {
-    let Some(t) = TestJournal::fresh(backend).await else {
-        return;
-    };
+async fn a_database_that_is_not_a_journal_is_refused(test_db: TestDb) {
+    let t = TestJournal::new(test_db, TOOL);
     t.exec("DROP TABLE seals", &[]).await;
     for command in ["verify", "digest"] {
         let run = t.run(&[command]).await;
@@ -354,17 +332,16 @@ async fn a_database_that_is_not_a_journal_is_refused(backend: Backend) {
     }
 }
 
-async fn digest_of_an_unsealed_journal_exits_2(backend: Backend) {
-    let Some(t) = TestJournal::fresh(backend).await else {
-        return;
-    };
+async fn digest_of_an_unsealed_journal_exits_2(test_db: TestDb) {
+    let t = TestJournal::new(test_db, TOOL);
     t.register("Без печати").await;
     let run = t.run(&["digest"]).await;
     run.expect_code(2);
     assert!(run.stderr.contains("no seal yet"), "{}", run.stderr);
 }
 
-on_both_backends!(
+conformance!(
+    each:
     an_intact_journal_verifies,
     an_edited_payload_is_named_with_its_hashes,
     a_deleted_event_is_found,
@@ -385,7 +362,13 @@ async fn files_that_are_not_journals_are_refused_untouched() {
     let dir = tempfile::tempdir().expect("temporary directory");
     // A missing file is not created.
     let missing = dir.path().join("missing.db");
-    let run = common::run_with(&format!("sqlite://{}", missing.display()), &["verify"], &[]).await;
+    let run = run_with(
+        TOOL,
+        &format!("sqlite://{}", missing.display()),
+        &["verify"],
+        &[],
+    )
+    .await;
     run.expect_code(2);
     assert!(run.stderr.contains("no database at"), "{}", run.stderr);
     assert!(!missing.exists());
@@ -396,7 +379,13 @@ async fn files_that_are_not_journals_are_refused_untouched() {
     ] {
         let path = dir.path().join(name);
         std::fs::write(&path, content).expect("write");
-        let run = common::run_with(&format!("sqlite://{}", path.display()), &["verify"], &[]).await;
+        let run = run_with(
+            TOOL,
+            &format!("sqlite://{}", path.display()),
+            &["verify"],
+            &[],
+        )
+        .await;
         run.expect_code(2);
         assert!(
             run.stderr.contains("not a Kabinet journal") || run.stderr.contains("cannot open"),

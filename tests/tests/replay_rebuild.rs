@@ -2,18 +2,20 @@
 //! the live ones and keep being projected; `--check` finds every difference
 //! without changing anything; a second rebuild beside a running one is refused.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
 
-use common::{Backend, TestJournal};
+use kabinet_tests::replay::TestJournal;
+use kabinet_tests::{conformance, TestBackend, TestDb};
 use serde_json::Value;
 use sqlx::Connection;
 use uuid::Uuid;
 
-async fn populated(backend: Backend) -> Option<TestJournal> {
-    let t = TestJournal::fresh(backend).await?;
+/// The tool under test, as auditors run it.
+const TOOL: &str = env!("CARGO_BIN_EXE_kabinet-replay-tool");
+
+async fn populated(test_db: TestDb) -> TestJournal {
+    let t = TestJournal::new(test_db, TOOL);
     let mut orgs = Vec::new();
     for i in 0..4 {
         orgs.push(t.register(&format!("Клиника {i}")).await);
@@ -23,14 +25,14 @@ async fn populated(backend: Backend) -> Option<TestJournal> {
     }
     t.record_patient(Uuid::now_v7(), "Петрова").await;
     t.project().await;
-    Some(t)
+    t
 }
 
 /// Every row of a table as text, sorted: a comparison independent of row order.
 async fn table_rows(t: &TestJournal, table: &str) -> Vec<String> {
     let sql = match t.backend {
-        Backend::Sqlite => format!("SELECT * FROM \"{table}\""),
-        Backend::Postgres => format!("SELECT CAST(row_to_json(x) AS TEXT) FROM \"{table}\" x"),
+        TestBackend::Sqlite => format!("SELECT * FROM \"{table}\""),
+        TestBackend::Postgres => format!("SELECT CAST(row_to_json(x) AS TEXT) FROM \"{table}\" x"),
     };
     let mut rows: Vec<String> = kabinet_domain::on_db!(&t.db, pool => {
         let rows = sqlx::query(&sql).fetch_all(pool).await.expect("rows");
@@ -60,10 +62,10 @@ where
 /// The index names of a table.
 async fn indexes(t: &TestJournal, table: &str) -> BTreeSet<String> {
     let sql = match t.backend {
-        Backend::Sqlite => {
+        TestBackend::Sqlite => {
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = $1 AND sql IS NOT NULL"
         }
-        Backend::Postgres => "SELECT indexname::text FROM pg_indexes WHERE tablename = $1",
+        TestBackend::Postgres => "SELECT indexname::text FROM pg_indexes WHERE tablename = $1",
     };
     kabinet_domain::on_db!(&t.db, pool => {
         sqlx::query_scalar::<_, String>(sql)
@@ -78,10 +80,8 @@ async fn indexes(t: &TestJournal, table: &str) -> BTreeSet<String> {
 
 const TABLES: [&str; 2] = ["activity_log", "organisations"];
 
-async fn rebuild_swaps_in_models_equal_to_the_live_ones(backend: Backend) {
-    let Some(t) = populated(backend).await else {
-        return;
-    };
+async fn rebuild_swaps_in_models_equal_to_the_live_ones(test_db: TestDb) {
+    let t = populated(test_db).await;
     let mut before = Vec::new();
     for table in TABLES {
         before.push((table_rows(&t, table).await, indexes(&t, table).await));
@@ -125,10 +125,8 @@ async fn rebuild_swaps_in_models_equal_to_the_live_ones(backend: Backend) {
     t.run(&["rebuild", "--check", "--all"]).await.expect_code(0);
 }
 
-async fn check_reports_every_difference_and_changes_nothing(backend: Backend) {
-    let Some(t) = populated(backend).await else {
-        return;
-    };
+async fn check_reports_every_difference_and_changes_nothing(test_db: TestDb) {
+    let t = populated(test_db).await;
     let run = t.run(&["--json", "rebuild", "--check", "--all"]).await;
     run.expect_code(0);
     let out = run.json();
@@ -224,13 +222,11 @@ async fn check_reports_every_difference_and_changes_nothing(backend: Backend) {
     t.run(&["rebuild", "--check", "--all"]).await.expect_code(0);
 }
 
-async fn a_rebuild_beside_another_is_refused(backend: Backend) {
-    let Some(t) = populated(backend).await else {
-        return;
-    };
+async fn a_rebuild_beside_another_is_refused(test_db: TestDb) {
+    let t = populated(test_db).await;
     let message = "another rebuild is running";
-    match backend {
-        Backend::Postgres => {
+    match t.backend {
+        TestBackend::Postgres => {
             let mut holder = sqlx::PgConnection::connect(&t.url).await.expect("connect");
             sqlx::query("SELECT pg_advisory_lock($1)")
                 .bind(kabinet_replay::rebuild_lock_key())
@@ -247,7 +243,7 @@ async fn a_rebuild_beside_another_is_refused(backend: Backend) {
             }
             holder.close().await.expect("release");
         }
-        Backend::Sqlite => {
+        TestBackend::Sqlite => {
             let path = format!("{}-rebuild.lock", t.url.trim_start_matches("sqlite://"));
             let file = OpenOptions::new()
                 .create(true)
@@ -270,10 +266,8 @@ async fn a_rebuild_beside_another_is_refused(backend: Backend) {
     t.run(&["rebuild", "--all"]).await.expect_code(0);
 }
 
-async fn bad_rebuild_input_exits_2(backend: Backend) {
-    let Some(t) = TestJournal::fresh(backend).await else {
-        return;
-    };
+async fn bad_rebuild_input_exits_2(test_db: TestDb) {
+    let t = TestJournal::new(test_db, TOOL);
     t.register("Одна").await;
     let run = t.run(&["rebuild", "--projection", "nonexistent"]).await;
     run.expect_code(2);
@@ -296,7 +290,8 @@ async fn bad_rebuild_input_exits_2(backend: Backend) {
     t.run(&["rebuild"]).await.expect_code(2);
 }
 
-on_both_backends!(
+conformance!(
+    each:
     rebuild_swaps_in_models_equal_to_the_live_ones,
     check_reports_every_difference_and_changes_nothing,
     a_rebuild_beside_another_is_refused,

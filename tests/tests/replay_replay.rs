@@ -3,14 +3,16 @@
 //! account's read models as of a moment equal to what the live read model
 //! showed at that moment — without touching the live read models.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Backend, TestJournal};
 use kabinet_domain::journal::chain::GENESIS;
+use kabinet_tests::replay::TestJournal;
+use kabinet_tests::{conformance, TestDb};
 use serde_json::{json, Value};
 use uuid::Uuid;
+
+/// The tool under test, as auditors run it.
+const TOOL: &str = env!("CARGO_BIN_EXE_kabinet-replay-tool");
 
 /// Gives the next event a later recording time than the last one.
 async fn tick() {
@@ -25,10 +27,8 @@ async fn replay_json(t: &TestJournal, args: &[&str]) -> Value {
     run.json()
 }
 
-async fn a_stream_is_folded_as_of_a_position_and_a_time(backend: Backend) {
-    let Some(t) = TestJournal::fresh(backend).await else {
-        return;
-    };
+async fn a_stream_is_folded_as_of_a_position_and_a_time(test_db: TestDb) {
+    let t = TestJournal::new(test_db, TOOL);
     let org = t.register("Первая").await;
     tick().await;
     t.rename(org, "Вторая").await;
@@ -70,10 +70,8 @@ async fn a_stream_is_folded_as_of_a_position_and_a_time(backend: Backend) {
     assert_eq!(run.json(), now);
 }
 
-async fn an_unknown_aggregate_type_is_listed_event_by_event(backend: Backend) {
-    let Some(t) = TestJournal::fresh(backend).await else {
-        return;
-    };
+async fn an_unknown_aggregate_type_is_listed_event_by_event(test_db: TestDb) {
+    let t = TestJournal::new(test_db, TOOL);
     let first = t
         .append_raw("gizmo", "g-1", 1, &json!({ "turns": 1 }), &GENESIS)
         .await;
@@ -93,10 +91,8 @@ async fn an_unknown_aggregate_type_is_listed_event_by_event(backend: Backend) {
     assert_eq!(payloads, [&json!({ "turns": 1 }), &json!({ "turns": 2 })]);
 }
 
-async fn an_account_as_of_a_moment_equals_the_live_read_model_then(backend: Backend) {
-    let Some(t) = TestJournal::fresh(backend).await else {
-        return;
-    };
+async fn an_account_as_of_a_moment_equals_the_live_read_model_then(test_db: TestDb) {
+    let t = TestJournal::new(test_db, TOOL);
     let account = t.actor.account_id;
     let mut orgs = Vec::new();
     for i in 0..3 {
@@ -167,10 +163,8 @@ async fn an_account_as_of_a_moment_equals_the_live_read_model_then(backend: Back
     assert_eq!(t.fingerprint().await, before);
 }
 
-async fn bad_replay_input_exits_2(backend: Backend) {
-    let Some(t) = TestJournal::fresh(backend).await else {
-        return;
-    };
+async fn bad_replay_input_exits_2(test_db: TestDb) {
+    let t = TestJournal::new(test_db, TOOL);
     let org = t.register("Одна").await;
     let stream = format!("organisation/{org}");
     let unknown_stream = format!("organisation/{}", Uuid::now_v7());
@@ -208,7 +202,8 @@ async fn bad_replay_input_exits_2(backend: Backend) {
     }
 }
 
-on_both_backends!(
+conformance!(
+    each:
     a_stream_is_folded_as_of_a_position_and_a_time,
     an_unknown_aggregate_type_is_listed_event_by_event,
     an_account_as_of_a_moment_equals_the_live_read_model_then,

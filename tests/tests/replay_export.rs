@@ -3,16 +3,19 @@
 //! token asks for them, and refusals (no key, wrong role, bad range) exit 2
 //! before writing anything.
 
-mod common;
-
-use common::{Backend, TestJournal};
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use kabinet_domain::Role;
 use kabinet_replay::pseudonym::Pseudonymiser;
+use kabinet_tests::replay::TestJournal;
+use kabinet_tests::server::SECRET;
+use kabinet_tests::tokens::token;
+use kabinet_tests::{conformance, TestDb};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+/// The tool under test, as auditors run it.
+const TOOL: &str = env!("CARGO_BIN_EXE_kabinet-replay-tool");
+
 const KEY: &str = "an export key of the tests, 32 b";
-const SECRET: &str = "the server's signing secret, 32 bytes";
 
 struct Fixture {
     t: TestJournal,
@@ -20,8 +23,8 @@ struct Fixture {
     orgs: Vec<Uuid>,
 }
 
-async fn fixture(backend: Backend) -> Option<Fixture> {
-    let t = TestJournal::fresh(backend).await?;
+async fn fixture(test_db: TestDb) -> Fixture {
+    let t = TestJournal::new(test_db, TOOL);
     let mut orgs = Vec::new();
     for i in 0..3 {
         orgs.push(t.register(&format!("Клиника {i}")).await);
@@ -29,18 +32,7 @@ async fn fixture(backend: Backend) -> Option<Fixture> {
     t.rename(orgs[0], "Клиника 0, новое имя").await;
     let patient = Uuid::now_v7();
     t.record_patient(patient, "Иванова").await;
-    Some(Fixture { t, patient, orgs })
-}
-
-fn token(role: &str) -> String {
-    let now = chrono::Utc::now().timestamp();
-    let claims = json!({ "sub": Uuid::now_v7().to_string(), "role": role, "iss": "kabinet", "iat": now, "exp": now + 600 });
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("sign a token")
+    Fixture { t, patient, orgs }
 }
 
 fn lines(stdout: &str) -> Vec<Value> {
@@ -50,10 +42,8 @@ fn lines(stdout: &str) -> Vec<Value> {
         .collect()
 }
 
-async fn ndjson_hides_subjects_and_personal_data(backend: Backend) {
-    let Some(f) = fixture(backend).await else {
-        return;
-    };
+async fn ndjson_hides_subjects_and_personal_data(test_db: TestDb) {
+    let f = fixture(test_db).await;
     let before = f.t.fingerprint().await;
     let run =
         f.t.run_env(
@@ -115,10 +105,8 @@ async fn ndjson_hides_subjects_and_personal_data(backend: Backend) {
     );
 }
 
-async fn filters_select_a_range_and_a_type(backend: Backend) {
-    let Some(f) = fixture(backend).await else {
-        return;
-    };
+async fn filters_select_a_range_and_a_type(test_db: TestDb) {
+    let f = fixture(test_db).await;
     let env = [("KABINET_EXPORT_KEY", KEY)];
     let run =
         f.t.run_env(
@@ -152,10 +140,8 @@ async fn filters_select_a_range_and_a_type(backend: Backend) {
     assert_eq!(positions, [2, 3, 4]);
 }
 
-async fn csv_has_a_header_and_one_quoted_row_per_event(backend: Backend) {
-    let Some(f) = fixture(backend).await else {
-        return;
-    };
+async fn csv_has_a_header_and_one_quoted_row_per_event(test_db: TestDb) {
+    let f = fixture(test_db).await;
     let run =
         f.t.run_env(
             &["export", "--format", "csv"],
@@ -184,15 +170,13 @@ async fn csv_has_a_header_and_one_quoted_row_per_event(backend: Backend) {
     assert!(!run.stdout.contains(&f.patient.to_string()));
 }
 
-async fn personal_data_needs_an_auditor_token(backend: Backend) {
-    let Some(f) = fixture(backend).await else {
-        return;
-    };
+async fn personal_data_needs_an_auditor_token(test_db: TestDb) {
+    let f = fixture(test_db).await;
     let args = ["export", "--format", "ndjson", "--include-personal-data"];
     let key = ("KABINET_EXPORT_KEY", KEY);
     let secret = ("KABINET_JWT_SECRET", SECRET);
-    let analyst = token("analyst");
-    let auditor = token("auditor");
+    let analyst = token(Role::Analyst, None);
+    let auditor = token(Role::Auditor, None);
     for (env, message) in [
         (vec![key, secret], "needs the caller's token"),
         (
@@ -239,10 +223,8 @@ async fn personal_data_needs_an_auditor_token(backend: Backend) {
     assert!(!run.stdout.contains(&f.patient.to_string()));
 }
 
-async fn export_refuses_without_a_key_or_with_a_bad_range(backend: Backend) {
-    let Some(f) = fixture(backend).await else {
-        return;
-    };
+async fn export_refuses_without_a_key_or_with_a_bad_range(test_db: TestDb) {
+    let f = fixture(test_db).await;
     let run = f.t.run(&["export", "--format", "ndjson"]).await;
     run.expect_code(2);
     assert!(
@@ -278,7 +260,8 @@ async fn export_refuses_without_a_key_or_with_a_bad_range(backend: Backend) {
     run.expect_code(2);
 }
 
-on_both_backends!(
+conformance!(
+    each:
     ndjson_hides_subjects_and_personal_data,
     filters_select_a_range_and_a_type,
     csv_has_a_header_and_one_quoted_row_per_event,
