@@ -242,11 +242,8 @@ impl<E: std::error::Error + AsUserError> From<CommandError<E>> for IdentityFailu
             CommandError::Reserved(taken)
                 if taken.scope == super::verification::VERIFIED_SNILS_SCOPE =>
             {
-                IdentityFailure::user(UserError::field(
-                    "snils",
-                    "SNILS_ALREADY_VERIFIED",
-                    "this SNILS belongs to another verified account; contact support",
-                ))
+                use crate::journal::reservations::Reserving;
+                IdentityFailure::user(IdentityVerification::reservation_error(&taken))
             }
             CommandError::Reserved(taken) => IdentityFailure::Internal(taken.to_string()),
             CommandError::Internal(e) => IdentityFailure::Internal(e),
