@@ -43,6 +43,16 @@ pub enum ChangedBy {
     Clinic,
 }
 
+impl ChangedBy {
+    /// The stable lowercase name stored in read models.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangedBy::Patient => "patient",
+            ChangedBy::Clinic => "clinic",
+        }
+    }
+}
+
 /// The slot an appointment holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BookedSlot {
