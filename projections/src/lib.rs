@@ -22,7 +22,7 @@ mod wakeup;
 pub use projection::{
     bad_event, event_of, from_micros, micros, Projection, ProjectionError, ProjectionTx,
 };
-pub use projector::{Projector, ProjectorConfig, WaitTimeout};
+pub use projector::{events_behind, Projector, ProjectorConfig, WaitTimeout};
 pub use rebuild::{rebuild, RebuildError, RebuildReport};
 pub use wakeup::Wakeups;
 

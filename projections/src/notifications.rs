@@ -694,6 +694,21 @@ pub async fn projected_up_to(db: &Db) -> Result<JournalOrder, sqlx::Error> {
     )
 }
 
+/// What the dispatcher has yet to send: notifications with no delivery record
+/// at all, and deliveries waiting for another attempt (failed, or claimed by a
+/// sender that has not finished).
+pub async fn dispatch_backlog(db: &Db) -> Result<(i64, i64), sqlx::Error> {
+    const NEW: &str = "SELECT COUNT(*) FROM notifications n WHERE NOT EXISTS \
+        (SELECT 1 FROM notification_deliveries d WHERE d.position = n.position AND d.account_id = n.account_id)";
+    const RETRY: &str =
+        "SELECT COUNT(*) FROM notification_deliveries WHERE status IN ('failed', 'sending')";
+    kabinet_domain::on_db!(db, pool => {
+        let new: i64 = sqlx::query_scalar(NEW).fetch_one(pool).await?;
+        let retry: i64 = sqlx::query_scalar(RETRY).fetch_one(pool).await?;
+        Ok((new, retry))
+    })
+}
+
 /// Notifications of events after `after` not yet handed to the dispatcher, in
 /// journal order: those with no delivery record at all.
 pub async fn undelivered(
