@@ -371,6 +371,7 @@ async fn graphql_post(
         }
     };
     let operation = request.operation_name.clone().unwrap_or_default();
+    let named = crate::metrics::operation_of(&request);
     let span = tracing::info_span!("graphql", request_id = %request_id, operation = %operation);
     let _guard = span.enter();
     let (actor, session_id, dev) = match caller {
@@ -397,7 +398,7 @@ async fn graphql_post(
             _ => None,
         })
         .collect();
-    crate::metrics::observe_graphql(Some(&operation), started.elapsed(), &codes);
+    crate::metrics::observe_graphql(named.as_deref(), started.elapsed(), &codes);
     let mut response = response_within(response, state.max_response_bytes, &request_id);
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);

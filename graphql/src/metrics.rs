@@ -125,6 +125,25 @@ pub fn observe_request(route: &str, method: &str, status: u16, elapsed: Duration
     upkeep();
 }
 
+/// The name of the operation `request` runs: the one it gives, else the name
+/// of the document's only operation (frontends often leave `operationName` out).
+pub fn operation_of(request: &async_graphql::Request) -> Option<String> {
+    if let Some(name) = request.operation_name.as_ref().filter(|n| !n.is_empty()) {
+        return Some(name.clone());
+    }
+    // Parsed once more only when the request names no operation; the body
+    // size limit bounds the cost, and a document that does not parse is anonymous.
+    let document = async_graphql::parser::parse_query(&request.query).ok()?;
+    match document.operations {
+        async_graphql::parser::types::DocumentOperations::Multiple(operations)
+            if operations.len() == 1 =>
+        {
+            operations.into_keys().next().map(|name| name.to_string())
+        }
+        _ => None,
+    }
+}
+
 /// Records one executed GraphQL operation with the codes of its top-level errors.
 pub fn observe_graphql(operation: Option<&str>, elapsed: Duration, error_codes: &[&str]) {
     let operation = operation_label(operation);
@@ -292,6 +311,25 @@ mod tests {
         }
         assert_eq!(operation_label(Some("OneTooMany")), OTHER);
         assert_eq!(operation_label(Some("BookAppointment")), "BookAppointment");
+    }
+
+    #[test]
+    fn an_operation_is_named_by_the_request_or_by_its_only_operation() {
+        let named = |query: &str, name: Option<&str>| {
+            let mut request = async_graphql::Request::new(query);
+            if let Some(name) = name {
+                request = request.operation_name(name);
+            }
+            operation_of(&request)
+        };
+        assert_eq!(
+            named("query A { a } query B { b }", Some("B")).as_deref(),
+            Some("B")
+        );
+        assert_eq!(named("mutation Book { b }", None).as_deref(), Some("Book"));
+        assert_eq!(named("{ a }", None), None);
+        assert_eq!(named("query A { a } query B { b }", None), None);
+        assert_eq!(named("not graphql", None), None);
     }
 
     #[test]
