@@ -85,11 +85,8 @@ impl<E: std::error::Error + AsUserError> From<CommandError<E>> for IdentityFailu
                 e.to_string(),
             )),
             CommandError::Reserved(taken) if taken.scope == VERIFIED_SNILS_SCOPE => {
-                IdentityFailure::user(UserError::field(
-                    "snils",
-                    "SNILS_ALREADY_VERIFIED",
-                    "this SNILS belongs to another verified account; contact support",
-                ))
+                use kabinet_domain::journal::reservations::Reserving;
+                IdentityFailure::user(IdentityVerification::reservation_error(&taken))
             }
             CommandError::Reserved(taken) => internal(IdentityFault::Reserved(taken)),
             CommandError::Internal(e) => internal(e),

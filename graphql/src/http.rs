@@ -14,7 +14,6 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::auth::{TokenKeys, VerifiedToken};
-use crate::metrics::Metrics;
 use crate::schema::context::{CallerSession, ClientAddress, RequestContext, Services};
 use crate::schema::KabinetSchema;
 
@@ -24,7 +23,6 @@ pub struct AppState {
     pub schema: KabinetSchema,
     pub services: Services,
     pub keys: TokenKeys,
-    pub metrics: Arc<Metrics>,
     pub console: bool,
     /// Production mode: development tokens are refused.
     pub production: bool,
@@ -92,6 +90,7 @@ pub fn router(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn(crate::metrics::track_requests))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state);
     // CORS outermost, so that refusals (429, 503) reach the page readable too.
@@ -109,6 +108,7 @@ pub(crate) fn error_response(
         "data": null,
         "errors": [{ "message": message, "extensions": { "code": code, "requestId": request_id } }],
     });
+    crate::metrics::observe_error(code);
     let mut response = (status, Json(body)).into_response();
     if let Ok(value) = HeaderValue::from_str(request_id) {
         response.headers_mut().insert("x-request-id", value);
@@ -305,12 +305,11 @@ async fn graphql_post(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    Metrics::inc(&state.metrics.http_requests);
     let request_id = request_id(&headers);
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
-            Metrics::inc(&state.metrics.rejected_requests);
+            crate::metrics::observe_rejected();
             let (code, message) = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 (
                     "PAYLOAD_TOO_LARGE",
@@ -334,7 +333,7 @@ async fn graphql_post(
             )
         }
         Err(AuthError::Unauthenticated(message)) => {
-            Metrics::inc(&state.metrics.unauthenticated);
+            crate::metrics::observe_unauthenticated();
             let mut response = error_response(
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHENTICATED",
@@ -362,7 +361,7 @@ async fn graphql_post(
     let request = match request {
         Ok(request) => request,
         Err(message) => {
-            Metrics::inc(&state.metrics.rejected_requests);
+            crate::metrics::observe_rejected();
             return error_response(
                 StatusCode::BAD_REQUEST,
                 "BAD_REQUEST",
@@ -372,6 +371,7 @@ async fn graphql_post(
         }
     };
     let operation = request.operation_name.clone().unwrap_or_default();
+    let named = crate::metrics::operation_of(&request);
     let span = tracing::info_span!("graphql", request_id = %request_id, operation = %operation);
     let _guard = span.enter();
     let (actor, session_id, dev) = match caller {
@@ -388,11 +388,17 @@ async fn graphql_post(
         .data(CallerSession(session_id))
         .data(crate::schema::context::VerifiedOnce::default());
     drop(_guard);
-    Metrics::inc(&state.metrics.graphql_requests);
+    let started = std::time::Instant::now();
     let response = tracing::Instrument::instrument(state.schema.execute(request), span).await;
-    if response.is_err() {
-        Metrics::inc(&state.metrics.graphql_errors);
-    }
+    let codes: Vec<&str> = response
+        .errors
+        .iter()
+        .filter_map(|e| match e.extensions.as_ref()?.get("code")? {
+            async_graphql::Value::String(code) => Some(code.as_str()),
+            _ => None,
+        })
+        .collect();
+    crate::metrics::observe_graphql(named.as_deref(), started.elapsed(), &codes);
     let mut response = response_within(response, state.max_response_bytes, &request_id);
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
@@ -494,7 +500,6 @@ async fn graphql_ws(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    Metrics::inc(&state.metrics.http_requests);
     let request_id = request_id(&headers);
     let offered = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -567,7 +572,6 @@ async fn verify_prescription(
     axum::extract::Path(token): axum::extract::Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    Metrics::inc(&state.metrics.http_requests);
     let page = prefers_html(&headers);
     let mut response = match crate::schema::prescriptions::verify(&state.services, &token).await {
         Ok(answer) if page => (
@@ -669,7 +673,7 @@ fn metrics_refusal(state: &AppState, headers: &HeaderMap, request_id: &str) -> O
             if given.is_some_and(|given| token.matches(given)) {
                 return None;
             }
-            Metrics::inc(&state.metrics.unauthenticated);
+            crate::metrics::observe_unauthenticated();
             let mut response = error_response(
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHENTICATED",
@@ -696,23 +700,6 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     if let Some(refused) = metrics_refusal(&state, &headers, &request_id) {
         return refused;
     }
-    let progress: Vec<(&str, i64)> = state
-        .services
-        .projector
-        .progress()
-        .into_iter()
-        .map(|(name, at)| (name, at.position))
-        .collect();
-    let journal = kabinet_domain::on_db!(&state.services.db, pool => {
-        sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(position) FROM events")
-            .fetch_one(pool)
-            .await
-            .ok()
-            .flatten()
-    });
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&progress, journal),
-    )
-        .into_response()
+    let text = crate::metrics::render(&state.services.db, &state.services.projector).await;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

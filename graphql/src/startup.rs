@@ -26,7 +26,6 @@ use uuid::Uuid;
 use crate::auth::TokenKeys;
 use crate::config::{Mode, ServeConfig, MIN_SECRET_BYTES};
 use crate::http::{router, AppState};
-use crate::metrics::Metrics;
 use crate::schema::context::Services;
 use crate::schema::{self, Limits};
 
@@ -287,11 +286,11 @@ impl Application {
         };
         let state_commands = services.commands.clone();
         let stopping = CancellationToken::new();
+        crate::metrics::install();
         let state = AppState {
             schema: schema::build(limits, Some(services.clone())),
             services,
             keys: keys.clone(),
-            metrics: Arc::new(Metrics::default()),
             console: config.mode == Mode::Development,
             production: config.mode == Mode::Production,
             trusted_proxy: config.trusted_proxy,

@@ -5,14 +5,21 @@
 //!
 //! Events are picked up by stream type, whatever their event type, so new account
 //! events appear without changes here (with their event type as the action).
+//! Each is decoded into its aggregate's event enum, so a stored payload the domain
+//! cannot read stops the projection instead of writing a line no one understands.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
+use kabinet_domain::accounts::account::RevokeReason;
+use kabinet_domain::accounts::{Account, AccountEvent};
+use kabinet_domain::identity::verification::IdentityVerification;
+use kabinet_domain::patients::Patient;
 use kabinet_domain::{Backend, Db, RecordedEvent};
 use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
-use crate::projection::{from_micros, micros, Projection, ProjectionError, ProjectionTx};
+use crate::projection::{event_of, from_micros, micros, Projection, ProjectionError, ProjectionTx};
 
 /// The account-journal projection.
 pub struct AccountJournal;
@@ -21,17 +28,7 @@ pub struct AccountJournal;
 pub const NAME: &str = "account_journal";
 
 /// Stream types whose events belong to the journal of the account they are about.
-pub const STREAM_TYPES: &[&str] = &["account", "patient", "identity_verification"];
-
-/// Event types that are sign-in attempts; every other event is a change.
-const SIGN_IN_EVENTS: &[&str] = &[
-    "SignedIn",
-    "SignInFailed",
-    "SignInSucceeded",
-    "SignInLockedOut",
-    "SecondFactorFailed",
-    "SignedOut",
-];
+pub const STREAM_TYPES: &[&str] = &[Account::TYPE, Patient::TYPE, IdentityVerification::TYPE];
 
 /// English and Russian labels of the actions known today; others show their event type.
 pub fn label(action: &str) -> Option<(&'static str, &'static str)> {
@@ -110,27 +107,40 @@ pub fn label(action: &str) -> Option<(&'static str, &'static str)> {
     })
 }
 
-/// The action of a journal line: the event type, and for ended sessions why
-/// they ended (`SessionsRevoked:refresh_token_reused`), since that reads very
-/// differently to the holder.
-pub fn action_of(event: &RecordedEvent) -> String {
-    if event.event_type == "SessionsRevoked" {
-        let reason = crate::projection::variant_body(event)
-            .and_then(|body| body.get("reason"))
-            .and_then(|reason| reason.as_str());
-        if let Some(reason) = reason {
-            return format!("SessionsRevoked:{reason}");
+/// The kind and action of a journal line: the event type, and for ended
+/// sessions why they ended (`SessionsRevoked:refresh_token_reused`), since that
+/// reads very differently to the holder. Sign-ins and sign-outs are of kind
+/// `sign_in`, every other event a `change`.
+fn line_of(event: &RecordedEvent) -> Result<(&'static str, String), ProjectionError> {
+    let kind_and_action = match event_of::<Account>(NAME, event)? {
+        Some(
+            AccountEvent::SignedIn { .. }
+            | AccountEvent::SignInFailed { .. }
+            | AccountEvent::SignedOut { .. },
+        ) => ("sign_in", event.event_type.clone()),
+        Some(AccountEvent::SessionsRevoked { reason }) => (
+            "change",
+            format!("SessionsRevoked:{}", revoke_reason(reason)),
+        ),
+        Some(_) => ("change", event.event_type.clone()),
+        None => {
+            // Patient and verification events only need to be readable.
+            event_of::<Patient>(NAME, event)?;
+            event_of::<IdentityVerification>(NAME, event)?;
+            ("change", event.event_type.clone())
         }
-    }
-    event.event_type.clone()
+    };
+    Ok(kind_and_action)
 }
 
-/// The kind of a journal line.
-pub fn kind_of(event_type: &str) -> &'static str {
-    if SIGN_IN_EVENTS.contains(&event_type) {
-        "sign_in"
-    } else {
-        "change"
+/// The stored name of why sessions ended, as [`label`] knows it.
+fn revoke_reason(reason: RevokeReason) -> &'static str {
+    match reason {
+        RevokeReason::SignOutEverywhere => "sign_out_everywhere",
+        RevokeReason::PasswordReset => "password_reset",
+        RevokeReason::RefreshTokenReused => "refresh_token_reused",
+        RevokeReason::AccountClosed => "account_closed",
+        RevokeReason::AccountDeactivated => "account_deactivated",
     }
 }
 
@@ -197,11 +207,15 @@ impl Projection for AccountJournal {
         table: &str,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        let lines: Vec<&RecordedEvent> = events
+        let mut lines = Vec::new();
+        for event in events
             .iter()
             .filter(|e| STREAM_TYPES.contains(&e.aggregate_type.as_str()))
             .filter(|e| Uuid::parse_str(&e.aggregate_id).is_ok())
-            .collect();
+        {
+            let (kind, action) = line_of(event)?;
+            lines.push((event, kind, action));
+        }
         // Eight values a row; stay well under SQLite's bound-parameter limit.
         for chunk in lines.chunks(1000) {
             let head = format!(
@@ -210,12 +224,12 @@ impl Projection for AccountJournal {
             );
             crate::on_tx!(tx, conn => {
                 let mut q = QueryBuilder::new(head);
-                q.push_values(chunk, |mut row, event| {
+                q.push_values(chunk, |mut row, (event, kind, action)| {
                     row.push_bind(event.aggregate_id.clone())
                         .push_bind(event.position())
                         .push_bind(micros(event.recorded_at))
-                        .push_bind(kind_of(&event.event_type))
-                        .push_bind(action_of(event))
+                        .push_bind(*kind)
+                        .push_bind(action.clone())
                         .push_bind(event.meta("actor_id").unwrap_or_default().to_string())
                         .push_bind(event.meta("actor_role").unwrap_or_default().to_string())
                         .push_bind(event.meta("actor_organisation_id").map(str::to_string));

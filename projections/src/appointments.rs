@@ -3,15 +3,14 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use kabinet_domain::appointments::{BookedSlot, VisitOutcome};
+use kabinet_domain::appointments::{Appointment, AppointmentEvent, VisitOutcome};
 use kabinet_domain::{Backend, Db, RecordedEvent};
-use serde::Deserialize;
 use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::page::OffsetPage;
 use crate::projection::{
-    from_micros, micros, variant_body, Projection, ProjectionError, ProjectionTx,
+    bad_event, event_of, from_micros, micros, Projection, ProjectionError, ProjectionTx,
 };
 
 /// The appointments projection.
@@ -89,30 +88,6 @@ impl Default for AppointmentFilter {
     }
 }
 
-#[derive(Deserialize)]
-struct Held {
-    patient_id: Uuid,
-    slot: BookedSlot,
-    #[serde(default)]
-    service_code: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Cancelled {
-    reason: Option<String>,
-    by: String,
-}
-
-#[derive(Deserialize)]
-struct Fulfilled {
-    outcome: VisitOutcome,
-}
-
-#[derive(Deserialize)]
-struct Reviewed {
-    rating: i32,
-}
-
 #[async_trait]
 impl Projection for Appointments {
     fn name(&self) -> &'static str {
@@ -156,21 +131,19 @@ impl Projection for Appointments {
         table: &str,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        for event in events.iter().filter(|e| e.aggregate_type == "appointment") {
-            let body = variant_body(event).cloned().unwrap_or_default();
-            let bad = |e: serde_json::Error| ProjectionError::BadEvent {
-                position: event.position(),
-                reason: e.to_string(),
+        for event in events {
+            let Some(decoded) = event_of::<Appointment>(NAME, event)? else {
+                continue;
             };
-            let status = body
-                .get("status")
-                .and_then(|s| s.as_str())
-                .map(str::to_string);
             let id = event.aggregate_id.as_str();
             let position = event.position();
-            match event.event_type.as_str() {
-                "AppointmentBooked" => {
-                    let held: Held = serde_json::from_value(body).map_err(bad)?;
+            match decoded {
+                AppointmentEvent::AppointmentBooked {
+                    patient_id,
+                    slot,
+                    service_code,
+                    ..
+                } => {
                     let sql = format!(
                         "INSERT INTO {table} (id, patient_id, doctor_id, organisation_id, start_at, end_at, \
                          local_day, time_zone, room, service_code, status, updated_position) \
@@ -179,22 +152,21 @@ impl Projection for Appointments {
                     crate::on_tx!(tx, conn => {
                         sqlx::query(&sql)
                             .bind(id)
-                            .bind(held.patient_id.to_string())
-                            .bind(held.slot.doctor_id.to_string())
-                            .bind(held.slot.organisation_id.to_string())
-                            .bind(micros(held.slot.start))
-                            .bind(micros(held.slot.end))
-                            .bind(held.slot.day.to_string())
-                            .bind(&held.slot.time_zone)
-                            .bind(&held.slot.room)
-                            .bind(held.service_code.clone())
+                            .bind(patient_id.to_string())
+                            .bind(slot.doctor_id.to_string())
+                            .bind(slot.organisation_id.to_string())
+                            .bind(micros(slot.start))
+                            .bind(micros(slot.end))
+                            .bind(slot.day.to_string())
+                            .bind(&slot.time_zone)
+                            .bind(&slot.room)
+                            .bind(service_code.clone())
                             .bind(position)
                             .execute(&mut **conn)
                             .await?;
                     });
                 }
-                "AppointmentRescheduled" => {
-                    let held: Held = serde_json::from_value(body).map_err(bad)?;
+                AppointmentEvent::AppointmentRescheduled { slot, .. } => {
                     let sql = format!(
                         "UPDATE {table} SET start_at = $2, end_at = $3, local_day = $4, room = $5, \
                          status = 'booked', updated_position = $6 WHERE id = $1"
@@ -202,17 +174,16 @@ impl Projection for Appointments {
                     crate::on_tx!(tx, conn => {
                         sqlx::query(&sql)
                             .bind(id)
-                            .bind(micros(held.slot.start))
-                            .bind(micros(held.slot.end))
-                            .bind(held.slot.day.to_string())
-                            .bind(&held.slot.room)
+                            .bind(micros(slot.start))
+                            .bind(micros(slot.end))
+                            .bind(slot.day.to_string())
+                            .bind(&slot.room)
                             .bind(position)
                             .execute(&mut **conn)
                             .await?;
                     });
                 }
-                "AppointmentCancelled" => {
-                    let cancelled: Cancelled = serde_json::from_value(body).map_err(bad)?;
+                AppointmentEvent::AppointmentCancelled { reason, by, .. } => {
                     let sql = format!(
                         "UPDATE {table} SET status = 'cancelled', cancel_reason = $2, cancelled_by = $3, \
                          updated_position = $4 WHERE id = $1"
@@ -220,24 +191,25 @@ impl Projection for Appointments {
                     crate::on_tx!(tx, conn => {
                         sqlx::query(&sql)
                             .bind(id)
-                            .bind(cancelled.reason.clone())
-                            .bind(&cancelled.by)
+                            .bind(reason.clone())
+                            .bind(by.as_str())
                             .bind(position)
                             .execute(&mut **conn)
                             .await?;
                     });
                 }
-                "PatientArrived" | "PatientDidNotCome" => {
+                AppointmentEvent::PatientArrived { status, .. }
+                | AppointmentEvent::PatientDidNotCome { status, .. } => {
                     let sql = format!(
                         "UPDATE {table} SET status = $2, updated_position = $3 WHERE id = $1"
                     );
                     crate::on_tx!(tx, conn => {
-                        sqlx::query(&sql).bind(id).bind(status.clone()).bind(position).execute(&mut **conn).await?;
+                        sqlx::query(&sql).bind(id).bind(status.as_str()).bind(position).execute(&mut **conn).await?;
                     });
                 }
-                "VisitFulfilled" => {
-                    let fulfilled: Fulfilled = serde_json::from_value(body).map_err(bad)?;
-                    let outcome = serde_json::to_string(&fulfilled.outcome).map_err(bad)?;
+                AppointmentEvent::VisitFulfilled { outcome, .. } => {
+                    let outcome =
+                        serde_json::to_string(&outcome).map_err(|e| bad_event(NAME, event, e))?;
                     let sql = format!(
                         "UPDATE {table} SET status = 'fulfilled', outcome = $2, updated_position = $3 WHERE id = $1"
                     );
@@ -245,14 +217,12 @@ impl Projection for Appointments {
                         sqlx::query(&sql).bind(id).bind(&outcome).bind(position).execute(&mut **conn).await?;
                     });
                 }
-                "ReviewLeft" => {
-                    let reviewed: Reviewed = serde_json::from_value(body).map_err(bad)?;
+                AppointmentEvent::ReviewLeft { rating, .. } => {
                     let sql = format!("UPDATE {table} SET review_rating = $2, updated_position = $3 WHERE id = $1");
                     crate::on_tx!(tx, conn => {
-                        sqlx::query(&sql).bind(id).bind(reviewed.rating).bind(position).execute(&mut **conn).await?;
+                        sqlx::query(&sql).bind(id).bind(rating).bind(position).execute(&mut **conn).await?;
                     });
                 }
-                _ => {}
             }
         }
         Ok(())

@@ -2,13 +2,14 @@
 //! rating from reviews.
 
 use async_trait::async_trait;
-use kabinet_domain::directory::DoctorDetails;
+use kabinet_domain::appointments::{Appointment, AppointmentEvent};
+use kabinet_domain::directory::{Doctor, DoctorDetails, DoctorEvent};
 use kabinet_domain::{Backend, Db, RecordedEvent};
 use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::page::OffsetPage;
-use crate::projection::{variant_body, Projection, ProjectionError, ProjectionTx};
+use crate::projection::{bad_event, event_of, Projection, ProjectionError, ProjectionTx};
 
 /// The doctors projection.
 pub struct Doctors;
@@ -94,58 +95,46 @@ impl Projection for Doctors {
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
         for event in events {
-            match (event.aggregate_type.as_str(), event.event_type.as_str()) {
-                ("doctor", "DoctorRegistered" | "DoctorDetailsChanged") => {
-                    let details: DoctorDetails =
-                        serde_json::from_value(variant_body(event).cloned().unwrap_or_default())
-                            .map_err(|e| ProjectionError::BadEvent {
-                                position: event.position(),
-                                reason: e.to_string(),
-                            })?;
-                    let text =
-                        serde_json::to_string(&details).map_err(|e| ProjectionError::BadEvent {
-                            position: event.position(),
-                            reason: e.to_string(),
-                        })?;
-                    let sql = format!(
+            if let Some(
+                DoctorEvent::DoctorRegistered(details) | DoctorEvent::DoctorDetailsChanged(details),
+            ) = event_of::<Doctor>(NAME, event)?
+            {
+                let text =
+                    serde_json::to_string(&details).map_err(|e| bad_event(NAME, event, e))?;
+                let sql = format!(
                         "INSERT INTO {table} (id, position, organisation_id, surname_key, specialty, service_codes_key, details) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7) \
                          ON CONFLICT (id) DO UPDATE SET surname_key = excluded.surname_key, \
                          specialty = excluded.specialty, service_codes_key = excluded.service_codes_key, \
                          details = excluded.details"
                     );
-                    let codes = format!("|{}|", details.service_codes.join("|"));
-                    crate::on_tx!(tx, conn => {
-                        sqlx::query(&sql)
-                            .bind(&event.aggregate_id)
-                            .bind(event.position())
-                            .bind(details.organisation_id.to_string())
-                            .bind(search_key(&details.surname))
-                            .bind(&details.specialty)
-                            .bind(&codes)
-                            .bind(&text)
-                            .execute(&mut **conn)
-                            .await?;
-                    });
-                }
-                ("appointment", "ReviewLeft") => {
-                    let body = variant_body(event);
-                    let doctor = body
-                        .and_then(|b| b.get("doctor_id"))
-                        .and_then(|v| v.as_str())
-                        .unwrap_or_default();
-                    let rating = body
-                        .and_then(|b| b.get("rating"))
-                        .and_then(|v| v.as_i64())
-                        .unwrap_or_default();
-                    let sql = format!(
-                        "UPDATE {table} SET rating_sum = rating_sum + $2, rating_count = rating_count + 1 WHERE id = $1"
-                    );
-                    crate::on_tx!(tx, conn => {
-                        sqlx::query(&sql).bind(doctor).bind(rating).execute(&mut **conn).await?;
-                    });
-                }
-                _ => {}
+                let codes = format!("|{}|", details.service_codes.join("|"));
+                crate::on_tx!(tx, conn => {
+                    sqlx::query(&sql)
+                        .bind(&event.aggregate_id)
+                        .bind(event.position())
+                        .bind(details.organisation_id.to_string())
+                        .bind(search_key(&details.surname))
+                        .bind(&details.specialty)
+                        .bind(&codes)
+                        .bind(&text)
+                        .execute(&mut **conn)
+                        .await?;
+                });
+            } else if let Some(AppointmentEvent::ReviewLeft {
+                doctor_id, rating, ..
+            }) = event_of::<Appointment>(NAME, event)?
+            {
+                let sql = format!(
+                    "UPDATE {table} SET rating_sum = rating_sum + $2, rating_count = rating_count + 1 WHERE id = $1"
+                );
+                crate::on_tx!(tx, conn => {
+                    sqlx::query(&sql)
+                        .bind(doctor_id.to_string())
+                        .bind(i64::from(rating))
+                        .execute(&mut **conn)
+                        .await?;
+                });
             }
         }
         Ok(())

@@ -3,14 +3,13 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
+use kabinet_domain::documents::{DocumentRequest, DocumentRequestEvent, DocumentRequestStatus};
 use kabinet_domain::{Backend, Db, RecordedEvent};
 use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::page::OffsetPage;
-use crate::projection::{
-    from_micros, micros, variant_body, Projection, ProjectionError, ProjectionTx,
-};
+use crate::projection::{event_of, from_micros, micros, Projection, ProjectionError, ProjectionTx};
 
 /// The document requests projection.
 pub struct DocumentRequests;
@@ -72,10 +71,6 @@ pub struct JournalEntry {
     pub organisation_id: Option<Uuid>,
 }
 
-fn text_of(body: &serde_json::Value, name: &str) -> Option<String> {
-    body.get(name).and_then(|v| v.as_str()).map(str::to_string)
-}
-
 #[async_trait]
 impl Projection for DocumentRequests {
     fn name(&self) -> &'static str {
@@ -121,23 +116,26 @@ impl Projection for DocumentRequests {
         table: &str,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        for event in events
-            .iter()
-            .filter(|e| e.aggregate_type == "document_request")
-        {
-            let body = variant_body(event).cloned().unwrap_or_default();
-            let field = |name: &str| text_of(&body, name);
+        for event in events {
+            let Some(decoded) = event_of::<DocumentRequest>(NAME, event)? else {
+                continue;
+            };
             let at = micros(event.recorded_at);
             let id = event.aggregate_id.as_str();
-            match event.event_type.as_str() {
-                "DocumentRequested" => {
-                    let due_at = field("due_at")
-                        .and_then(|d| DateTime::parse_from_rfc3339(&d).ok())
-                        .map(|d| micros(d.with_timezone(&Utc)))
-                        .ok_or_else(|| ProjectionError::BadEvent {
-                            position: event.position(),
-                            reason: "DocumentRequested without a due_at".into(),
-                        })?;
+            match decoded {
+                DocumentRequestEvent::DocumentRequested {
+                    patient_id,
+                    organisation_id,
+                    kind,
+                    period_from,
+                    period_to,
+                    policy_number,
+                    visit_date,
+                    purpose,
+                    resubmission_of,
+                    due_at,
+                    ..
+                } => {
                     let sql = format!(
                         "INSERT INTO {table} (id, patient_id, organisation_id, kind, status, period_from, \
                          period_to, policy_number, visit_date, purpose, resubmission_of, due_at, \
@@ -145,20 +143,20 @@ impl Projection for DocumentRequests {
                          VALUES ($1, $2, $3, $4, 'submitted', $5, $6, $7, $8, $9, $10, $11, $12, $12)"
                     );
                     let link = format!("UPDATE {table} SET resubmitted_as = $2 WHERE id = $1");
-                    let previous = field("resubmission_of");
+                    let previous = resubmission_of.map(|p| p.to_string());
                     crate::on_tx!(tx, conn => {
                         sqlx::query(&sql)
                             .bind(id)
-                            .bind(field("patient_id"))
-                            .bind(field("organisation_id"))
-                            .bind(field("kind"))
-                            .bind(field("period_from"))
-                            .bind(field("period_to"))
-                            .bind(field("policy_number"))
-                            .bind(field("visit_date"))
-                            .bind(field("purpose"))
+                            .bind(patient_id.to_string())
+                            .bind(organisation_id.to_string())
+                            .bind(kind.as_str())
+                            .bind(period_from.to_string())
+                            .bind(period_to.to_string())
+                            .bind(policy_number.clone())
+                            .bind(visit_date.map(|d| d.to_string()))
+                            .bind(purpose.clone())
                             .bind(previous.clone())
-                            .bind(due_at)
+                            .bind(micros(due_at))
                             .bind(at)
                             .execute(&mut **conn)
                             .await?;
@@ -167,28 +165,37 @@ impl Projection for DocumentRequests {
                         }
                     });
                 }
-                "DocumentRequestStarted" => {
+                DocumentRequestEvent::DocumentRequestStarted { status, .. } => {
                     let sql =
                         format!("UPDATE {table} SET status = $2, updated_at = $3 WHERE id = $1");
                     crate::on_tx!(tx, conn => {
-                        sqlx::query(&sql).bind(id).bind(field("status")).bind(at).execute(&mut **conn).await?;
+                        sqlx::query(&sql).bind(id).bind(status.as_str()).bind(at).execute(&mut **conn).await?;
                     });
                 }
-                "DocumentRequestFulfilled" => {
+                DocumentRequestEvent::DocumentRequestFulfilled {
+                    file_sha256,
+                    status,
+                    ..
+                } => {
                     let sql = format!(
                         "UPDATE {table} SET status = $2, file_sha256 = $3, updated_at = $4 WHERE id = $1"
                     );
                     crate::on_tx!(tx, conn => {
                         sqlx::query(&sql)
                             .bind(id)
-                            .bind(field("status"))
-                            .bind(field("file_sha256"))
+                            .bind(status.as_str())
+                            .bind(&file_sha256)
                             .bind(at)
                             .execute(&mut **conn)
                             .await?;
                     });
                 }
-                "DocumentRequestRejected" => {
+                DocumentRequestEvent::DocumentRequestRejected {
+                    reason,
+                    text,
+                    status,
+                    ..
+                } => {
                     let sql = format!(
                         "UPDATE {table} SET status = $2, reject_code = $3, reject_text = $4, updated_at = $5 \
                          WHERE id = $1"
@@ -196,15 +203,15 @@ impl Projection for DocumentRequests {
                     crate::on_tx!(tx, conn => {
                         sqlx::query(&sql)
                             .bind(id)
-                            .bind(field("status"))
-                            .bind(field("reason"))
-                            .bind(field("text"))
+                            .bind(status.as_str())
+                            .bind(reason.as_str())
+                            .bind(&text)
                             .bind(at)
                             .execute(&mut **conn)
                             .await?;
                     });
                 }
-                _ => {}
+                DocumentRequestEvent::DocumentSentToClinic { .. } => {}
             }
         }
         Ok(())
@@ -247,23 +254,31 @@ impl Projection for DocumentRequestJournal {
             "INSERT INTO {table} (request_id, position, at, action, status, actor_role, organisation_id) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)"
         );
-        for event in events
-            .iter()
-            .filter(|e| e.aggregate_type == "document_request")
-        {
-            let body = variant_body(event).cloned().unwrap_or_default();
-            let (action, status, organisation) = match event.event_type.as_str() {
-                "DocumentRequested" => ("submitted", text_of(&body, "status"), None),
-                "DocumentRequestStarted" => ("started", text_of(&body, "status"), None),
-                "DocumentRequestFulfilled" => ("fulfilled", text_of(&body, "status"), None),
-                "DocumentRequestRejected" => ("rejected", text_of(&body, "status"), None),
+        for event in events {
+            let Some(decoded) = event_of::<DocumentRequest>(JOURNAL_NAME, event)? else {
+                continue;
+            };
+            let (action, status, organisation) = match decoded {
+                DocumentRequestEvent::DocumentRequested { status, .. } => {
+                    ("submitted", status, None)
+                }
+                DocumentRequestEvent::DocumentRequestStarted { status, .. } => {
+                    ("started", status, None)
+                }
+                DocumentRequestEvent::DocumentRequestFulfilled { status, .. } => {
+                    ("fulfilled", status, None)
+                }
+                DocumentRequestEvent::DocumentRequestRejected { status, .. } => {
+                    ("rejected", status, None)
+                }
                 // Sending leaves the request fulfilled.
-                "DocumentSentToClinic" => (
+                DocumentRequestEvent::DocumentSentToClinic {
+                    organisation_id, ..
+                } => (
                     "sent_to_clinic",
-                    Some("fulfilled".to_string()),
-                    text_of(&body, "organisation_id"),
+                    DocumentRequestStatus::Fulfilled,
+                    Some(organisation_id.to_string()),
                 ),
-                _ => continue,
             };
             crate::on_tx!(tx, conn => {
                 sqlx::query(&sql)
@@ -271,7 +286,7 @@ impl Projection for DocumentRequestJournal {
                     .bind(event.position())
                     .bind(micros(event.recorded_at))
                     .bind(action)
-                    .bind(status.unwrap_or_default())
+                    .bind(status.as_str())
                     .bind(event.meta("actor_role").unwrap_or_default())
                     .bind(organisation)
                     .execute(&mut **conn)

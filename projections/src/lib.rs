@@ -20,9 +20,9 @@ pub mod slots;
 mod wakeup;
 
 pub use projection::{
-    decode, from_micros, micros, variant_body, Projection, ProjectionError, ProjectionTx,
+    bad_event, event_of, from_micros, micros, Projection, ProjectionError, ProjectionTx,
 };
-pub use projector::{Projector, ProjectorConfig, WaitTimeout};
+pub use projector::{events_behind, Projector, ProjectorConfig, WaitTimeout};
 pub use rebuild::{rebuild, RebuildError, RebuildReport};
 pub use wakeup::Wakeups;
 

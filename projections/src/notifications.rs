@@ -11,16 +11,21 @@ use std::collections::{BTreeSet, HashMap};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use kabinet_domain::notifications::{NotificationChannel, Preferences};
+use kabinet_domain::appointments::{
+    Appointment, AppointmentEvent, BookedSlot, ChangedBy, Referral, ReferralEvent,
+};
+use kabinet_domain::documents::{DocumentRequest, DocumentRequestEvent};
+use kabinet_domain::notifications::{
+    NotificationChannel, NotificationEvent, NotificationSettings, Preferences,
+};
+use kabinet_domain::policies::{Policy, PolicyEvent};
+use kabinet_domain::prescriptions::{Prescription, PrescriptionEvent};
 use kabinet_domain::{Backend, Db, JournalOrder, RecordedEvent};
-use serde_json::Value;
 use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::page::{push_keyset, Cursor, Page, PageRequest};
-use crate::projection::{
-    decode, from_micros, micros, variant_body, Projection, ProjectionError, ProjectionTx,
-};
+use crate::projection::{event_of, from_micros, micros, Projection, ProjectionError, ProjectionTx};
 
 /// Name of the notifications projection and of its table.
 pub const NAME: &str = "notifications";
@@ -57,20 +62,39 @@ pub struct Draft {
     pub body: String,
 }
 
-fn text<'a>(body: &'a Value, name: &str) -> Option<&'a str> {
-    body.get(name).and_then(Value::as_str)
+/// An event people are told about, decoded into its aggregate's event enum.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Told {
+    Appointment(AppointmentEvent),
+    Referral(ReferralEvent),
+    DocumentRequest(DocumentRequestEvent),
+    Prescription(PrescriptionEvent),
+    Policy(PolicyEvent),
 }
 
-fn uuid_at(body: &Value, name: &str) -> Option<Uuid> {
-    text(body, name).and_then(|s| Uuid::parse_str(s).ok())
+impl Told {
+    /// Decodes `event` when its aggregate is one whose events people are told
+    /// about; `None` for the other aggregate types.
+    pub fn decode(event: &RecordedEvent) -> Result<Option<Told>, ProjectionError> {
+        Ok(if let Some(e) = event_of::<Appointment>(NAME, event)? {
+            Some(Told::Appointment(e))
+        } else if let Some(e) = event_of::<Referral>(NAME, event)? {
+            Some(Told::Referral(e))
+        } else if let Some(e) = event_of::<DocumentRequest>(NAME, event)? {
+            Some(Told::DocumentRequest(e))
+        } else if let Some(e) = event_of::<Prescription>(NAME, event)? {
+            Some(Told::Prescription(e))
+        } else {
+            event_of::<Policy>(NAME, event)?.map(Told::Policy)
+        })
+    }
 }
 
 /// `DD.MM.YYYY в HH:MM` of an instant in the organisation's zone.
-fn local_when(slot: &Value) -> Option<String> {
-    let start: DateTime<Utc> = text(slot, "start")?.parse().ok()?;
-    let zone: Tz = text(slot, "time_zone")?.parse().ok()?;
+fn local_when(slot: &BookedSlot) -> Option<String> {
+    let zone: Tz = slot.time_zone.parse().ok()?;
     Some(
-        start
+        slot.start
             .with_timezone(&zone)
             .format("%d.%m.%Y в %H:%M")
             .to_string(),
@@ -89,14 +113,12 @@ pub struct Names {
 
 impl Names {
     /// ` Врач: …. Клиника, адрес.` for a booked slot, each part only when known.
-    fn of_slot(&self, slot: &Value) -> String {
+    fn of_slot(&self, slot: &BookedSlot) -> String {
         let mut words = String::new();
-        if let Some(doctor) = uuid_at(slot, "doctor_id").and_then(|d| self.doctors.get(&d)) {
+        if let Some(doctor) = self.doctors.get(&slot.doctor_id) {
             words.push_str(&format!(" Врач: {doctor}."));
         }
-        if let Some((name, address)) =
-            uuid_at(slot, "organisation_id").and_then(|o| self.organisations.get(&o))
-        {
+        if let Some((name, address)) = self.organisations.get(&slot.organisation_id) {
             if address.trim().is_empty() {
                 words.push_str(&format!(" {name}."));
             } else {
@@ -132,172 +154,196 @@ pub fn neutral() -> (String, String) {
 /// Messages are in Russian, the product's language; each kind is stable so
 /// frontends may show their own words instead. Visits name the doctor and the
 /// organisation with its address, when `names` know them.
-pub fn draft(event: &RecordedEvent, names: &Names) -> Option<Draft> {
-    let body = variant_body(event)?;
-    let patient = uuid_at(body, "patient_id");
-    let by_clinic = text(body, "by") == Some("clinic");
-    let (kind, title, message) = match event.event_type.as_str() {
-        "AppointmentBooked" => {
-            let slot = body.get("slot")?;
-            let when = local_when(slot)?;
-            let room = text(slot, "room").unwrap_or("");
-            let whom = names.of_slot(slot);
-            (
-                "appointment_booked",
-                "Запись подтверждена".to_string(),
-                format!("Вы записаны на приём {when}, кабинет {room}.{whom}"),
-            )
-        }
-        "AppointmentRescheduled" => {
-            let slot = body.get("slot")?;
-            let when = local_when(slot)?;
-            let room = text(slot, "room").unwrap_or("");
-            let whom = names.of_slot(slot);
-            (
-                "appointment_rescheduled",
-                "Время приёма изменено".to_string(),
-                format!("Приём перенесён на {when}, кабинет {room}.{whom}"),
-            )
-        }
-        "AppointmentCancelled" => {
-            let reason = text(body, "reason")
-                .map(|r| format!(" Причина: {r}."))
-                .unwrap_or_default();
-            let who = if by_clinic {
-                "Медицинская организация отменила вашу запись."
-            } else {
-                "Ваша запись отменена."
+pub fn draft(event: &Told, names: &Names) -> Option<Draft> {
+    use AppointmentEvent as A;
+    use DocumentRequestEvent as D;
+    use PolicyEvent as Po;
+    use PrescriptionEvent as Pr;
+    use ReferralEvent as R;
+    let because = |reason: Option<&str>| {
+        reason
+            .map(|r| format!(" Причина: {r}."))
+            .unwrap_or_default()
+    };
+    let (account_id, kind, title, message) = match event {
+        Told::Appointment(A::AppointmentBooked {
+            patient_id, slot, ..
+        }) => (
+            *patient_id,
+            "appointment_booked",
+            "Запись подтверждена".to_string(),
+            format!(
+                "Вы записаны на приём {}, кабинет {}.{}",
+                local_when(slot)?,
+                slot.room,
+                names.of_slot(slot)
+            ),
+        ),
+        Told::Appointment(A::AppointmentRescheduled {
+            patient_id, slot, ..
+        }) => (
+            *patient_id,
+            "appointment_rescheduled",
+            "Время приёма изменено".to_string(),
+            format!(
+                "Приём перенесён на {}, кабинет {}.{}",
+                local_when(slot)?,
+                slot.room,
+                names.of_slot(slot)
+            ),
+        ),
+        Told::Appointment(A::AppointmentCancelled {
+            patient_id,
+            reason,
+            by,
+            ..
+        }) => {
+            let who = match by {
+                ChangedBy::Clinic => "Медицинская организация отменила вашу запись.",
+                ChangedBy::Patient => "Ваша запись отменена.",
             };
             (
+                *patient_id,
                 "appointment_cancelled",
                 "Запись отменена".to_string(),
-                format!("{who}{reason}"),
+                format!("{who}{}", because(reason.as_deref())),
             )
         }
-        "VisitFulfilled" => (
+        Told::Appointment(A::VisitFulfilled { patient_id, .. }) => (
+            *patient_id,
             "visit_fulfilled",
             "Итоги приёма".to_string(),
             "Врач внёс итоги приёма: они доступны в истории посещений.".to_string(),
         ),
-        "ReferralApproved" | "ReferralRejected" => {
-            let approved = event.event_type == "ReferralApproved";
-            (
-                if approved {
-                    "referral_approved"
-                } else {
-                    "referral_rejected"
-                },
-                "Направление".to_string(),
-                if approved {
-                    "Ваш запрос направления одобрен.".to_string()
-                } else {
-                    "Ваш запрос направления отклонён.".to_string()
-                },
-            )
-        }
-        "DocumentRequestFulfilled" => (
+        Told::Appointment(
+            A::PatientArrived { .. } | A::PatientDidNotCome { .. } | A::ReviewLeft { .. },
+        ) => return None,
+        Told::Referral(R::ReferralApproved { patient_id, .. }) => (
+            *patient_id,
+            "referral_approved",
+            "Направление".to_string(),
+            "Ваш запрос направления одобрен.".to_string(),
+        ),
+        Told::Referral(R::ReferralRejected { patient_id, .. }) => (
+            *patient_id,
+            "referral_rejected",
+            "Направление".to_string(),
+            "Ваш запрос направления отклонён.".to_string(),
+        ),
+        Told::Referral(R::ReferralRequested { .. }) => return None,
+        Told::DocumentRequest(D::DocumentRequestFulfilled { patient_id, .. }) => (
+            *patient_id,
             "document_ready",
             "Документ готов".to_string(),
             "Запрошенный медицинский документ готов и доступен в личном кабинете.".to_string(),
         ),
-        "DocumentRequestRejected" => {
-            let reason = text(body, "text")
-                .map(|r| format!(" Причина: {r}."))
-                .unwrap_or_default();
-            (
-                "document_rejected",
-                "Запрос документа отклонён".to_string(),
-                format!("Медицинская организация отклонила запрос документа.{reason} Запрос можно подать повторно."),
-            )
-        }
-        "PrescriptionIssued" => {
-            let medication = body
-                .get("medication")
-                .and_then(|m| text(m, "name"))
-                .unwrap_or("лекарство");
-            (
-                "prescription_issued",
-                "Выписан электронный рецепт".to_string(),
-                format!("Врач выписал рецепт: {medication}. Его можно распечатать или отправить в аптеку."),
-            )
-        }
-        "PrescriptionReadyAtPharmacy" => (
+        Told::DocumentRequest(D::DocumentRequestRejected {
+            patient_id, text, ..
+        }) => (
+            *patient_id,
+            "document_rejected",
+            "Запрос документа отклонён".to_string(),
+            format!(
+                "Медицинская организация отклонила запрос документа.{} Запрос можно подать повторно.",
+                because(Some(text))
+            ),
+        ),
+        Told::DocumentRequest(
+            D::DocumentRequested { .. }
+            | D::DocumentRequestStarted { .. }
+            | D::DocumentSentToClinic { .. },
+        ) => return None,
+        Told::Prescription(Pr::PrescriptionIssued {
+            patient_id,
+            medication,
+            ..
+        }) => (
+            *patient_id,
+            "prescription_issued",
+            "Выписан электронный рецепт".to_string(),
+            format!(
+                "Врач выписал рецепт: {}. Его можно распечатать или отправить в аптеку.",
+                medication.name
+            ),
+        ),
+        Told::Prescription(Pr::PrescriptionReadyAtPharmacy { patient_id, .. }) => (
+            *patient_id,
             "prescription_ready",
             "Лекарство готово к выдаче".to_string(),
             "Аптека подготовила лекарство по вашему рецепту: его можно забрать.".to_string(),
         ),
-        "PrescriptionCancelled" => {
-            let reason = text(body, "reason")
-                .map(|r| format!(" Причина: {r}."))
-                .unwrap_or_default();
-            (
-                "prescription_cancelled",
-                "Рецепт отменён".to_string(),
-                format!("Рецепт отменён.{reason}"),
-            )
-        }
-        "PrescriptionExpired" => (
+        Told::Prescription(Pr::PrescriptionCancelled {
+            patient_id, reason, ..
+        }) => (
+            *patient_id,
+            "prescription_cancelled",
+            "Рецепт отменён".to_string(),
+            format!("Рецепт отменён.{}", because(Some(reason))),
+        ),
+        Told::Prescription(Pr::PrescriptionExpired { patient_id, .. }) => (
+            *patient_id,
             "prescription_expired",
             "Срок действия рецепта истёк".to_string(),
             "Срок действия рецепта истёк; за новым обратитесь к врачу.".to_string(),
         ),
-        "PrescriptionRequestApproved" | "PrescriptionRequestDeclined" => {
-            let approved = event.event_type == "PrescriptionRequestApproved";
-            (
-                if approved {
-                    "prescription_request_approved"
-                } else {
-                    "prescription_request_declined"
-                },
-                "Запрос по рецепту рассмотрен".to_string(),
-                if approved {
-                    "Врач одобрил ваш запрос по рецепту.".to_string()
-                } else {
-                    "Врач отклонил ваш запрос по рецепту.".to_string()
-                },
-            )
-        }
-        "PolicyIssued" => {
-            let number = text(body, "number").unwrap_or("");
-            (
-                "policy_issued",
-                "Полис ОМС оформлен".to_string(),
-                format!("Полис ОМС оформлен, номер {number}. Он доступен в личном кабинете."),
-            )
-        }
-        "PolicyApplicationRejected" => {
-            let reason = text(body, "reason")
-                .map(|r| format!(" Причина: {r}."))
-                .unwrap_or_default();
-            (
-                "policy_rejected",
-                "Заявление на полис ОМС отклонено".to_string(),
-                format!("Заявление на полис ОМС отклонено.{reason}"),
-            )
-        }
-        "PolicyRenewalDue" => {
-            let until = text(body, "valid_until")
-                .and_then(|d| d.parse::<chrono::NaiveDate>().ok())
-                .map(|d| d.format("%d.%m.%Y").to_string())
-                .unwrap_or_default();
-            (
-                "policy_renewal_due",
-                "Пора продлить полис ОМС".to_string(),
-                format!("Срок действия полиса ОМС заканчивается {until}: подайте заявление на продление."),
-            )
-        }
-        "PolicyExpired" => (
+        Told::Prescription(Pr::PrescriptionRequestApproved { patient_id, .. }) => (
+            *patient_id,
+            "prescription_request_approved",
+            "Запрос по рецепту рассмотрен".to_string(),
+            "Врач одобрил ваш запрос по рецепту.".to_string(),
+        ),
+        Told::Prescription(Pr::PrescriptionRequestDeclined { patient_id, .. }) => (
+            *patient_id,
+            "prescription_request_declined",
+            "Запрос по рецепту рассмотрен".to_string(),
+            "Врач отклонил ваш запрос по рецепту.".to_string(),
+        ),
+        Told::Prescription(
+            Pr::PrescriptionSentToPharmacy { .. }
+            | Pr::PrescriptionDispensed { .. }
+            | Pr::PrescriptionResendRequested { .. }
+            | Pr::PrescriptionCancellationRequested { .. },
+        ) => return None,
+        Told::Policy(Po::PolicyIssued {
+            patient_id, number, ..
+        }) => (
+            *patient_id,
+            "policy_issued",
+            "Полис ОМС оформлен".to_string(),
+            format!(
+                "Полис ОМС оформлен, номер {}. Он доступен в личном кабинете.",
+                number.as_str()
+            ),
+        ),
+        Told::Policy(Po::PolicyApplicationRejected {
+            patient_id, reason, ..
+        }) => (
+            *patient_id,
+            "policy_rejected",
+            "Заявление на полис ОМС отклонено".to_string(),
+            format!("Заявление на полис ОМС отклонено.{}", because(Some(reason))),
+        ),
+        Told::Policy(Po::PolicyRenewalDue {
+            patient_id,
+            valid_until,
+            ..
+        }) => (
+            *patient_id,
+            "policy_renewal_due",
+            "Пора продлить полис ОМС".to_string(),
+            format!(
+                "Срок действия полиса ОМС заканчивается {}: подайте заявление на продление.",
+                valid_until.format("%d.%m.%Y")
+            ),
+        ),
+        Told::Policy(Po::PolicyExpired { patient_id, .. }) => (
+            *patient_id,
             "policy_expired",
             "Срок действия полиса ОМС истёк".to_string(),
             "Срок действия полиса ОМС истёк: подайте заявление на новый.".to_string(),
         ),
-        _ => return None,
+        Told::Policy(Po::PolicyApplied { .. }) => return None,
     };
-    let account_id = patient.or_else(|| {
-        (event.aggregate_type == "patient")
-            .then(|| Uuid::parse_str(&event.aggregate_id).ok())
-            .flatten()
-    })?;
     Some(Draft {
         account_id,
         kind,
@@ -342,10 +388,16 @@ impl Projection for Notifications {
         table: &str,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        let names = names_in(tx, events).await?;
-        let drafts: Vec<(&RecordedEvent, Draft)> = events
+        let mut told = Vec::new();
+        for event in events {
+            if let Some(decoded) = Told::decode(event)? {
+                told.push((event, decoded));
+            }
+        }
+        let names = names_in(tx, &told).await?;
+        let drafts: Vec<(&RecordedEvent, Draft)> = told
             .iter()
-            .filter_map(|e| draft(e, &names).map(|d| (e, d)))
+            .filter_map(|(e, t)| draft(t, &names).map(|d| (*e, d)))
             .collect();
         // Nine values a row; stay well under SQLite's bound-parameter limit.
         for chunk in drafts.chunks(1000) {
@@ -377,20 +429,18 @@ impl Projection for Notifications {
 /// from the directory's read models.
 async fn names_in(
     tx: &mut ProjectionTx<'_>,
-    events: &[RecordedEvent],
+    told: &[(&RecordedEvent, Told)],
 ) -> Result<Names, ProjectionError> {
     let mut doctor_ids = BTreeSet::new();
     let mut organisation_ids = BTreeSet::new();
-    for event in events {
-        if !matches!(
-            event.event_type.as_str(),
-            "AppointmentBooked" | "AppointmentRescheduled"
-        ) {
-            continue;
-        }
-        if let Some(slot) = variant_body(event).and_then(|b| b.get("slot")) {
-            doctor_ids.extend(uuid_at(slot, "doctor_id").map(|d| d.to_string()));
-            organisation_ids.extend(uuid_at(slot, "organisation_id").map(|o| o.to_string()));
+    for (_, event) in told {
+        if let Told::Appointment(
+            AppointmentEvent::AppointmentBooked { slot, .. }
+            | AppointmentEvent::AppointmentRescheduled { slot, .. },
+        ) = event
+        {
+            doctor_ids.insert(slot.doctor_id.to_string());
+            organisation_ids.insert(slot.organisation_id.to_string());
         }
     }
     let mut names = Names::default();
@@ -472,13 +522,12 @@ impl Projection for NotificationPreferences {
         table: &str,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        for event in events
-            .iter()
-            .filter(|e| e.aggregate_type == "notification_settings")
-        {
-            let kabinet_domain::notifications::NotificationEvent::NotificationPreferencesChanged(
-                preferences,
-            ) = decode(event)?;
+        for event in events {
+            let Some(NotificationEvent::NotificationPreferencesChanged(preferences)) =
+                event_of::<NotificationSettings>(PREFERENCES, event)?
+            else {
+                continue;
+            };
             let channels = preferences
                 .channels
                 .iter()
@@ -645,6 +694,21 @@ pub async fn projected_up_to(db: &Db) -> Result<JournalOrder, sqlx::Error> {
     )
 }
 
+/// What the dispatcher has yet to send: notifications with no delivery record
+/// at all, and deliveries waiting for another attempt (failed, or claimed by a
+/// sender that has not finished).
+pub async fn dispatch_backlog(db: &Db) -> Result<(i64, i64), sqlx::Error> {
+    const NEW: &str = "SELECT COUNT(*) FROM notifications n WHERE NOT EXISTS \
+        (SELECT 1 FROM notification_deliveries d WHERE d.position = n.position AND d.account_id = n.account_id)";
+    const RETRY: &str =
+        "SELECT COUNT(*) FROM notification_deliveries WHERE status IN ('failed', 'sending')";
+    kabinet_domain::on_db!(db, pool => {
+        let new: i64 = sqlx::query_scalar(NEW).fetch_one(pool).await?;
+        let retry: i64 = sqlx::query_scalar(RETRY).fetch_one(pool).await?;
+        Ok((new, retry))
+    })
+}
+
 /// Notifications of events after `after` not yet handed to the dispatcher, in
 /// journal order: those with no delivery record at all.
 pub async fn undelivered(
@@ -676,36 +740,37 @@ pub async fn undelivered(
 
 #[cfg(test)]
 mod tests {
-    use kabinet_domain::journal::chain::Hash;
-    use serde_json::json;
+    use kabinet_domain::appointments::{AppointmentStatus, ChangedBy};
+    use kabinet_domain::prescriptions::PrescriptionStatus;
 
     use super::*;
 
-    fn event(event_type: &str, body: Value) -> RecordedEvent {
-        RecordedEvent {
-            order: JournalOrder { tx: 1, position: 7 },
-            recorded_at: Utc::now(),
-            aggregate_type: "appointment".into(),
-            aggregate_id: Uuid::now_v7().to_string(),
-            sequence: 1,
-            event_type: event_type.into(),
-            event_version: "1".into(),
-            payload: json!({ event_type: body }),
-            metadata: json!({}),
-            hash: Hash::default(),
-        }
+    fn booked(patient: Uuid, doctor: Uuid, clinic: Uuid) -> Told {
+        let start: DateTime<Utc> = "2026-12-03T07:30:00Z".parse().expect("instant");
+        Told::Appointment(AppointmentEvent::AppointmentBooked {
+            patient_id: patient,
+            slot: BookedSlot {
+                doctor_id: doctor,
+                organisation_id: clinic,
+                period_id: Uuid::now_v7(),
+                start,
+                end: start + chrono::Duration::minutes(30),
+                day: start.date_naive(),
+                time_zone: "Europe/Moscow".to_string(),
+                room: "205".to_string(),
+                change_cutoff_hours: 24,
+            },
+            service_code: None,
+            by: ChangedBy::Patient,
+            status: AppointmentStatus::Booked,
+        })
     }
 
     #[test]
     fn a_booking_confirmation_gives_local_date_time_and_room() {
         let patient = Uuid::now_v7();
         let (doctor, clinic) = (Uuid::now_v7(), Uuid::now_v7());
-        let booked = event(
-            "AppointmentBooked",
-            json!({ "patient_id": patient, "slot": {
-                "doctor_id": doctor, "organisation_id": clinic,
-                "start": "2026-12-03T07:30:00Z", "time_zone": "Europe/Moscow", "room": "205" } }),
-        );
+        let booked = booked(patient, doctor, clinic);
         let unnamed = draft(&booked, &Names::default()).expect("a message");
         assert_eq!(unnamed.account_id, patient);
         assert_eq!(unnamed.kind, "appointment_booked");
@@ -731,20 +796,25 @@ mod tests {
     #[test]
     fn a_ready_prescription_and_a_renewal_reminder_are_told() {
         let patient = Uuid::now_v7();
-        let ready = draft(&event(
-            "PrescriptionReadyAtPharmacy",
-            json!({ "patient_id": patient, "pharmacy_id": Uuid::now_v7(), "status": "ready_at_pharmacy" }),
-        ), &Names::default())
+        let ready = draft(
+            &Told::Prescription(PrescriptionEvent::PrescriptionReadyAtPharmacy {
+                patient_id: patient,
+                pharmacy_id: Uuid::now_v7(),
+                status: PrescriptionStatus::ReadyAtPharmacy,
+            }),
+            &Names::default(),
+        )
         .expect("a message");
         assert_eq!(
             (ready.account_id, ready.kind),
             (patient, "prescription_ready")
         );
         let due = draft(
-            &event(
-                "PolicyRenewalDue",
-                json!({ "patient_id": patient, "valid_until": "2027-03-31", "days_left": 30 }),
-            ),
+            &Told::Policy(PolicyEvent::PolicyRenewalDue {
+                patient_id: patient,
+                valid_until: "2027-03-31".parse().expect("date"),
+                days_left: 30,
+            }),
             &Names::default(),
         )
         .expect("a message");
@@ -755,10 +825,59 @@ mod tests {
     fn events_nobody_is_told_about_make_no_message() {
         assert_eq!(
             draft(
-                &event("PatientArrived", json!({ "patient_id": Uuid::now_v7() })),
+                &Told::Appointment(AppointmentEvent::PatientArrived {
+                    patient_id: Uuid::now_v7(),
+                    status: AppointmentStatus::Arrived,
+                }),
                 &Names::default()
             ),
             None
         );
+    }
+
+    #[test]
+    fn a_stored_event_decodes_into_its_aggregates_enum_or_names_itself() {
+        use kabinet_domain::journal::chain::Hash;
+        let told = booked(Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let Told::Appointment(inner) = &told else {
+            unreachable!("built as an appointment event")
+        };
+        let recorded = |aggregate_type: &str, payload: serde_json::Value| RecordedEvent {
+            order: JournalOrder { tx: 1, position: 7 },
+            recorded_at: Utc::now(),
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: Uuid::now_v7().to_string(),
+            sequence: 1,
+            event_type: "AppointmentBooked".into(),
+            event_version: "1".into(),
+            payload,
+            metadata: serde_json::json!({}),
+            hash: Hash::default(),
+        };
+        let stored = serde_json::to_value(inner).expect("serialises");
+        assert_eq!(
+            Told::decode(&recorded("appointment", stored.clone())).expect("decodes"),
+            Some(told)
+        );
+        assert_eq!(
+            Told::decode(&recorded("doctor_rating", stored)).expect("not ours"),
+            None
+        );
+        let broken = recorded(
+            "appointment",
+            serde_json::json!({ "AppointmentBooked": { "patient_id": "nobody" } }),
+        );
+        match Told::decode(&broken) {
+            Err(ProjectionError::BadEvent {
+                projection,
+                event_type,
+                position,
+                ..
+            }) => assert_eq!(
+                (projection, event_type.as_str(), position),
+                (NAME, "AppointmentBooked", 7)
+            ),
+            other => panic!("expected a bad event, got {other:?}"),
+        }
     }
 }

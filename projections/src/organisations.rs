@@ -1,13 +1,13 @@
 //! The organisation directory read model (B1): search by name, region, specialisation.
 
 use async_trait::async_trait;
-use kabinet_domain::directory::OrganisationDetails;
+use kabinet_domain::directory::{Organisation, OrganisationDetails, OrganisationEvent};
 use kabinet_domain::{Backend, Db, RecordedEvent};
 use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::page::{Cursor, Page};
-use crate::projection::{Projection, ProjectionError, ProjectionTx};
+use crate::projection::{bad_event, event_of, Projection, ProjectionError, ProjectionTx};
 
 /// The organisations projection.
 pub struct Organisations;
@@ -87,20 +87,14 @@ impl Projection for Organisations {
         table: &str,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        for event in events.iter().filter(|e| e.aggregate_type == "organisation") {
-            let details = match event.event_type.as_str() {
-                "OrganisationRegistered" | "OrganisationDetailsChanged" => event
-                    .payload
-                    .get(&event.event_type)
-                    .cloned()
-                    .map(serde_json::from_value::<OrganisationDetails>),
-                _ => None,
+        for event in events {
+            let details: OrganisationDetails = match event_of::<Organisation>(NAME, event)? {
+                Some(
+                    OrganisationEvent::OrganisationRegistered(details)
+                    | OrganisationEvent::OrganisationDetailsChanged(details),
+                ) => details,
+                Some(OrganisationEvent::PharmacyDesignated) | None => continue,
             };
-            let Some(details) = details else { continue };
-            let details = details.map_err(|e| ProjectionError::BadEvent {
-                position: event.position(),
-                reason: e.to_string(),
-            })?;
             let sql = format!(
                 "INSERT INTO {table} (id, position, name, name_key, region, region_key, specialisations_key, details) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -108,10 +102,7 @@ impl Projection for Organisations {
                  region = excluded.region, region_key = excluded.region_key, \
                  specialisations_key = excluded.specialisations_key, details = excluded.details"
             );
-            let text = serde_json::to_string(&details).map_err(|e| ProjectionError::BadEvent {
-                position: event.position(),
-                reason: e.to_string(),
-            })?;
+            let text = serde_json::to_string(&details).map_err(|e| bad_event(NAME, event, e))?;
             let values = (
                 event.aggregate_id.as_str(),
                 event.position(),

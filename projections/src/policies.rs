@@ -2,13 +2,13 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use kabinet_domain::policies::PolicyEvent;
+use kabinet_domain::policies::{Policy, PolicyEvent};
 use kabinet_domain::{Backend, Db, RecordedEvent};
 use sqlx::Row;
 use uuid::Uuid;
 
 use crate::page::OffsetPage;
-use crate::projection::{decode, from_micros, micros, Projection, ProjectionError, ProjectionTx};
+use crate::projection::{event_of, from_micros, micros, Projection, ProjectionError, ProjectionTx};
 
 /// The policies projection.
 pub struct Policies;
@@ -91,10 +91,13 @@ impl Projection for Policies {
         table: &str,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        for event in events.iter().filter(|e| e.aggregate_type == "policy") {
+        for event in events {
+            let Some(decoded) = event_of::<Policy>(NAME, event)? else {
+                continue;
+            };
             let id = event.aggregate_id.as_str();
             let at = micros(event.recorded_at);
-            match decode::<PolicyEvent>(event)? {
+            match decoded {
                 PolicyEvent::PolicyApplied {
                     patient_id,
                     holder,

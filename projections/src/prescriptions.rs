@@ -3,14 +3,14 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use kabinet_domain::directory::OrganisationEvent;
-use kabinet_domain::prescriptions::{PrescriptionEvent, RequestKind};
+use kabinet_domain::directory::{Organisation, OrganisationEvent};
+use kabinet_domain::prescriptions::{Prescription, PrescriptionEvent, RequestKind};
 use kabinet_domain::{Backend, Db, RecordedEvent};
 use sqlx::Row;
 use uuid::Uuid;
 
 use crate::page::OffsetPage;
-use crate::projection::{decode, from_micros, micros, Projection, ProjectionError, ProjectionTx};
+use crate::projection::{event_of, from_micros, micros, Projection, ProjectionError, ProjectionTx};
 
 /// The prescriptions projection.
 pub struct Prescriptions;
@@ -170,13 +170,16 @@ impl Projection for Prescriptions {
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
         use PrescriptionEvent as E;
-        for event in events.iter().filter(|e| e.aggregate_type == "prescription") {
+        for event in events {
+            let Some(decoded) = event_of::<Prescription>(NAME, event)? else {
+                continue;
+            };
             let id = event.aggregate_id.clone();
             let at = micros(event.recorded_at);
             let set = |assignments: &str| {
                 format!("UPDATE {table} SET {assignments}, updated_at = $2 WHERE id = $1")
             };
-            match decode::<PrescriptionEvent>(event)? {
+            match decoded {
                 E::PrescriptionIssued {
                     patient_id,
                     patient_initials,
@@ -328,34 +331,36 @@ impl Projection for PrescriptionJournal {
         use PrescriptionEvent as E;
         // The status each line shows is the one the prescription is left in;
         // request events keep it, so it is read back from this table.
-        for event in events.iter().filter(|e| e.aggregate_type == "prescription") {
-            let (status, note): (Option<String>, Option<String>) =
-                match decode::<PrescriptionEvent>(event)? {
-                    E::PrescriptionIssued { status, .. }
-                    | E::PrescriptionReadyAtPharmacy { status, .. }
-                    | E::PrescriptionDispensed { status, .. }
-                    | E::PrescriptionExpired { status, .. } => {
-                        (Some(status.as_str().to_string()), None)
-                    }
-                    E::PrescriptionSentToPharmacy {
-                        status, pharmacy, ..
-                    } => (Some(status.as_str().to_string()), Some(pharmacy.name)),
-                    E::PrescriptionCancelled { status, reason, .. } => {
-                        (Some(status.as_str().to_string()), Some(reason))
-                    }
-                    E::PrescriptionResendRequested {
-                        pharmacy, reason, ..
-                    } => (
-                        None,
-                        Some(match reason {
-                            Some(r) => format!("{}: {r}", pharmacy.name),
-                            None => pharmacy.name,
-                        }),
-                    ),
-                    E::PrescriptionCancellationRequested { reason, .. } => (None, Some(reason)),
-                    E::PrescriptionRequestApproved { comment, .. }
-                    | E::PrescriptionRequestDeclined { comment, .. } => (None, comment),
-                };
+        for event in events {
+            let Some(decoded) = event_of::<Prescription>(JOURNAL, event)? else {
+                continue;
+            };
+            let (status, note): (Option<String>, Option<String>) = match decoded {
+                E::PrescriptionIssued { status, .. }
+                | E::PrescriptionReadyAtPharmacy { status, .. }
+                | E::PrescriptionDispensed { status, .. }
+                | E::PrescriptionExpired { status, .. } => {
+                    (Some(status.as_str().to_string()), None)
+                }
+                E::PrescriptionSentToPharmacy {
+                    status, pharmacy, ..
+                } => (Some(status.as_str().to_string()), Some(pharmacy.name)),
+                E::PrescriptionCancelled { status, reason, .. } => {
+                    (Some(status.as_str().to_string()), Some(reason))
+                }
+                E::PrescriptionResendRequested {
+                    pharmacy, reason, ..
+                } => (
+                    None,
+                    Some(match reason {
+                        Some(r) => format!("{}: {r}", pharmacy.name),
+                        None => pharmacy.name,
+                    }),
+                ),
+                E::PrescriptionCancellationRequested { reason, .. } => (None, Some(reason)),
+                E::PrescriptionRequestApproved { comment, .. }
+                | E::PrescriptionRequestDeclined { comment, .. } => (None, comment),
+            };
             let status = match status {
                 Some(s) => s,
                 None => {
@@ -422,11 +427,10 @@ impl Projection for Pharmacies {
         table: &str,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        for event in events
-            .iter()
-            .filter(|e| e.aggregate_type == "organisation" && e.event_type == "PharmacyDesignated")
-        {
-            if let OrganisationEvent::PharmacyDesignated = decode::<OrganisationEvent>(event)? {
+        for event in events {
+            if let Some(OrganisationEvent::PharmacyDesignated) =
+                event_of::<Organisation>(PHARMACIES, event)?
+            {
                 let sql = format!("INSERT INTO {table} (id, designated_at) VALUES ($1, $2)");
                 exec(
                     tx,

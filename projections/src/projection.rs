@@ -1,7 +1,9 @@
 //! What a projection is: a named read model fed by journal events in order.
 
 use async_trait::async_trait;
+use cqrs_es::Aggregate;
 use kabinet_domain::{Backend, RecordedEvent};
+use serde::Deserialize;
 
 /// An open transaction of the projector, on either backend.
 pub enum ProjectionTx<'a> {
@@ -16,8 +18,18 @@ pub enum ProjectionError {
     Database(#[from] sqlx::Error),
     #[error("journal error: {0}")]
     Journal(#[from] kabinet_domain::journal::JournalError),
-    #[error("event at position {position} cannot be projected: {reason}")]
-    BadEvent { position: i64, reason: String },
+    /// A stored payload does not decode into its aggregate's event enum.
+    #[error(
+        "{projection}: {aggregate_type} event {event_type} at position {position} does not decode"
+    )]
+    BadEvent {
+        projection: &'static str,
+        aggregate_type: String,
+        event_type: String,
+        position: i64,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// A read model built from the journal.
@@ -52,17 +64,37 @@ macro_rules! on_tx {
     };
 }
 
-/// The payload of an externally tagged event: `{"Variant": {...}}` → `{...}`.
-pub fn variant_body(event: &RecordedEvent) -> Option<&serde_json::Value> {
-    event.payload.get(&event.event_type)
+/// Decodes `event` into the event enum of aggregate `A` when it is one of
+/// `A`'s events, and `None` when it belongs to another aggregate type.
+///
+/// The stored payload is the enum's externally tagged serde form, so the
+/// domain's own decoding (older payload shapes included) is what projections
+/// read, and a renamed event is a compile error in the `match` that follows.
+pub fn event_of<A: Aggregate>(
+    projection: &'static str,
+    event: &RecordedEvent,
+) -> Result<Option<A::Event>, ProjectionError> {
+    if event.aggregate_type != A::TYPE {
+        return Ok(None);
+    }
+    A::Event::deserialize(&event.payload)
+        .map(Some)
+        .map_err(|source| bad_event(projection, event, source))
 }
 
-/// Decodes the payload of `event` into `T`, naming the event on failure.
-pub fn decode<T: serde::de::DeserializeOwned>(event: &RecordedEvent) -> Result<T, ProjectionError> {
-    serde_json::from_value(event.payload.clone()).map_err(|e| ProjectionError::BadEvent {
+/// The error for a part of `event` that `projection` cannot read or write as JSON.
+pub fn bad_event(
+    projection: &'static str,
+    event: &RecordedEvent,
+    source: serde_json::Error,
+) -> ProjectionError {
+    ProjectionError::BadEvent {
+        projection,
+        aggregate_type: event.aggregate_type.clone(),
+        event_type: event.event_type.clone(),
         position: event.position(),
-        reason: format!("{} {}: {e}", event.aggregate_type, event.event_type),
-    })
+        source,
+    }
 }
 
 /// Microseconds since the epoch, the time format of every read-model column.

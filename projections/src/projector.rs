@@ -97,6 +97,37 @@ pub async fn checkpoint_of(db: &Db, checkpoint: &str) -> Result<JournalOrder, sq
     )
 }
 
+/// How many journal events lie after each of the named checkpoints, counted in
+/// journal order: on PostgreSQL the events after the checkpoint's (transaction,
+/// position), which reaches zero once a projection has caught up even while
+/// concurrent writers commit out of position order; on SQLite, positions.
+pub async fn events_behind(db: &Db, names: &[&str]) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    const PG: &str =
+        "SELECT COUNT(*) FROM events WHERE (tx_id, position) > ($1::bigint::text::xid8, $2)";
+    const SQLITE: &str = "SELECT COUNT(*) FROM events WHERE position > $1";
+    let mut behind = Vec::with_capacity(names.len());
+    for &name in names {
+        let at = checkpoint_of(db, name).await?;
+        let count: i64 = match db {
+            Db::Postgres(pool) => {
+                sqlx::query_scalar(PG)
+                    .bind(at.tx)
+                    .bind(at.position)
+                    .fetch_one(pool)
+                    .await?
+            }
+            Db::Sqlite(pool) => {
+                sqlx::query_scalar(SQLITE)
+                    .bind(at.position)
+                    .fetch_one(pool)
+                    .await?
+            }
+        };
+        behind.push((name.to_string(), count));
+    }
+    Ok(behind)
+}
+
 /// The advisory lock of the live projector: one runner of all projections across
 /// processes. Rebuild takes it to swap a table in.
 pub(crate) fn runner_lock() -> i64 {

@@ -2,14 +2,13 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use kabinet_domain::appointments::{Referral, ReferralEvent};
 use kabinet_domain::{Backend, Db, RecordedEvent};
 use sqlx::Row;
 use uuid::Uuid;
 
 use crate::page::OffsetPage;
-use crate::projection::{
-    from_micros, micros, variant_body, Projection, ProjectionError, ProjectionTx,
-};
+use crate::projection::{event_of, from_micros, micros, Projection, ProjectionError, ProjectionTx};
 
 /// The referrals projection.
 pub struct Referrals;
@@ -68,12 +67,19 @@ impl Projection for Referrals {
         table: &str,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        for event in events.iter().filter(|e| e.aggregate_type == "referral") {
-            let body = variant_body(event).cloned().unwrap_or_default();
-            let field = |name: &str| body.get(name).and_then(|v| v.as_str()).map(str::to_string);
+        for event in events {
+            let Some(decoded) = event_of::<Referral>(NAME, event)? else {
+                continue;
+            };
             let at = micros(event.recorded_at);
-            match event.event_type.as_str() {
-                "ReferralRequested" => {
+            let (status, decision) = match decoded {
+                ReferralEvent::ReferralRequested {
+                    patient_id,
+                    organisation_id,
+                    specialty,
+                    reason,
+                    ..
+                } => {
                     let sql = format!(
                         "INSERT INTO {table} (id, patient_id, organisation_id, specialty, reason, status, \
                          requested_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'processing', $6, $6)"
@@ -81,30 +87,31 @@ impl Projection for Referrals {
                     crate::on_tx!(tx, conn => {
                         sqlx::query(&sql)
                             .bind(&event.aggregate_id)
-                            .bind(field("patient_id"))
-                            .bind(field("organisation_id"))
-                            .bind(field("specialty"))
-                            .bind(field("reason"))
+                            .bind(patient_id.to_string())
+                            .bind(organisation_id.to_string())
+                            .bind(&specialty)
+                            .bind(&reason)
                             .bind(at)
                             .execute(&mut **conn)
                             .await?;
                     });
+                    continue;
                 }
-                "ReferralApproved" | "ReferralRejected" => {
-                    let decision = field("note").or_else(|| field("reason"));
-                    let sql = format!("UPDATE {table} SET status = $2, decision = $3, updated_at = $4 WHERE id = $1");
-                    crate::on_tx!(tx, conn => {
-                        sqlx::query(&sql)
-                            .bind(&event.aggregate_id)
-                            .bind(field("status"))
-                            .bind(decision)
-                            .bind(at)
-                            .execute(&mut **conn)
-                            .await?;
-                    });
-                }
-                _ => {}
-            }
+                ReferralEvent::ReferralApproved { note, status, .. } => (status, note),
+                ReferralEvent::ReferralRejected { reason, status, .. } => (status, Some(reason)),
+            };
+            let sql = format!(
+                "UPDATE {table} SET status = $2, decision = $3, updated_at = $4 WHERE id = $1"
+            );
+            crate::on_tx!(tx, conn => {
+                sqlx::query(&sql)
+                    .bind(&event.aggregate_id)
+                    .bind(status.as_str())
+                    .bind(decision.clone())
+                    .bind(at)
+                    .execute(&mut **conn)
+                    .await?;
+            });
         }
         Ok(())
     }

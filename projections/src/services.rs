@@ -1,13 +1,13 @@
 //! The medical services read model (B3): search by name or code.
 
 use async_trait::async_trait;
-use kabinet_domain::directory::ServiceDetails;
+use kabinet_domain::directory::{MedicalService, ServiceDetails, ServiceEvent};
 use kabinet_domain::{Backend, Db, RecordedEvent};
 use sqlx::QueryBuilder;
 
 use crate::doctors::{escape_like, search_key};
 use crate::page::OffsetPage;
-use crate::projection::{variant_body, Projection, ProjectionError, ProjectionTx};
+use crate::projection::{bad_event, event_of, Projection, ProjectionError, ProjectionTx};
 
 /// The services projection.
 pub struct Services;
@@ -54,18 +54,13 @@ impl Projection for Services {
         table: &str,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        for event in events
-            .iter()
-            .filter(|e| e.event_type == "ServiceRegistered")
-        {
-            let bad = |e: serde_json::Error| ProjectionError::BadEvent {
-                position: event.position(),
-                reason: e.to_string(),
+        for event in events {
+            let Some(ServiceEvent::ServiceRegistered(details)) =
+                event_of::<MedicalService>(NAME, event)?
+            else {
+                continue;
             };
-            let details: ServiceDetails =
-                serde_json::from_value(variant_body(event).cloned().unwrap_or_default())
-                    .map_err(bad)?;
-            let text = serde_json::to_string(&details).map_err(bad)?;
+            let text = serde_json::to_string(&details).map_err(|e| bad_event(NAME, event, e))?;
             let sql = format!(
                 "INSERT INTO {table} (code, position, name_key, kind, details) VALUES ($1, $2, $3, $4, $5)"
             );

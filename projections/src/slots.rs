@@ -2,14 +2,13 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use kabinet_domain::directory::Period;
+use kabinet_domain::appointments::{Appointment, AppointmentEvent};
+use kabinet_domain::directory::{Schedule, ScheduleEvent};
 use kabinet_domain::{Backend, Db, RecordedEvent};
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::projection::{
-    from_micros, micros, variant_body, Projection, ProjectionError, ProjectionTx,
-};
+use crate::projection::{event_of, from_micros, micros, Projection, ProjectionError, ProjectionTx};
 
 /// The slots projection.
 pub struct Slots;
@@ -84,98 +83,79 @@ impl Projection for Slots {
             "UPDATE {table} SET status = 'booked', appointment_id = $3 WHERE doctor_id = $1 AND start_at = $2"
         );
         for event in events {
-            let body = variant_body(event);
-            let bad = |reason: String| ProjectionError::BadEvent {
-                position: event.position(),
-                reason,
-            };
-            match event.event_type.as_str() {
-                "PeriodPublished" => {
-                    let period: Period = serde_json::from_value(body.cloned().unwrap_or_default())
-                        .map_err(|e| bad(e.to_string()))?;
-                    let rows: Vec<(i64, i64)> = period
-                        .slot_starts()
-                        .map(|start| {
-                            (
-                                micros(start),
-                                micros(start + Duration::minutes(period.slot_minutes as i64)),
-                            )
-                        })
-                        .collect();
-                    let head = format!(
-                        "INSERT INTO {table} (doctor_id, start_at, end_at, period_id, organisation_id, \
-                         local_day, time_zone, room, status) "
-                    );
-                    let (doctor, period_id, organisation, day) = (
-                        period.doctor_id.to_string(),
-                        period.period_id.to_string(),
-                        period.organisation_id.to_string(),
-                        period.date.to_string(),
-                    );
-                    for chunk in rows.chunks(500) {
-                        crate::on_tx!(tx, conn => {
-                            let mut q = sqlx::QueryBuilder::new(&head);
-                            q.push_values(chunk, |mut row, (start, end)| {
-                                row.push_bind(&doctor)
-                                    .push_bind(*start)
-                                    .push_bind(*end)
-                                    .push_bind(&period_id)
-                                    .push_bind(&organisation)
-                                    .push_bind(&day)
-                                    .push_bind(&period.time_zone)
-                                    .push_bind(&period.room)
-                                    .push_bind("free");
+            if let Some(decoded) = event_of::<Schedule>(NAME, event)? {
+                match decoded {
+                    ScheduleEvent::PeriodPublished(period) => {
+                        let rows: Vec<(i64, i64)> = period
+                            .slot_starts()
+                            .map(|start| {
+                                (
+                                    micros(start),
+                                    micros(start + Duration::minutes(period.slot_minutes as i64)),
+                                )
+                            })
+                            .collect();
+                        let head = format!(
+                            "INSERT INTO {table} (doctor_id, start_at, end_at, period_id, organisation_id, \
+                             local_day, time_zone, room, status) "
+                        );
+                        let (doctor, period_id, organisation, day) = (
+                            period.doctor_id.to_string(),
+                            period.period_id.to_string(),
+                            period.organisation_id.to_string(),
+                            period.date.to_string(),
+                        );
+                        for chunk in rows.chunks(500) {
+                            crate::on_tx!(tx, conn => {
+                                let mut q = sqlx::QueryBuilder::new(&head);
+                                q.push_values(chunk, |mut row, (start, end)| {
+                                    row.push_bind(&doctor)
+                                        .push_bind(*start)
+                                        .push_bind(*end)
+                                        .push_bind(&period_id)
+                                        .push_bind(&organisation)
+                                        .push_bind(&day)
+                                        .push_bind(&period.time_zone)
+                                        .push_bind(&period.room)
+                                        .push_bind("free");
+                                });
+                                q.build().execute(&mut **conn).await?;
                             });
-                            q.build().execute(&mut **conn).await?;
+                        }
+                    }
+                    ScheduleEvent::PeriodClosed { period_id, .. } => {
+                        let sql = format!(
+                            "UPDATE {table} SET period_closed = 1, \
+                             status = CASE WHEN status = 'free' THEN 'closed' ELSE status END WHERE period_id = $1"
+                        );
+                        crate::on_tx!(tx, conn => {
+                            sqlx::query(&sql).bind(period_id.to_string()).execute(&mut **conn).await?;
                         });
                     }
                 }
-                "PeriodClosed" => {
-                    let period = body
-                        .and_then(|b| b.get("period_id"))
-                        .and_then(|v| v.as_str())
-                        .unwrap_or_default();
-                    let sql = format!(
-                        "UPDATE {table} SET period_closed = 1, \
-                         status = CASE WHEN status = 'free' THEN 'closed' ELSE status END WHERE period_id = $1"
-                    );
-                    crate::on_tx!(tx, conn => {
-                        sqlx::query(&sql).bind(period).execute(&mut **conn).await?;
-                    });
-                }
-                "AppointmentBooked" | "AppointmentRescheduled" => {
-                    let slot = body
-                        .and_then(|b| b.get("slot"))
-                        .ok_or_else(|| bad("no slot".into()))?;
-                    let doctor = slot
-                        .get("doctor_id")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or_default();
-                    let start: DateTime<Utc> = slot
-                        .get("start")
-                        .and_then(|v| v.as_str())
-                        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                        .map(|t| t.with_timezone(&Utc))
-                        .ok_or_else(|| bad("slot start is not a time".into()))?;
-                    let moved = event.event_type == "AppointmentRescheduled";
-                    crate::on_tx!(tx, conn => {
-                        if moved {
+            } else if let Some(decoded) = event_of::<Appointment>(NAME, event)? {
+                let (slot, moved) = match decoded {
+                    AppointmentEvent::AppointmentBooked { slot, .. } => (slot, false),
+                    AppointmentEvent::AppointmentRescheduled { slot, .. } => (slot, true),
+                    AppointmentEvent::AppointmentCancelled { .. } => {
+                        crate::on_tx!(tx, conn => {
                             sqlx::query(&release).bind(&event.aggregate_id).execute(&mut **conn).await?;
-                        }
-                        sqlx::query(&hold)
-                            .bind(doctor)
-                            .bind(micros(start))
-                            .bind(&event.aggregate_id)
-                            .execute(&mut **conn)
-                            .await?;
-                    });
-                }
-                "AppointmentCancelled" => {
-                    crate::on_tx!(tx, conn => {
+                        });
+                        continue;
+                    }
+                    _ => continue,
+                };
+                crate::on_tx!(tx, conn => {
+                    if moved {
                         sqlx::query(&release).bind(&event.aggregate_id).execute(&mut **conn).await?;
-                    });
-                }
-                _ => {}
+                    }
+                    sqlx::query(&hold)
+                        .bind(slot.doctor_id.to_string())
+                        .bind(micros(slot.start))
+                        .bind(&event.aggregate_id)
+                        .execute(&mut **conn)
+                        .await?;
+                });
             }
         }
         Ok(())

@@ -324,11 +324,11 @@ impl Accounts {
         match result {
             Ok((outcome, _)) => Ok(outcome),
             Err(CommandError::Rejected(e)) => Err(user(e.to_user_error())),
-            Err(CommandError::Reserved(_)) => Err(user(UserError::field(
-                "login",
-                "LOGIN_TAKEN",
-                "an account with this login already exists",
-            ))),
+            Err(CommandError::Reserved(taken)) => Err(user(
+                <Account as kabinet_domain::journal::reservations::Reserving>::reservation_error(
+                    &taken,
+                ),
+            )),
             Err(CommandError::IdempotencyKeyReused) => Err(user(UserError::field(
                 "idempotencyKey",
                 "IDEMPOTENCY_KEY_REUSED",

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::login::{Login, LoginKind};
-use crate::journal::reservations::{ReservationOp, Reserving};
+use crate::journal::reservations::{conflict, ReservationOp, ReservationTaken, Reserving};
 use crate::metadata::Role;
 use crate::user_error::{AsUserError, UserError};
 
@@ -450,6 +450,17 @@ impl Reserving for Account {
                 _ => None,
             })
             .collect()
+    }
+
+    fn reservation_error(taken: &ReservationTaken) -> UserError {
+        match taken.scope.as_str() {
+            LOGIN_SCOPE => UserError::field(
+                "login",
+                "LOGIN_TAKEN",
+                "an account with this login already exists",
+            ),
+            _ => conflict(taken),
+        }
     }
 }
 

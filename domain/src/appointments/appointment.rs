@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::{PATIENT_DOCTOR_DAY_SCOPE, PATIENT_TIME_SCOPE, SLOT_SCOPE};
 use crate::directory::schedule_grid::{slot_key, GRID_MINUTES};
 use crate::directory::{BoundedText, SlotInfo};
-use crate::journal::reservations::{ReservationOp, Reserving};
+use crate::journal::reservations::{conflict, ReservationOp, ReservationTaken, Reserving};
 use crate::user_error::{AsUserError, UserError};
 
 /// Where an appointment stands.
@@ -41,6 +41,16 @@ impl AppointmentStatus {
 pub enum ChangedBy {
     Patient,
     Clinic,
+}
+
+impl ChangedBy {
+    /// The stable lowercase name stored in read models.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangedBy::Patient => "patient",
+            ChangedBy::Clinic => "clinic",
+        }
+    }
 }
 
 /// The slot an appointment holds.
@@ -750,6 +760,27 @@ impl Reserving for Appointment {
         }
         ops
     }
+
+    fn reservation_error(taken: &ReservationTaken) -> UserError {
+        match taken.scope.as_str() {
+            SLOT_SCOPE => UserError::field(
+                "slotId",
+                "SLOT_TAKEN",
+                "this slot is already taken; choose another",
+            ),
+            PATIENT_TIME_SCOPE => UserError::field(
+                "slotId",
+                "OVERLAPPING_BOOKING",
+                "the patient already has an appointment at this time",
+            ),
+            PATIENT_DOCTOR_DAY_SCOPE => UserError::field(
+                "slotId",
+                "DUPLICATE_BOOKING",
+                "the patient already has an appointment with this doctor on this day",
+            ),
+            _ => conflict(taken),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -757,6 +788,30 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use cqrs_es::test::TestFramework;
+
+    #[test]
+    fn a_held_reservation_becomes_the_appointments_own_user_error() {
+        let taken = |scope: &str| ReservationTaken {
+            scope: scope.to_string(),
+            key: "k".to_string(),
+        };
+        assert_eq!(
+            Appointment::reservation_error(&taken(SLOT_SCOPE)).code,
+            "SLOT_TAKEN"
+        );
+        assert_eq!(
+            Appointment::reservation_error(&taken(PATIENT_TIME_SCOPE)).code,
+            "OVERLAPPING_BOOKING"
+        );
+        assert_eq!(
+            Appointment::reservation_error(&taken(PATIENT_DOCTOR_DAY_SCOPE)).code,
+            "DUPLICATE_BOOKING"
+        );
+        assert_eq!(
+            Appointment::reservation_error(&taken("oms-policy-person")).code,
+            "CONFLICT"
+        );
+    }
 
     fn at(h: u32, m: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 23, h, m, 0)

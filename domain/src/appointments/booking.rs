@@ -7,13 +7,11 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{
-    reservation_error, Appointment, AppointmentCommand, AppointmentError, ChangedBy, SLOT_SCOPE,
-};
+use super::{Appointment, AppointmentCommand, AppointmentError, ChangedBy, SLOT_SCOPE};
 use crate::clock::Clock;
 use crate::command::{CommandError, CommandFault, CommandOutcome, CommandRunner, Retry};
 use crate::directory::schedule_grid::{closed_period_owner, slot_key};
-use crate::directory::{Schedule, ScheduleCommand, ScheduleError, SlotInfo};
+use crate::directory::{Schedule, ScheduleCommand, SlotInfo};
 use crate::journal::reservations::{ReservationTaken, Reserving};
 use crate::journal::JournalOrder;
 use crate::metadata::EventMetadata;
@@ -59,7 +57,12 @@ pub struct Bookings {
     clock: Arc<dyn Clock>,
 }
 
-fn user_error<E: AsUserError + std::error::Error>(e: CommandError<E>) -> BookingError {
+/// Sorts the failure of a command on aggregate `A` into a user error or a fault.
+fn user_error<A>(e: CommandError<A::Error>) -> BookingError
+where
+    A: Reserving,
+    A::Error: AsUserError,
+{
     match e {
         CommandError::Rejected(e) => BookingError::User(e.to_user_error()),
         CommandError::Conflict => BookingError::User(UserError::new("CONFLICT", e.to_string())),
@@ -68,7 +71,7 @@ fn user_error<E: AsUserError + std::error::Error>(e: CommandError<E>) -> Booking
             "IDEMPOTENCY_KEY_REUSED",
             e.to_string(),
         )),
-        CommandError::Reserved(taken) => BookingError::User(reservation_error(&taken)),
+        CommandError::Reserved(taken) => BookingError::User(A::reservation_error(&taken)),
         CommandError::Internal(e) => BookingError::Internal(e),
     }
 }
@@ -154,7 +157,7 @@ impl Bookings {
                 }
             }
         }
-        user_error(error)
+        user_error::<Appointment>(error)
     }
 
     async fn run<A>(
@@ -280,7 +283,7 @@ impl Bookings {
             Retry::OnConflict,
         )
         .await
-        .map_err(user_error)
+        .map_err(user_error::<Appointment>)
     }
 
     /// Closes a published period and cancels, on the clinic's side, every
@@ -318,7 +321,7 @@ impl Bookings {
                 Retry::OnConflict,
             )
             .await
-            .map_err(|e: CommandError<ScheduleError>| user_error(e))?;
+            .map_err(user_error::<Schedule>)?;
         let held = self
             .commands
             .journal()

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::directory::BoundedText;
 use crate::identity::OmsPolicyNumber;
-use crate::journal::reservations::{ReservationOp, Reserving};
+use crate::journal::reservations::{conflict, ReservationOp, ReservationTaken, Reserving};
 use crate::user_error::{AsUserError, UserError};
 
 /// Reservation scope: a rejected request is resubmitted at most once (the new
@@ -523,6 +523,17 @@ impl Reserving for DocumentRequest {
                 _ => None,
             })
             .collect()
+    }
+
+    fn reservation_error(taken: &ReservationTaken) -> UserError {
+        match taken.scope.as_str() {
+            RESUBMISSION_SCOPE => UserError::field(
+                "requestId",
+                "ALREADY_RESUBMITTED",
+                "this rejected request was already resubmitted",
+            ),
+            _ => conflict(taken),
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::values::{PhoneNumber, Snils};
 use crate::directory::BoundedText;
-use crate::journal::reservations::{ReservationOp, Reserving};
+use crate::journal::reservations::{conflict, ReservationOp, ReservationTaken, Reserving};
 use crate::user_error::{AsUserError, UserError};
 
 /// Stream type of identity verifications.
@@ -608,6 +608,17 @@ impl Reserving for IdentityVerification {
                 _ => None,
             })
             .collect()
+    }
+
+    fn reservation_error(taken: &ReservationTaken) -> UserError {
+        match taken.scope.as_str() {
+            VERIFIED_SNILS_SCOPE => UserError::field(
+                "snils",
+                "SNILS_ALREADY_VERIFIED",
+                "this SNILS belongs to another verified account; contact support",
+            ),
+            _ => conflict(taken),
+        }
     }
 }
 

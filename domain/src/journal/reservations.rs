@@ -4,6 +4,8 @@
 
 use cqrs_es::Aggregate;
 
+use crate::user_error::UserError;
+
 /// A change to the reservations table made with a commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReservationOp {
@@ -37,6 +39,21 @@ pub trait Reserving: Aggregate {
     fn reservations(_aggregate_id: &str, _events: &[Self::Event]) -> Vec<ReservationOp> {
         Vec::new()
     }
+
+    /// The caller's error when a key this aggregate's events take is held by
+    /// someone else. Each aggregate names its own scopes; a scope it does not
+    /// know is a conflict the caller may retry.
+    fn reservation_error(taken: &ReservationTaken) -> UserError {
+        conflict(taken)
+    }
+}
+
+/// The user error for a held key no aggregate explains: a retryable conflict.
+pub fn conflict(_taken: &ReservationTaken) -> UserError {
+    UserError::new(
+        "CONFLICT",
+        "the request conflicts with another one; try again",
+    )
 }
 
 pub(crate) const DELETE_OWNER: &str = "DELETE FROM reservations WHERE owner = $1";

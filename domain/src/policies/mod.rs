@@ -11,26 +11,7 @@ pub use application::{
 };
 pub use policy::{complete_number, Policy, PolicyCommand, PolicyError, PolicyEvent, PolicyStatus};
 
-use crate::journal::reservations::ReservationTaken;
-use crate::user_error::UserError;
-
 /// Reservation scope: one active policy or open application per person (by SNILS).
 pub const PERSON_SCOPE: &str = "oms-policy-person";
 /// Reservation scope: every policy number is given once, ever.
 pub const NUMBER_SCOPE: &str = "oms-policy-number";
-
-/// The user error for a policy reservation held by someone else; `None` for other scopes.
-pub fn reservation_error(taken: &ReservationTaken) -> Option<UserError> {
-    match taken.scope.as_str() {
-        PERSON_SCOPE => Some(UserError::field(
-            "snils",
-            "POLICY_ALREADY_ACTIVE",
-            "this person already has an active OMS policy or an application in progress",
-        )),
-        NUMBER_SCOPE => Some(UserError::new(
-            "POLICY_NUMBER_TAKEN",
-            "the drawn policy number is already in use; try again",
-        )),
-        _ => None,
-    }
-}

@@ -9,7 +9,7 @@ use super::application::{PolicyApplication, PolicyHolder, PolicyKind};
 use super::{NUMBER_SCOPE, PERSON_SCOPE};
 use crate::directory::BoundedText;
 use crate::identity::OmsPolicyNumber;
-use crate::journal::reservations::{ReservationOp, Reserving};
+use crate::journal::reservations::{conflict, ReservationOp, ReservationTaken, Reserving};
 use crate::user_error::{AsUserError, UserError};
 
 /// Where a policy stands.
@@ -348,6 +348,21 @@ impl Reserving for Policy {
                 PolicyEvent::PolicyRenewalDue { .. } => None,
             })
             .collect()
+    }
+
+    fn reservation_error(taken: &ReservationTaken) -> UserError {
+        match taken.scope.as_str() {
+            PERSON_SCOPE => UserError::field(
+                "snils",
+                "POLICY_ALREADY_ACTIVE",
+                "this person already has an active OMS policy or an application in progress",
+            ),
+            NUMBER_SCOPE => UserError::new(
+                "POLICY_NUMBER_TAKEN",
+                "the drawn policy number is already in use; try again",
+            ),
+            _ => conflict(taken),
+        }
     }
 }
 

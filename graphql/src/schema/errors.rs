@@ -104,11 +104,7 @@ where
             "IDEMPOTENCY_KEY_REUSED",
             CommandError::<A::Error>::IdempotencyKeyReused.to_string(),
         )])),
-        Err(CommandError::Reserved(taken)) => {
-            let error = kabinet_domain::policies::reservation_error(&taken)
-                .unwrap_or_else(|| kabinet_domain::appointments::reservation_error(&taken));
-            Ok(Err(vec![error.into()]))
-        }
+        Err(CommandError::Reserved(taken)) => Ok(Err(vec![A::reservation_error(&taken).into()])),
         Err(CommandError::Internal(e)) => Err(internal(ctx, e)),
     }
 }
