@@ -199,8 +199,12 @@ pub(super) async fn upgrade(
             ApiError::new(status, "TOO_MANY_CONNECTIONS", message).retry_after(5)
         })?;
     let max = state.transport.ws.max_message_bytes;
+    // The connection outlives the request; its log lines keep the request's span.
+    let span = tracing::Span::current();
     Ok(upgrade
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| ws::serve(socket, state, client, slot)))
+        .on_upgrade(move |socket| {
+            tracing::Instrument::instrument(ws::serve(socket, state, client, slot), span)
+        }))
 }
