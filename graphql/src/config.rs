@@ -316,6 +316,9 @@ pub struct TransportLimits {
     /// How long a request waits for its turn before a 503, in milliseconds.
     #[arg(long, env = "KABINET_HTTP_QUEUE_TIMEOUT_MS", default_value_t = 2_000)]
     pub http_queue_timeout_ms: u64,
+    /// Longest a request may run before it is answered 503 `REQUEST_TIMEOUT`, in milliseconds.
+    #[arg(long, env = "KABINET_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
     /// Largest WebSocket message (and frame) a client may send, in bytes.
     #[arg(long, env = "KABINET_WS_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub ws_max_message_bytes: usize,
@@ -370,6 +373,7 @@ impl TransportLimits {
             http_max_connections: 1024,
             http_max_concurrent_requests: 256,
             http_queue_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
             ws_max_message_bytes: 64 * 1024,
             ws_init_timeout_ms: 10_000,
             ws_keepalive_ms: 30_000,

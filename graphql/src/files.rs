@@ -3,20 +3,14 @@
 //! Files (rendered PDFs) are kept by the SHA-256 of their bytes in the `files` table, so
 //! an event that records a hash pins exactly one content. A download link
 //! `/files/{sha256}?exp=…&sig=…` is an HMAC-SHA256 over the hash, the expiry and the
-//! account it was issued to; the route also wants that account's bearer token, so a
-//! leaked link alone opens nothing.
+//! account it was issued to; the route ([`crate::http::files`]) also wants that
+//! account's bearer token, so a leaked link alone opens nothing.
 
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Duration, Utc};
 use hmac::{Hmac, Mac};
 use kabinet_domain::{on_db, Db};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
-
-use crate::http::AppState;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -164,135 +158,6 @@ impl FileLinks {
         }
         Ok(())
     }
-}
-
-/// Query of a download link.
-#[derive(Debug, Deserialize)]
-pub struct LinkQuery {
-    exp: Option<String>,
-    sig: Option<String>,
-}
-
-fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({ "error": { "code": code, "message": message } });
-    let mut response = (status, axum::Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-/// `GET /files/{sha256}?exp=…&sig=…` with the bearer token of the account the link was issued to.
-///
-/// 401 without a valid bearer token, 403 for an altered link or another account's (or
-/// a patient whose identity is not verified), 410
-/// once expired, 404 for a path that is no SHA-256 or a file that is not stored.
-pub async fn download(
-    State(state): State<AppState>,
-    Path(sha256): Path<String>,
-    Query(query): Query<LinkQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let request_id = crate::http::request_id(&headers);
-    let (actor, dev_token) =
-        match crate::http::require_caller_of_token(&state, &headers, &request_id).await {
-            Ok(caller) => caller,
-            Err(response) => return response,
-        };
-    if !is_sha256_hex(&sha256) {
-        return refuse(StatusCode::NOT_FOUND, "NOT_FOUND", "no such file");
-    }
-    let (Some(exp), Some(sig)) = (query.exp, query.sig) else {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "INVALID_LINK",
-            "the download link lacks its 'exp' and 'sig' parameters",
-        );
-    };
-    let Ok(exp) = exp.parse::<i64>() else {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "INVALID_LINK",
-            &LinkError::BadSignature.to_string(),
-        );
-    };
-    let now = state.services.clock.now();
-    match state
-        .services
-        .file_links
-        .verify(&sha256, exp, &sig, actor.account_id, now)
-    {
-        Ok(()) => {}
-        Err(e @ LinkError::BadSignature) => {
-            return refuse(StatusCode::FORBIDDEN, "INVALID_LINK", &e.to_string())
-        }
-        Err(e @ LinkError::Expired) => {
-            return refuse(StatusCode::GONE, "LINK_EXPIRED", &e.to_string())
-        }
-    }
-    // Stored files are medical documents: a patient opens them, like every other
-    // medical record, only once their identity is verified.
-    if actor.role == kabinet_domain::Role::Patient && !dev_token {
-        match state.services.identity.is_verified(actor.account_id).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return refuse(
-                    StatusCode::FORBIDDEN,
-                    "IDENTITY_NOT_VERIFIED",
-                    "medical documents open once identity verification is complete",
-                )
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot check identity verification");
-                return refuse(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "INTERNAL",
-                    "internal error",
-                );
-            }
-        }
-    }
-    let file = match state.services.files.load(&sha256).await {
-        Ok(Some(file)) => file,
-        Ok(None) => return refuse(StatusCode::NOT_FOUND, "NOT_FOUND", "no such file"),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot load a file");
-            return refuse(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL",
-                "internal error",
-            );
-        }
-    };
-    let extension = if file.media_type == kabinet_pdf::MEDIA_TYPE {
-        "pdf"
-    } else {
-        "bin"
-    };
-    let disposition = format!(
-        "attachment; filename=\"kabinet-{}.{extension}\"",
-        &file.sha256[..12]
-    );
-    let mut response = (StatusCode::OK, file.bytes).into_response();
-    let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&file.media_type) {
-        headers.insert(header::CONTENT_TYPE, value);
-    }
-    if let Ok(value) = HeaderValue::from_str(&disposition) {
-        headers.insert(header::CONTENT_DISPOSITION, value);
-    }
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-store"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    if let Ok(value) = HeaderValue::from_str(&format!("\"{}\"", file.sha256)) {
-        headers.insert(header::ETAG, value);
-    }
-    response
 }
 
 #[cfg(test)]

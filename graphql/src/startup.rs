@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::auth::TokenKeys;
 use crate::config::{Mode, ServeConfig, MIN_SECRET_BYTES};
-use crate::http::{router, AppState};
+use crate::http::{router_with, AppState, EdgeSettings};
 use crate::schema::context::Services;
 use crate::schema::{self, Limits};
 
@@ -41,7 +41,7 @@ pub struct Application {
     db: Db,
     keys: TokenKeys,
     commands: CommandRunner,
-    bounds: crate::transport::ServeBounds,
+    bounds: crate::http::transport::ServeBounds,
     /// Cancelled when the server stops taking requests.
     stopping: CancellationToken,
 }
@@ -134,6 +134,8 @@ pub struct Overrides {
     pub clock: Option<Arc<dyn kabinet_domain::clock::Clock>>,
     /// The notifier instead of the configured delivery adapters.
     pub notifier: Option<Arc<dyn Notifier>>,
+    /// Routes of a test, served behind every layer of the real ones.
+    pub routes: Option<axum::Router>,
 }
 
 impl Application {
@@ -149,7 +151,7 @@ impl Application {
         overrides: Overrides,
     ) -> anyhow::Result<Application> {
         config.check_production()?;
-        let origins = crate::browser::BrowserOrigins::new(
+        let origins = crate::http::browser::BrowserOrigins::new(
             &config.cors_origins,
             config.mode == Mode::Development,
         )?;
@@ -296,20 +298,28 @@ impl Application {
             trusted_proxy: config.trusted_proxy,
             max_response_bytes: config.max_response_bytes,
             metrics_token: config.metrics_token().map(crate::http::MetricsToken::new),
-            transport: Arc::new(crate::transport::Transport::new(
+            transport: Arc::new(crate::http::transport::Transport::new(
                 &config.transport,
                 stopping.clone(),
             )),
         };
         Ok(Application {
             listener,
-            router: router(state, config.max_body_bytes, origins),
+            router: router_with(
+                state,
+                EdgeSettings {
+                    max_body_bytes: config.max_body_bytes,
+                    request_timeout: Duration::from_millis(config.transport.request_timeout_ms),
+                    origins,
+                },
+                overrides.routes.unwrap_or_default(),
+            ),
             shutdown,
             background,
             db,
             keys,
             commands: state_commands,
-            bounds: crate::transport::ServeBounds::new(&config.transport),
+            bounds: crate::http::transport::ServeBounds::new(&config.transport),
             stopping,
         })
     }
@@ -351,7 +361,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         let shutdown = self.shutdown.clone();
         let stopping = self.stopping;
-        let serve = tokio::spawn(crate::transport::serve(
+        let serve = tokio::spawn(crate::http::transport::serve(
             self.listener,
             self.router,
             self.bounds,

@@ -524,29 +524,23 @@ conformance!(
         let (patient_id, token) = session_patient(&server);
         let (status, body) = upload(&server, &token, "application/pdf", pdf_with("x")).await;
         assert_eq!(status, 422);
-        assert_eq!(
-            body["errors"][0]["extensions"]["code"], "PROFILE_INCOMPLETE",
-            "{body}"
-        );
+        assert_eq!(body["error"]["code"], "PROFILE_INCOMPLETE", "{body}");
         update(&server, &token, valid_profile()).await;
 
         let too_big = vec![b'%'; 5 * 1024 * 1024 + 1];
         let (status, body) = upload(&server, &token, "application/pdf", too_big).await;
         assert_eq!(status, 413, "{body}");
-        assert_eq!(body["errors"][0]["extensions"]["code"], "SCAN_TOO_LARGE");
+        assert_eq!(body["error"]["code"], "SCAN_TOO_LARGE");
         let far_too_big = vec![0u8; 8 * 1024 * 1024];
         let (status, body) = upload(&server, &token, "application/pdf", far_too_big).await;
         assert_eq!(status, 413);
-        assert_eq!(body["errors"][0]["extensions"]["code"], "SCAN_TOO_LARGE");
+        assert_eq!(body["error"]["code"], "SCAN_TOO_LARGE");
 
         let gif = [&b"GIF89a"[..], &[0u8; 64]].concat();
         let (status, body) = upload(&server, &token, "application/pdf", gif).await;
         assert_eq!(status, 422);
-        assert_eq!(
-            body["errors"][0]["extensions"]["code"],
-            "SCAN_UNSUPPORTED_TYPE"
-        );
-        assert!(body["errors"][0]["message"]
+        assert_eq!(body["error"]["code"], "SCAN_UNSUPPORTED_TYPE");
+        assert!(body["error"]["message"]
             .as_str()
             .is_some_and(|m| m.contains("GIF")));
         let whole = pdf_with("truncated");
@@ -558,16 +552,10 @@ conformance!(
         )
         .await;
         assert_eq!(status, 422);
-        assert_eq!(
-            body["errors"][0]["extensions"]["code"],
-            "SCAN_TRUNCATED_PDF"
-        );
+        assert_eq!(body["error"]["code"], "SCAN_TRUNCATED_PDF");
         let jpeg_cut = vec![0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F'];
         let (_, body) = upload(&server, &token, "image/jpeg", jpeg_cut).await;
-        assert_eq!(
-            body["errors"][0]["extensions"]["code"],
-            "SCAN_TRUNCATED_JPEG"
-        );
+        assert_eq!(body["error"]["code"], "SCAN_TRUNCATED_JPEG");
         let (status, _) = server
             .post_bytes(
                 "/identity/passport-scan",
@@ -668,6 +656,7 @@ conformance!(
         let overrides = kabinet_graphql::startup::Overrides {
             clock: Some(Arc::new(clock.clone())),
             notifier: Some(Arc::new(notifier.clone())),
+            ..Default::default()
         };
         let server = Server::start_with(&test_db, overrides, |_| {}).await;
         load_registry(

@@ -291,7 +291,7 @@ conformance!(
         // The right magic bytes are not enough.
         let (code, body) = upload(&server, &token, "application/pdf", empty_pdf()).await;
         assert_eq!(
-            (code, body["errors"][0]["extensions"]["code"].clone()),
+            (code, body["error"]["code"].clone()),
             (422, json!("SCAN_PDF_WITHOUT_PAGES")),
             "{body}"
         );
@@ -303,7 +303,7 @@ conformance!(
         )
         .await;
         assert_eq!(
-            (code, body["errors"][0]["extensions"]["code"].clone()),
+            (code, body["error"]["code"].clone()),
             (422, json!("SCAN_MALFORMED_JPEG")),
             "{body}"
         );
@@ -428,6 +428,7 @@ conformance!(
         let overrides = Overrides {
             clock: Some(clock.clone()),
             notifier: Some(notifier.clone() as Arc<dyn Notifier>),
+            ..Overrides::default()
         };
         let server = Server::start_with(&test_db, overrides, |c| {
             c.identity_limits.identity_codes_per_hour = 3;
@@ -567,10 +568,7 @@ conformance!(
             .expect("seconds");
         assert!(retry > 0 && retry <= 3600, "{retry}");
         let body: Value = response.json().await.expect("json");
-        assert_eq!(
-            body["errors"][0]["extensions"]["code"], "SCAN_LIMIT_REACHED",
-            "{body}"
-        );
+        assert_eq!(body["error"]["code"], "SCAN_LIMIT_REACHED", "{body}");
 
         // Two stalled uploads take every place: a third is turned away at once.
         let (_, other) = session_patient(&server);
@@ -582,7 +580,7 @@ conformance!(
         tokio::time::sleep(StdDuration::from_millis(300)).await;
         let (code, body) = upload(&server, &other, "application/pdf", pdf("busy")).await;
         assert_eq!(
-            (code, body["errors"][0]["extensions"]["code"].clone()),
+            (code, body["error"]["code"].clone()),
             (503, json!("UPLOADS_BUSY")),
             "{body}"
         );

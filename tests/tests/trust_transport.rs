@@ -236,6 +236,19 @@ async fn get(client: &Client, path: &str) -> reqwest::Response {
         .expect("request")
 }
 
+/// The fields of an error answer and its message: the GraphQL shape on
+/// `/graphql`, the envelope `{"error": {...}}` on every other route.
+fn error_of(body: &Value, graphql: bool) -> (&Value, &Value) {
+    if graphql {
+        (
+            &body["errors"][0]["extensions"],
+            &body["errors"][0]["message"],
+        )
+    } else {
+        (&body["error"], &body["error"]["message"])
+    }
+}
+
 async fn assert_rate_limited(response: reqwest::Response, who: &str) {
     assert_eq!(response.status().as_u16(), 429);
     let retry: u64 = response
@@ -245,11 +258,12 @@ async fn assert_rate_limited(response: reqwest::Response, who: &str) {
         .and_then(|v| v.parse().ok())
         .expect("a Retry-After header in seconds");
     assert!((1..=2).contains(&retry), "retry after {retry}");
+    let graphql = response.url().path() == "/graphql";
     let body: Value = response.json().await.expect("json");
-    let error = &body["errors"][0];
-    assert_eq!(error["extensions"]["code"], "RATE_LIMITED", "{body}");
-    assert_eq!(error["extensions"]["retryAfterSeconds"], retry);
-    let message = error["message"].as_str().expect("message");
+    let (error, message) = error_of(&body, graphql);
+    assert_eq!(error["code"], "RATE_LIMITED", "{body}");
+    assert_eq!(error["retryAfterSeconds"], retry);
+    let message = message.as_str().expect("message");
     assert!(
         message.contains(who) && message.contains("retry in"),
         "{message}"
@@ -647,10 +661,7 @@ edge!(
             Some("1")
         );
         let body: Value = response.json().await.expect("json");
-        assert_eq!(
-            body["errors"][0]["extensions"]["code"], "SERVER_BUSY",
-            "{body}"
-        );
+        assert_eq!(error_of(&body, false).0["code"], "SERVER_BUSY", "{body}");
         // Once it is gone, requests are served again.
         drop(slow);
         tokio::time::sleep(Duration::from_millis(200)).await;

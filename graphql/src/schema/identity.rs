@@ -29,6 +29,9 @@ use super::errors::{idempotency_key, run_command, UserError};
 use super::ids;
 use super::pagination::forward_page;
 
+/// Roles that review passport scans (here and at the scan download route).
+pub const REVIEWERS: &[Role] = &[Role::Registrar, Role::Admin];
+
 /// A patient's profile: name, birth date, sex, documents, contacts and addresses.
 #[derive(Debug, Clone, SimpleObject)]
 pub struct PatientProfile {
@@ -417,7 +420,7 @@ impl IdentityQuery {
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<ScanQueueConnection> {
-        actor_in(ctx, crate::identity_http::REVIEWERS)?;
+        actor_in(ctx, REVIEWERS)?;
         let (first, offset) = forward_page(first, after)?;
         let mut queue = services(ctx)
             .identity
@@ -608,7 +611,7 @@ impl IdentityMutation {
         ctx: &Context<'_>,
         input: ReviewPassportScanInput,
     ) -> async_graphql::Result<ReviewPassportScanPayload> {
-        let actor = actor_in(ctx, crate::identity_http::REVIEWERS)?;
+        let actor = actor_in(ctx, REVIEWERS)?;
         let failed = |errors: Vec<UserError>| {
             Ok(ReviewPassportScanPayload {
                 result: None,

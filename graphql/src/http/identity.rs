@@ -14,8 +14,10 @@
 //! Every download is recorded as a read of the patient's data.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
@@ -25,7 +27,11 @@ use kabinet_domain::identity::scan::MAX_SCAN_BYTES;
 use kabinet_domain::{EventMetadata, Role};
 use uuid::Uuid;
 
-use crate::http::{error_response, request_id, require_caller, AppState};
+use super::caller::SignedIn;
+use super::error::ApiError;
+use super::request_id::RequestId;
+use super::AppState;
+use crate::schema::identity::REVIEWERS;
 
 /// The route's body limit: the largest scan plus a little (the body is the raw file).
 pub const BODY_LIMIT: usize = MAX_SCAN_BYTES + 1024;
@@ -35,15 +41,41 @@ pub const BODY_LIMIT: usize = MAX_SCAN_BYTES + 1024;
 /// larger than this are answered at once.
 const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 
-/// Roles that review passport scans.
-pub const REVIEWERS: &[Role] = &[Role::Registrar, Role::Admin];
+/// What the client says about an upload: its declared length and type, and
+/// its idempotency key (`Idempotency-Key`, printable, at most 128 characters).
+#[derive(Debug, Clone, Default)]
+pub struct UploadHeaders {
+    pub content_length: Option<usize>,
+    pub content_type: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for UploadHeaders {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _: &S,
+    ) -> Result<UploadHeaders, Self::Rejection> {
+        let text = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        Ok(UploadHeaders {
+            content_length: text(header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse().ok()),
+            content_type: text(header::CONTENT_TYPE.as_str()),
+            idempotency_key: text("idempotency-key").filter(|k| {
+                !k.is_empty() && k.len() <= 128 && k.bytes().all(|b| b.is_ascii_graphic())
+            }),
+        })
+    }
+}
 
 /// The body, or `None` when it is larger than [`BODY_LIMIT`].
-async fn read_limited(headers: &HeaderMap, body: Body) -> Result<Option<Vec<u8>>, String> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+async fn read_limited(declared: Option<usize>, body: Body) -> Result<Option<Vec<u8>>, axum::Error> {
     if declared.is_some_and(|n| n > DRAIN_LIMIT) {
         return Ok(None);
     }
@@ -51,7 +83,7 @@ async fn read_limited(headers: &HeaderMap, body: Body) -> Result<Option<Vec<u8>>
     let mut seen = 0usize;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| e.to_string())?;
+        let chunk = chunk?;
         seen += chunk.len();
         if seen > DRAIN_LIMIT {
             return Ok(None);
@@ -63,107 +95,70 @@ async fn read_limited(headers: &HeaderMap, body: Body) -> Result<Option<Vec<u8>>
     Ok((seen <= BODY_LIMIT).then_some(bytes))
 }
 
-fn too_large(request_id: &str) -> Response {
-    error_response(
+fn too_large() -> ApiError {
+    ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "SCAN_TOO_LARGE",
-        &format!("the scan must be at most {MAX_SCAN_BYTES} bytes (5 MiB)"),
-        request_id,
-    )
-}
-
-fn with_retry_after(mut response: Response, seconds: i64) -> Response {
-    if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
-        response.headers_mut().insert(header::RETRY_AFTER, value);
-    }
-    response
-}
-
-fn internal_error(request_id: &str, cause: &(impl std::fmt::Display + ?Sized)) -> Response {
-    tracing::error!(request_id = %request_id, error = %cause, "passport scan request failed");
-    error_response(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "INTERNAL",
-        &format!("internal error (request id {request_id})"),
-        request_id,
+        format!("the scan must be at most {MAX_SCAN_BYTES} bytes (5 MiB)"),
     )
 }
 
 /// Checks, seals and stores a passport scan of the calling patient.
-pub async fn upload_passport_scan(
+pub(super) async fn upload_passport_scan(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: SignedIn,
+    request_id: RequestId,
+    upload: UploadHeaders,
     body: Body,
-) -> Response {
-    let request_id = request_id(&headers);
-    let actor = match require_caller(&state, &headers, &request_id).await {
-        Ok(actor) => actor,
-        Err(response) => return response,
-    };
+) -> Result<Response, ApiError> {
+    let actor = caller.actor;
     if actor.role != Role::Patient {
-        return error_response(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
+        return Err(ApiError::forbidden(
             "only patients upload their passport scan",
-            &request_id,
-        );
+        ));
     }
     let services = &state.services;
     // Held until the answer is built: the body is in memory until then.
-    let _permit = match services.identity.upload_permit() {
-        Ok(permit) => permit,
-        Err(busy) => {
-            return with_retry_after(
-                error_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "UPLOADS_BUSY",
-                    &busy.to_string(),
-                    &request_id,
-                ),
-                1,
-            )
-        }
-    };
+    let _permit = services.identity.upload_permit().map_err(|busy| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UPLOADS_BUSY",
+            busy.to_string(),
+        )
+        .retry_after(1)
+    })?;
     let timeout = services.identity.limits().upload_read_timeout;
-    let body = match tokio::time::timeout(timeout, read_limited(&headers, body)).await {
+    let body = match tokio::time::timeout(timeout, read_limited(upload.content_length, body)).await
+    {
         Err(_) => {
-            return error_response(
+            return Err(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "SCAN_UPLOAD_TIMEOUT",
-                &format!(
+                format!(
                     "the scan did not arrive within {} ms; send it again",
                     timeout.as_millis()
                 ),
-                &request_id,
-            )
+            ))
         }
         Ok(Ok(Some(body))) => body,
-        Ok(Ok(None)) => return too_large(&request_id),
-        Ok(Err(message)) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
-                &message,
-                &request_id,
-            )
-        }
+        Ok(Ok(None)) => return Err(too_large()),
+        Ok(Err(e)) => return Err(ApiError::bad_request(e.to_string())),
     };
     if body.len() > MAX_SCAN_BYTES {
-        return too_large(&request_id);
+        return Err(too_large());
     }
-    let declared = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .filter(|k| !k.is_empty() && k.len() <= 128 && k.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string);
-    let meta = EventMetadata::new(actor.clone(), request_id.clone()).with_idempotency_key(key);
+    let meta = EventMetadata::new(actor.clone(), request_id.into_string())
+        .with_idempotency_key(upload.idempotency_key);
     let now = services.clock.now();
     let result = services
         .identity
-        .upload_scan(&meta, actor.account_id, &body, declared, now)
+        .upload_scan(
+            &meta,
+            actor.account_id,
+            &body,
+            upload.content_type.as_deref(),
+            now,
+        )
         .await;
     match result {
         Ok((outcome, stored)) => {
@@ -174,7 +169,7 @@ pub async fn upload_passport_scan(
                     .wait_for(&names, order, services.read_your_writes)
                     .await;
             }
-            let mut response = (
+            Ok((
                 StatusCode::CREATED,
                 Json(serde_json::json!({
                     "sha256": stored.sha256,
@@ -182,35 +177,34 @@ pub async fn upload_passport_scan(
                     "review": "AWAITING_REVIEW",
                 })),
             )
-                .into_response();
-            if let Ok(value) = HeaderValue::from_str(&request_id) {
-                response.headers_mut().insert("x-request-id", value);
-            }
-            response
+                .into_response())
         }
         Err(IdentityFailure::User(errors)) => {
             let (code, message) = errors
                 .first()
-                .map(|e| (e.code, e.message.as_str()))
-                .unwrap_or(("INVALID_INPUT", "the scan was refused"));
+                .map(|e| (e.code, e.message.clone()))
+                .unwrap_or(("INVALID_INPUT", "the scan was refused".to_string()));
             let status = match code {
                 "SCAN_TOO_LARGE" => StatusCode::PAYLOAD_TOO_LARGE,
                 "SCAN_LIMIT_REACHED" => StatusCode::TOO_MANY_REQUESTS,
                 _ => StatusCode::UNPROCESSABLE_ENTITY,
             };
-            let response = error_response(status, code, message, &request_id);
-            if status == StatusCode::TOO_MANY_REQUESTS {
-                with_retry_after(response, retry_seconds(message))
+            let wait = retry_seconds(&message);
+            let error = ApiError::new(status, code, message);
+            Err(if status == StatusCode::TOO_MANY_REQUESTS {
+                error.retry_after(wait)
             } else {
-                response
-            }
+                error
+            })
         }
-        Err(IdentityFailure::Internal(cause)) => internal_error(&request_id, &cause),
+        Err(IdentityFailure::Internal(cause)) => {
+            Err(ApiError::internal("a passport scan upload failed", cause))
+        }
     }
 }
 
 /// The seconds a cap's message says to wait ("… (in N s)").
-fn retry_seconds(message: &str) -> i64 {
+fn retry_seconds(message: &str) -> u64 {
     message
         .rsplit("(in ")
         .next()
@@ -220,62 +214,48 @@ fn retry_seconds(message: &str) -> i64 {
 }
 
 /// The scan itself, for a reviewer.
-pub async fn download_passport_scan(
+pub(super) async fn download_passport_scan(
     State(state): State<AppState>,
-    Path((patient, sha256)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let request_id = request_id(&headers);
-    let actor = match require_caller(&state, &headers, &request_id).await {
-        Ok(actor) => actor,
-        Err(response) => return response,
-    };
+    caller: SignedIn,
+    request_id: RequestId,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let actor = caller.actor;
     if !REVIEWERS.contains(&actor.role) {
-        return error_response(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
+        return Err(ApiError::forbidden(
             "only registrars and administrators review passport scans",
-            &request_id,
-        );
+        ));
     }
-    let not_found = || {
-        error_response(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "no such scan awaits review or was approved",
-            &request_id,
-        )
-    };
+    let not_found = || ApiError::not_found("no such scan awaits review or was approved");
+    let Path((patient, sha256)) = path.map_err(|_| not_found())?;
     let patient_id = crate::schema::ids::decode_as(&patient, "Account")
         .or_else(|| Uuid::parse_str(&patient).ok());
     let (Some(patient_id), true) = (
         patient_id,
         sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()),
     ) else {
-        return not_found();
+        return Err(not_found());
     };
     let services = &state.services;
-    let opened = match services
+    let (bytes, format) = services
         .identity
         .open_scan_for_review(patient_id, &sha256.to_ascii_lowercase())
         .await
-    {
-        Ok(Some(opened)) => opened,
-        Ok(None) => return not_found(),
-        Err(cause) => return internal_error(&request_id, &cause),
-    };
+        .map_err(|cause| ApiError::internal("cannot open a passport scan", cause))?
+        .ok_or_else(not_found)?;
     let read = MedicalRead {
         patient_id,
         reader: actor.clone(),
         what: "passport_scan".into(),
         object_id: None,
-        request_id: request_id.clone(),
+        request_id: request_id.into_string(),
         at: services.clock.now(),
     };
-    if let Err(e) = services.access.record(&read).await {
-        return internal_error(&request_id, &e.to_string());
-    }
-    let (bytes, format) = opened;
+    services
+        .access
+        .record(&read)
+        .await
+        .map_err(|e| ApiError::internal("cannot record a read of a passport scan", e))?;
     let mut response = (StatusCode::OK, bytes).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -283,8 +263,16 @@ pub async fn download_passport_scan(
         HeaderValue::from_static(format.media_type()),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        headers.insert("x-request-id", value);
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_comes_from_the_cap_message() {
+        assert_eq!(retry_seconds("at most 3 scans an hour (in 1200 s)"), 1200);
+        assert_eq!(retry_seconds("no number here"), 60);
     }
-    response
 }

@@ -9,13 +9,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use uuid::Uuid;
 
-use crate::http::AppState;
+use super::caller::{bearer_token, ClientIp};
+use super::error::ApiError;
+use super::AppState;
 
 /// A token bucket: `tokens` left at `at`.
 #[derive(Debug, Clone, Copy)]
@@ -143,23 +144,15 @@ pub fn retry_seconds(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
-/// The 429 answer: `Retry-After` and a GraphQL-shaped error saying when to retry.
-pub fn too_many_requests(who: &str, wait: Duration, request_id: &str) -> Response {
+/// The 429 answer: `Retry-After` and the code `RATE_LIMITED`, saying when to retry.
+pub fn too_many_requests(who: &str, wait: Duration) -> ApiError {
     let seconds = retry_seconds(wait).max(1);
-    let body = serde_json::json!({
-        "data": null,
-        "errors": [{
-            "message": format!("too many requests from this {who}: retry in {seconds} s"),
-            "extensions": { "code": "RATE_LIMITED", "retryAfterSeconds": seconds, "requestId": request_id },
-        }],
-    });
-    let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    if let Ok(value) = HeaderValue::from_str(request_id) {
-        headers.insert("x-request-id", value);
-    }
-    response
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "RATE_LIMITED",
+        format!("too many requests from this {who}: retry in {seconds} s"),
+    )
+    .retry_after(seconds)
 }
 
 /// Middleware: every request takes a token of its client address, and a
@@ -173,12 +166,11 @@ pub async fn limit(
 ) -> Response {
     let now = Instant::now();
     let headers = request.headers();
-    let address = address_key(crate::http::client_address(&state, peer, headers));
-    let account = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .and_then(|token| state.keys.verify_token(token.trim()).ok())
+    let address = address_key(ClientIp::of(state.trusted_proxy, peer, headers).0);
+    let account = bearer_token(headers)
+        .ok()
+        .flatten()
+        .and_then(|token| state.keys.verify_token(token).ok())
         .map(|verified| verified.actor.account_id);
     let limits = &state.transport.rates;
     let refused = match limits.addresses.check(address, now) {
@@ -193,7 +185,7 @@ pub async fn limit(
     };
     if let Some((who, wait)) = refused {
         tracing::debug!(path = %request.uri().path(), who, "rate limited");
-        return too_many_requests(who, wait, &crate::http::request_id(headers));
+        return too_many_requests(who, wait).into_response();
     }
     next.run(request).await
 }

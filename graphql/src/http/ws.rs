@@ -16,8 +16,9 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::caller::{standing, Refusal, SignedIn, INVALID_TOKEN};
+use super::AppState;
 use crate::auth::VerifiedToken;
-use crate::http::{AppState, AuthError, Authenticated};
 use crate::schema::context::{CallerSession, ClientAddress, RequestContext, VerifiedOnce};
 
 /// The only subprotocol served.
@@ -261,7 +262,7 @@ async fn handshake(
     socket: &mut Socket,
     state: &AppState,
     settings: &WsSettings,
-) -> Result<(VerifiedToken, Authenticated), Option<Closing>> {
+) -> Result<(VerifiedToken, SignedIn), Option<Closing>> {
     let deadline = tokio::time::Instant::now() + settings.init_timeout;
     loop {
         let message = tokio::time::timeout_at(deadline, socket.recv())
@@ -286,10 +287,10 @@ async fn handshake(
                 let verified = state.keys.verify_token(token).map_err(|_| {
                     Some(Closing::new(
                         close::FORBIDDEN,
-                        format!("Forbidden: {}", crate::http::INVALID_TOKEN),
+                        format!("Forbidden: {}", INVALID_TOKEN),
                     ))
                 })?;
-                let caller = crate::http::standing(state, verified.clone())
+                let caller = standing(state, verified.clone())
                     .await
                     .map_err(|e| Some(refusal(e)))?;
                 return Ok((verified, caller));
@@ -307,12 +308,12 @@ async fn handshake(
     }
 }
 
-fn refusal(e: AuthError) -> Closing {
+fn refusal(e: Refusal) -> Closing {
     match e {
-        AuthError::Unauthenticated(message) => {
+        Refusal::Unauthenticated(message) => {
             Closing::new(close::FORBIDDEN, format!("Forbidden: {message}"))
         }
-        AuthError::Internal => Closing::new(close::INTERNAL, "internal error"),
+        Refusal::Internal => Closing::new(close::INTERNAL, "internal error"),
     }
 }
 
@@ -434,7 +435,7 @@ async fn run(
             }
             _ = checks.tick() => {
                 // The session may have ended (signed out, revoked, account closed).
-                crate::http::standing(state, verified.clone())
+                standing(state, verified.clone())
                     .await
                     .map_err(|e| Some(refusal(e)))?;
             }
@@ -463,7 +464,7 @@ fn refuse_subscription(
         .accounts
         .check(account, Instant::now())
     {
-        let seconds = crate::ratelimit::retry_seconds(wait).max(1);
+        let seconds = super::ratelimit::retry_seconds(wait).max(1);
         return Some(json!({
             "message": format!("too many requests from this account: retry in {seconds} s"),
             "extensions": { "code": "RATE_LIMITED", "retryAfterSeconds": seconds },

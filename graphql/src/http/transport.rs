@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
-use axum::http::{header, HeaderValue, Request, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::http::{Request, StatusCode};
+use axum::response::Response;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -22,9 +21,11 @@ use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service as _;
 
+use super::error::{ApiError, Shape};
+use super::ratelimit::RateLimits;
+use super::request_id::RequestId;
+use super::ws::{WsConnections, WsSettings};
 use crate::config::TransportLimits;
-use crate::ratelimit::RateLimits;
-use crate::ws::{WsConnections, WsSettings};
 
 /// Edge state shared by the handlers: rate limits and WebSocket bounds.
 #[derive(Debug)]
@@ -151,7 +152,7 @@ async fn serve_connection(
             request.extensions_mut().insert(ConnectInfo(peer));
             let permit = match tokio::time::timeout(queue_timeout, requests.acquire_owned()).await {
                 Ok(Ok(permit)) => permit,
-                _ => return Ok::<_, Infallible>(busy()),
+                _ => return Ok::<_, Infallible>(busy(&request)),
             };
             let response = router.call(request).await;
             drop(permit);
@@ -178,18 +179,20 @@ async fn serve_connection(
     }
 }
 
-/// The answer when no request slot frees up in time.
-fn busy() -> Response {
-    let body = serde_json::json!({
-        "data": null,
-        "errors": [{ "message": "the server is busy: retry in 1 s",
-            "extensions": { "code": "SERVER_BUSY", "retryAfterSeconds": 1 } }],
-    });
-    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
+/// The answer when no request slot frees up in time. The router's layers
+/// are not reached, so the error is written here in the route's shape.
+fn busy<B>(request: &Request<B>) -> Response {
+    let request_id = RequestId::of(request.headers()).unwrap_or_else(RequestId::fresh);
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVER_BUSY",
+        "the server is busy: retry in 1 s",
+    )
+    .retry_after(1)
+    .render(
+        Shape::of_path(request.uri().path()),
+        Some(request_id.as_str()),
+    )
 }
 
 /// A request body that fails once its deadline passes: a client that sends
