@@ -47,15 +47,6 @@ impl DocumentKind {
     pub fn parse(raw: &str) -> Option<DocumentKind> {
         DocumentKind::ALL.into_iter().find(|k| k.as_str() == raw)
     }
-
-    /// The Russian name shown to patients.
-    pub fn label_ru(self) -> &'static str {
-        match self {
-            DocumentKind::HistoryExtract => "Выписка из истории болезни",
-            DocumentKind::HealthCertificate => "Справка о состоянии здоровья",
-            DocumentKind::ExaminationResults => "Результаты обследований",
-        }
-    }
 }
 
 /// Where a request stands.
@@ -89,16 +80,6 @@ impl DocumentRequestStatus {
         ]
         .into_iter()
         .find(|s| s.as_str() == raw)
-    }
-
-    /// The Russian name shown to patients.
-    pub fn label_ru(self) -> &'static str {
-        match self {
-            DocumentRequestStatus::Submitted => "Подан",
-            DocumentRequestStatus::InProgress => "В работе",
-            DocumentRequestStatus::Fulfilled => "Исполнен",
-            DocumentRequestStatus::Rejected => "Отклонён",
-        }
     }
 }
 
@@ -140,17 +121,6 @@ impl RejectionReason {
         ]
         .into_iter()
         .find(|r| r.as_str() == raw)
-    }
-
-    /// The Russian wording shown to patients.
-    pub fn label_ru(self) -> &'static str {
-        match self {
-            RejectionReason::InvalidSupportingData => "Неверные или неполные сведения",
-            RejectionReason::NoRecordsInPeriod => "Нет записей за период",
-            RejectionReason::NotIssuedHere => "Документ не выдаётся этой организацией",
-            RejectionReason::VisitRequired => "Требуется личный визит",
-            RejectionReason::Other => "Другая причина",
-        }
     }
 }
 

@@ -54,18 +54,6 @@ impl PrescriptionStatus {
         })
     }
 
-    /// The label patients see.
-    pub fn label_ru(self) -> &'static str {
-        match self {
-            PrescriptionStatus::ReadyToPrint => "Готов к печати",
-            PrescriptionStatus::SentToPharmacy => "Отправлен в аптеку",
-            PrescriptionStatus::ReadyAtPharmacy => "Готов к выдаче в аптеке",
-            PrescriptionStatus::Dispensed => "Выдан",
-            PrescriptionStatus::Cancelled => "Отменён",
-            PrescriptionStatus::Expired => "Срок действия истёк",
-        }
-    }
-
     /// Whether nothing can happen to the prescription any more.
     pub fn is_final(self) -> bool {
         matches!(
@@ -1288,7 +1276,7 @@ mod tests {
     }
 
     #[test]
-    fn statuses_have_stable_names_and_russian_labels() {
+    fn statuses_have_stable_names() {
         for s in [
             S::ReadyToPrint,
             S::SentToPharmacy,
@@ -1298,8 +1286,6 @@ mod tests {
             S::Expired,
         ] {
             assert_eq!(S::parse(s.as_str()), Some(s));
-            assert!(!s.label_ru().is_empty());
         }
-        assert_eq!(S::ReadyToPrint.label_ru(), "Готов к печати");
     }
 }

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::context::{actor, bad_input, internal, services};
 use super::directory::Organisation;
+use super::labels::LabelRu;
 use super::pagination::connection_complexity;
 
 /// What a journal entry records.
@@ -78,6 +79,10 @@ impl AccountJournalEntry {
     }
     async fn kind(&self) -> AccountJournalKind {
         self.kind
+    }
+    /// The kind in Russian, for display.
+    async fn kind_label_ru(&self) -> &'static str {
+        self.kind.label_ru()
     }
     /// The event type (e.g. `SignedIn`, `PatientDetailsRecorded`; ended sessions
     /// add why after a colon, e.g. `SessionsRevoked:refresh_token_reused`) or,

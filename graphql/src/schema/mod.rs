@@ -11,6 +11,7 @@ pub mod documents;
 pub mod errors;
 pub mod identity;
 pub mod ids;
+pub mod labels;
 pub mod limits;
 pub mod notifications;
 pub mod pagination;

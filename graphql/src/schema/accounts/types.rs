@@ -1,6 +1,7 @@
 //! Accounts, tokens and sign-in challenges as the API shows them.
 
 use crate::schema::ids;
+use crate::schema::labels::LabelRu;
 use async_graphql::{Enum, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use kabinet_domain::accounts::{
@@ -72,6 +73,25 @@ impl From<StaffRole> for Role {
 #[derive(Debug, Clone)]
 pub struct Account(pub AccountView);
 
+impl Account {
+    /// How the account signs in.
+    fn login_kind_now(&self) -> AccountLoginKind {
+        match self.0.state.login_kind {
+            LoginKind::Phone => AccountLoginKind::Phone,
+            LoginKind::Email => AccountLoginKind::Email,
+        }
+    }
+
+    /// Whether the account may be used.
+    fn status_now(&self) -> AccountStatus {
+        match self.0.state.status {
+            DomainStatus::Active => AccountStatus::Active,
+            DomainStatus::Deactivated => AccountStatus::Deactivated,
+            DomainStatus::Closed => AccountStatus::Closed,
+        }
+    }
+}
+
 #[Object]
 impl Account {
     /// Global id.
@@ -79,10 +99,11 @@ impl Account {
         ids::encode("Account", self.0.id)
     }
     async fn login_kind(&self) -> AccountLoginKind {
-        match self.0.state.login_kind {
-            LoginKind::Phone => AccountLoginKind::Phone,
-            LoginKind::Email => AccountLoginKind::Email,
-        }
+        self.login_kind_now()
+    }
+    /// The login kind in Russian, for display.
+    async fn login_kind_label_ru(&self) -> &'static str {
+        self.login_kind_now().label_ru()
     }
     /// The normalised login: `+7XXXXXXXXXX` or a lower-case e-mail address.
     async fn login(&self) -> &str {
@@ -100,11 +121,11 @@ impl Account {
             .map(|o| ids::encode("Organisation", o))
     }
     async fn status(&self) -> AccountStatus {
-        match self.0.state.status {
-            DomainStatus::Active => AccountStatus::Active,
-            DomainStatus::Deactivated => AccountStatus::Deactivated,
-            DomainStatus::Closed => AccountStatus::Closed,
-        }
+        self.status_now()
+    }
+    /// The status in Russian, for display.
+    async fn status_label_ru(&self) -> &'static str {
+        self.status_now().label_ru()
     }
     /// Whether sign-in asks for the authenticator app's code.
     async fn totp_enabled(&self) -> bool {

@@ -1,8 +1,8 @@
 //! The appointment lists patients and clinics read, and referral requests.
 
 use super::{
-    Appointment, AppointmentSort, AppointmentStatus, AppointmentWhen, ReferralDecisionStatus,
-    ReferralRequest,
+    Appointment, AppointmentSort, AppointmentStatus, AppointmentWhen, ReferralRequest,
+    ReferralStatus,
 };
 use crate::schema::context::{
     actor, bad_input, forbidden, internal, medical_patient, record_medical_read, services as svc,
@@ -278,18 +278,14 @@ impl AppointmentsQuery {
     async fn my_referral_requests(
         &self,
         ctx: &Context<'_>,
-        status: Option<ReferralDecisionStatus>,
+        status: Option<ReferralStatus>,
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<Connection<String, ReferralRequest, EmptyFields, EmptyFields>> {
         let actor = medical_patient(ctx).await?;
         let (first, offset) = forward_page(first, after)?;
         record_medical_read(ctx, actor.account_id, "referral_requests", None).await?;
-        let status = status.map(|s| match s {
-            ReferralDecisionStatus::Processing => "processing",
-            ReferralDecisionStatus::Approved => "approved",
-            ReferralDecisionStatus::Rejected => "rejected",
-        });
+        let status = status.map(ReferralStatus::as_str);
         let page =
             referrals::list_for_patient(&svc(ctx).db, actor.account_id, status, first, offset)
                 .await

@@ -6,6 +6,7 @@ use crate::schema::context::{
 use crate::schema::directory::Organisation;
 use crate::schema::doctors::{local, local_time, Doctor};
 use crate::schema::ids;
+use crate::schema::labels::{specialty_label_ru, LabelRu};
 use async_graphql::{Context, Enum, Object, SimpleObject, ID};
 use chrono::{DateTime, NaiveDate, Utc};
 use kabinet_domain::Role;
@@ -42,16 +43,6 @@ impl AppointmentStatus {
             AppointmentStatus::Fulfilled => "fulfilled",
             AppointmentStatus::NoShow => "no_show",
             AppointmentStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub(crate) fn label_ru(self) -> &'static str {
-        match self {
-            AppointmentStatus::Booked => "Записан",
-            AppointmentStatus::Arrived => "Пациент пришёл",
-            AppointmentStatus::Fulfilled => "Приём состоялся",
-            AppointmentStatus::NoShow => "Неявка",
-            AppointmentStatus::Cancelled => "Отменена",
         }
     }
 }
@@ -108,8 +99,13 @@ impl Appointment {
     async fn service_code(&self) -> Option<&str> {
         self.0.service_code.as_deref()
     }
+    /// Specialty code, e.g. `therapist`.
     async fn specialty(&self) -> Option<&str> {
         self.0.specialty.as_deref()
+    }
+    /// The specialty in Russian, for display.
+    async fn specialty_label_ru(&self) -> Option<&str> {
+        self.0.specialty.as_deref().map(specialty_label_ru)
     }
     /// Why it was cancelled, when it was.
     async fn cancel_reason(&self) -> Option<&str> {
@@ -174,22 +170,23 @@ impl ReferralRequest {
     pub async fn id(&self) -> ID {
         ids::encode("ReferralRequest", self.0.id)
     }
+    /// Specialty code wanted, e.g. `cardiologist`.
     async fn specialty(&self) -> &str {
         &self.0.specialty
+    }
+    /// The specialty in Russian, for display.
+    async fn specialty_label_ru(&self) -> &str {
+        specialty_label_ru(&self.0.specialty)
     }
     async fn reason(&self) -> &str {
         &self.0.reason
     }
-    /// `PROCESSING`, `APPROVED` or `REJECTED`.
-    async fn status(&self) -> String {
-        self.0.status.to_uppercase()
+    async fn status(&self) -> ReferralStatus {
+        ReferralStatus::parse(&self.0.status)
     }
+    /// The status in Russian, for display.
     async fn status_label_ru(&self) -> &'static str {
-        match self.0.status.as_str() {
-            "approved" => "Одобрено",
-            "rejected" => "Отклонено",
-            _ => "В обработке",
-        }
+        ReferralStatus::parse(&self.0.status).label_ru()
     }
     /// The clinic's note or reason for the decision.
     async fn decision(&self) -> Option<&str> {
@@ -223,12 +220,32 @@ pub enum AppointmentSort {
     Status,
 }
 
-/// Status filter of referral requests.
+/// Where a referral request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-pub enum ReferralDecisionStatus {
+pub enum ReferralStatus {
     Processing,
     Approved,
     Rejected,
+}
+
+impl ReferralStatus {
+    /// The status of a stored name; a request is processing until decided.
+    pub(crate) fn parse(raw: &str) -> ReferralStatus {
+        match raw {
+            "approved" => ReferralStatus::Approved,
+            "rejected" => ReferralStatus::Rejected,
+            _ => ReferralStatus::Processing,
+        }
+    }
+
+    /// The stable name in the read model.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ReferralStatus::Processing => "processing",
+            ReferralStatus::Approved => "approved",
+            ReferralStatus::Rejected => "rejected",
+        }
+    }
 }
 
 /// Sex in the patient's documents.

@@ -1,13 +1,12 @@
 //! Registering doctors and services, publishing and closing schedules.
 
-use super::{parse_date, Doctor, MedicalService, ServiceDelivery, ServiceType, Slot};
+use super::{parse_date, parse_time, Doctor, MedicalService, ServiceDelivery, ServiceType, Slot};
 use crate::schema::context::{
     actor, forbidden, internal, metadata, read_your_writes, services as svc,
 };
-use crate::schema::errors::{idempotency_key, run_command, UserError};
+use crate::schema::errors::{check, idempotency_key, run_command, UserError};
 use crate::schema::ids;
 use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
-use chrono::NaiveTime;
 use kabinet_domain::appointments::BookingError;
 use kabinet_domain::command::Retry;
 use kabinet_domain::directory::{
@@ -30,11 +29,6 @@ pub(super) const DIRECTORY_MODELS: &[&str] = &[
     slots::NAME,
     activity_log::NAME,
 ];
-
-pub(super) fn parse_time(field: &str, raw: &str) -> Result<NaiveTime, String> {
-    NaiveTime::parse_from_str(raw.trim(), "%H:%M")
-        .map_err(|_| format!("{field}: '{raw}' is not a local time in the form HH:MM"))
-}
 
 /// Details of a doctor as entered.
 #[derive(Debug, Clone, InputObject, Serialize)]
@@ -352,36 +346,75 @@ impl DoctorsMutation {
                 "the doctor's organisation is not registered",
             ));
         };
-        let parsed = (|| -> Result<PeriodDraft, UserError> {
-            let field_error = |field: &'static str| {
-                move |m: String| UserError::on_field(field, "INVALID_INPUT", m)
-            };
-            Ok(PeriodDraft {
-                period_id: Uuid::now_v7(),
-                date: parse_date("date", &input.date).map_err(field_error("date"))?,
-                start: parse_time("start", &input.start).map_err(field_error("start"))?,
-                end: parse_time("end", &input.end).map_err(field_error("end"))?,
-                slot_minutes: non_negative("slotMinutes", input.slot_minutes)?,
-                room: input.room.clone(),
-                service_codes: input.service_codes.clone(),
-                booking_horizon_days: non_negative(
-                    "bookingHorizonDays",
-                    input.booking_horizon_days,
-                )?,
-                change_cutoff_hours: non_negative("changeCutoffHours", input.change_cutoff_hours)?,
-                min_age: input
-                    .min_age
-                    .map(|a| non_negative("minAge", a))
-                    .transpose()?,
-                max_age: input
-                    .max_age
-                    .map(|a| non_negative("maxAge", a))
-                    .transpose()?,
-            })
-        })();
-        let draft = match parsed {
-            Ok(d) => d,
-            Err(e) => return failed(e),
+        // Every field is checked, so the caller sees all its mistakes at once.
+        let mut errors = Vec::new();
+        let date = check(
+            &mut errors,
+            parse_date("date", &input.date).map_err(UserError::from),
+        );
+        let start = check(
+            &mut errors,
+            parse_time("start", &input.start).map_err(UserError::from),
+        );
+        let end = check(
+            &mut errors,
+            parse_time("end", &input.end).map_err(UserError::from),
+        );
+        let slot_minutes = check(&mut errors, non_negative("slotMinutes", input.slot_minutes));
+        let booking_horizon_days = check(
+            &mut errors,
+            non_negative("bookingHorizonDays", input.booking_horizon_days),
+        );
+        let change_cutoff_hours = check(
+            &mut errors,
+            non_negative("changeCutoffHours", input.change_cutoff_hours),
+        );
+        let min_age = check(
+            &mut errors,
+            input.min_age.map(|a| non_negative("minAge", a)).transpose(),
+        );
+        let max_age = check(
+            &mut errors,
+            input.max_age.map(|a| non_negative("maxAge", a)).transpose(),
+        );
+        let (
+            Some(date),
+            Some(start),
+            Some(end),
+            Some(slot_minutes),
+            Some(booking_horizon_days),
+            Some(change_cutoff_hours),
+            Some(min_age),
+            Some(max_age),
+        ) = (
+            date,
+            start,
+            end,
+            slot_minutes,
+            booking_horizon_days,
+            change_cutoff_hours,
+            min_age,
+            max_age,
+        )
+        else {
+            return Ok(PublishSchedulePayload {
+                period_id: None,
+                slots: vec![],
+                user_errors: errors,
+            });
+        };
+        let draft = PeriodDraft {
+            period_id: Uuid::now_v7(),
+            date,
+            start,
+            end,
+            slot_minutes,
+            room: input.room.clone(),
+            service_codes: input.service_codes.clone(),
+            booking_horizon_days,
+            change_cutoff_hours,
+            min_age,
+            max_age,
         };
         let period_id = draft.period_id;
         let command = ScheduleCommand::Publish {

@@ -151,8 +151,8 @@ impl DoctorsQuery {
     ) -> async_graphql::Result<Vec<Slot>> {
         let doctor = ids::decode_as(&doctor_id, "Doctor")
             .ok_or_else(|| bad_input("doctorId is not a doctor id"))?;
-        let from = parse_date("from", &from).map_err(bad_input)?;
-        let to = parse_date("to", &to).map_err(bad_input)?;
+        let from = parse_date("from", &from).map_err(|e| bad_input(e.to_string()))?;
+        let to = parse_date("to", &to).map_err(|e| bad_input(e.to_string()))?;
         if to < from {
             return Err(bad_input("to must not be before from"));
         }

@@ -3,6 +3,7 @@
 use super::local;
 use crate::schema::context::{internal, services as svc};
 use crate::schema::directory::Organisation;
+use crate::schema::labels::{specialty_label_ru, LabelRu};
 use crate::schema::{ids, slots_ids};
 use async_graphql::{Context, Enum, Object, ID};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -36,6 +37,10 @@ impl Doctor {
     /// Specialty code, e.g. `therapist`.
     async fn specialty(&self) -> &str {
         &self.0.details.specialty
+    }
+    /// The specialty in Russian, for display.
+    async fn specialty_label_ru(&self) -> &str {
+        specialty_label_ru(&self.0.details.specialty)
     }
     async fn qualification(&self) -> &str {
         &self.0.details.qualification
@@ -97,12 +102,35 @@ impl Slot {
     async fn room(&self) -> &str {
         &self.0.room
     }
-    /// `FREE`, `BOOKED` or `CLOSED`.
-    async fn status(&self) -> String {
-        self.0.status.to_uppercase()
+    async fn status(&self) -> SlotStatus {
+        SlotStatus::parse(&self.0.status)
+    }
+    /// The status in Russian, for display.
+    async fn status_label_ru(&self) -> &'static str {
+        SlotStatus::parse(&self.0.status).label_ru()
     }
     async fn doctor_id(&self) -> ID {
         ids::encode("Doctor", self.0.doctor_id)
+    }
+}
+
+/// Whether a slot can be booked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum SlotStatus {
+    Free,
+    Booked,
+    /// Its working period was closed.
+    Closed,
+}
+
+impl SlotStatus {
+    /// The status of a stored name.
+    fn parse(raw: &str) -> SlotStatus {
+        match raw {
+            "booked" => SlotStatus::Booked,
+            "closed" => SlotStatus::Closed,
+            _ => SlotStatus::Free,
+        }
     }
 }
 
@@ -152,6 +180,15 @@ pub enum ServiceDelivery {
     Remote,
 }
 
+impl From<ServiceForm> for ServiceDelivery {
+    fn from(form: ServiceForm) -> Self {
+        match form {
+            ServiceForm::InPerson => ServiceDelivery::InPerson,
+            ServiceForm::Remote => ServiceDelivery::Remote,
+        }
+    }
+}
+
 /// A medical service.
 #[derive(Debug, Clone)]
 pub struct MedicalService(pub ServiceDetails);
@@ -167,11 +204,16 @@ impl MedicalService {
     async fn service_type(&self) -> ServiceType {
         self.0.kind.into()
     }
+    /// The service type in Russian, for display.
+    async fn service_type_label_ru(&self) -> &'static str {
+        ServiceType::from(self.0.kind).label_ru()
+    }
     async fn form(&self) -> ServiceDelivery {
-        match self.0.form {
-            ServiceForm::InPerson => ServiceDelivery::InPerson,
-            ServiceForm::Remote => ServiceDelivery::Remote,
-        }
+        self.0.form.into()
+    }
+    /// The form in Russian, for display.
+    async fn form_label_ru(&self) -> &'static str {
+        ServiceDelivery::from(self.0.form).label_ru()
     }
     /// Cost in roubles as a decimal string, e.g. `"1500.00"`.
     async fn cost(&self) -> &str {

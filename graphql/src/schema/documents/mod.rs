@@ -33,6 +33,7 @@ use super::context::{
 use super::directory::Organisation;
 use super::errors::{idempotency_key, run_command, UserError};
 use super::ids;
+use super::labels::LabelRu;
 use super::pagination::forward_page;
 use crate::files::DEFAULT_LINK_TTL;
 
@@ -84,7 +85,7 @@ pub enum DocumentType {
 }
 
 impl DocumentType {
-    fn kind(self) -> DocumentKind {
+    pub(crate) fn kind(self) -> DocumentKind {
         match self {
             DocumentType::HistoryExtract => DocumentKind::HistoryExtract,
             DocumentType::HealthCertificate => DocumentKind::HealthCertificate,
@@ -111,7 +112,7 @@ pub enum DocumentRequestStatus {
 }
 
 impl DocumentRequestStatus {
-    fn domain(self) -> DomainStatus {
+    pub(crate) fn domain(self) -> DomainStatus {
         match self {
             DocumentRequestStatus::Submitted => DomainStatus::Submitted,
             DocumentRequestStatus::InProgress => DomainStatus::InProgress,

@@ -17,6 +17,7 @@ pub use types::*;
 use super::appointments::Sex;
 use super::context::{internal, services};
 use super::ids;
+use crate::schema::labels::LabelRu;
 use async_graphql::Context;
 use kabinet_domain::identity::verification::{IdentityVerification, ScanReview, Step};
 use kabinet_domain::patients::Patient;
@@ -63,45 +64,47 @@ fn verification_view(v: &IdentityVerification) -> IdentityVerificationView {
             step: VerificationStepKind::Snils,
             done: v.snils_matched_at.is_some(),
             done_at: v.snils_matched_at,
-            label_ru: "СНИЛС сверен с реестром",
+            step_label_ru: VerificationStepKind::Snils.label_ru(),
         },
         VerificationStep {
             step: VerificationStepKind::PassportScan,
             done: v.scan_approved(),
             done_at: v.scan_reviewed_at.filter(|_| v.scan_approved()),
-            label_ru: "Скан паспорта проверен сотрудником",
+            step_label_ru: VerificationStepKind::PassportScan.label_ru(),
         },
         VerificationStep {
             step: VerificationStepKind::Phone,
             done: v.phone_confirmed_at.is_some(),
             done_at: v.phone_confirmed_at,
-            label_ru: "Телефон подтверждён кодом из SMS",
+            step_label_ru: VerificationStepKind::Phone.label_ru(),
         },
     ];
-    let (status, label_ru) = if v.is_verified() {
-        (VerificationStatus::Verified, "Идентификация пройдена")
+    let status = if v.is_verified() {
+        VerificationStatus::Verified
     } else if steps.iter().any(|s| s.done)
         || v.code_sent_to.is_some()
         || v.scan_review.is_some()
         || v.last_undone.is_some()
     {
-        (VerificationStatus::InProgress, "Идентификация в процессе")
+        VerificationStatus::InProgress
     } else {
-        (VerificationStatus::NotStarted, "Идентификация не пройдена")
+        VerificationStatus::NotStarted
+    };
+    let passport_scan_review = match v.scan_review {
+        None => PassportScanReview::None,
+        Some(ScanReview::AwaitingReview) => PassportScanReview::AwaitingReview,
+        Some(ScanReview::Approved) => PassportScanReview::Approved,
+        Some(ScanReview::Rejected) => PassportScanReview::Rejected,
     };
     IdentityVerificationView {
         status,
-        label_ru,
+        status_label_ru: status.label_ru(),
         steps,
         verified_at: v.verified_at,
         code_expires_at: v.code_expires_at.filter(|_| v.phone_confirmed_at.is_none()),
         passport_scan_sha256: v.scan_sha256.clone(),
-        passport_scan_review: match v.scan_review {
-            None => PassportScanReview::None,
-            Some(ScanReview::AwaitingReview) => PassportScanReview::AwaitingReview,
-            Some(ScanReview::Approved) => PassportScanReview::Approved,
-            Some(ScanReview::Rejected) => PassportScanReview::Rejected,
-        },
+        passport_scan_review,
+        passport_scan_review_label_ru: passport_scan_review.label_ru(),
         passport_scan_rejection_reason: v.scan_rejection_reason.clone(),
         last_undone_reason: v.last_undone.as_ref().map(|(step, reason)| {
             let step = match step {

@@ -322,6 +322,7 @@ impl IdentityMutation {
                         patient_id: input.patient_id.clone(),
                         sha256,
                         review: view.passport_scan_review,
+                        review_label_ru: view.passport_scan_review_label_ru,
                         rejection_reason: view.passport_scan_rejection_reason,
                         identity_verified: v.is_verified(),
                     }),

@@ -76,7 +76,8 @@ pub struct VerificationStep {
     pub step: VerificationStepKind,
     pub done: bool,
     pub done_at: Option<DateTime<Utc>>,
-    pub label_ru: &'static str,
+    /// The step in Russian, e.g. "СНИЛС сверен с реестром".
+    pub step_label_ru: &'static str,
 }
 
 /// A patient's identity verification.
@@ -84,7 +85,7 @@ pub struct VerificationStep {
 pub struct IdentityVerificationView {
     pub status: VerificationStatus,
     /// The status in Russian, e.g. "Идентификация пройдена".
-    pub label_ru: &'static str,
+    pub status_label_ru: &'static str,
     pub steps: Vec<VerificationStep>,
     pub verified_at: Option<DateTime<Utc>>,
     /// When the last SMS code sent stops working (until the phone is confirmed).
@@ -93,6 +94,8 @@ pub struct IdentityVerificationView {
     pub passport_scan_sha256: Option<String>,
     /// Where the latest passport scan stands with its reviewer.
     pub passport_scan_review: PassportScanReview,
+    /// The review of the passport scan in Russian, for display.
+    pub passport_scan_review_label_ru: &'static str,
     /// Why the reviewer refused the latest scan.
     pub passport_scan_rejection_reason: Option<String>,
     /// Why a step was last undone (its profile data changed), if one was.
@@ -125,6 +128,8 @@ pub struct PassportScanReviewResult {
     pub patient_id: ID,
     pub sha256: String,
     pub review: PassportScanReview,
+    /// The review in Russian, for display.
+    pub review_label_ru: &'static str,
     pub rejection_reason: Option<String>,
     /// Whether the patient's identity is now verified.
     pub identity_verified: bool,

@@ -2,6 +2,7 @@
 
 use super::status_of;
 use crate::pdf::{PdfBlock, PdfDocument};
+use crate::schema::labels::LabelRu;
 use kabinet_projections::policies::PolicyView;
 
 /// The printable policy, built from the read model.

@@ -3,6 +3,7 @@
 use super::{policy_pdf, status_of, today};
 use crate::schema::context::actor;
 use crate::schema::ids;
+use crate::schema::labels::LabelRu;
 use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Context, Enum, Object, ID};
 use chrono::{DateTime, Utc};
@@ -15,6 +16,16 @@ use serde::Serialize;
 pub enum PolicyKind {
     Regional,
     Federal,
+}
+
+impl PolicyKind {
+    /// The kind of a stored name.
+    fn parse(raw: &str) -> PolicyKind {
+        match raw {
+            "regional" => PolicyKind::Regional,
+            _ => PolicyKind::Federal,
+        }
+    }
 }
 
 /// Where a policy stands.
@@ -74,10 +85,11 @@ impl Policy {
     async fn status_label_ru(&self, ctx: &Context<'_>) -> String {
         match status_on(&self.0, today(ctx)) {
             PolicyStatus::Issued => format!(
-                "Оформлен, действует с {}",
+                "{}, действует с {}",
+                PolicyStatus::Issued.label_ru(),
                 self.0.valid_from.format("%d.%m.%Y")
             ),
-            _ => status_of(&self.0.status).label_ru().to_string(),
+            other => other.label_ru().to_string(),
         }
     }
     /// The 16-digit unified policy number, once issued.
@@ -85,10 +97,11 @@ impl Policy {
         self.0.number.as_deref()
     }
     async fn kind(&self) -> PolicyKind {
-        match self.0.kind.as_str() {
-            "regional" => PolicyKind::Regional,
-            _ => PolicyKind::Federal,
-        }
+        PolicyKind::parse(&self.0.kind)
+    }
+    /// The kind in Russian, for display.
+    async fn kind_label_ru(&self) -> &'static str {
+        PolicyKind::parse(&self.0.kind).label_ru()
     }
     async fn region(&self) -> Option<&str> {
         self.0.region.as_deref()

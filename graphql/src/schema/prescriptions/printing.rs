@@ -3,6 +3,7 @@
 use super::status_of;
 use crate::pdf::{PdfBlock, PdfDocument};
 use crate::schema::context::{internal, services as svc, Services};
+use crate::schema::labels::LabelRu;
 use async_graphql::Context;
 use chrono::NaiveDate;
 use chrono_tz::Tz;

@@ -4,8 +4,9 @@ use super::{download_link, prescription_pdf, status_of, verification_url, zone};
 use crate::schema::context::{actor, internal, services as svc};
 use crate::schema::directory::Organisation;
 use crate::schema::ids;
+use crate::schema::labels::LabelRu;
 use async_graphql::connection::{Connection, EmptyFields};
-use async_graphql::{Context, Enum, Object, SimpleObject, ID};
+use async_graphql::{ComplexObject, Context, Enum, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use kabinet_domain::prescriptions::PrescriptionStatus as DomainStatus;
@@ -60,11 +61,20 @@ pub enum PrescriptionRequestKind {
 
 /// A patient's request waiting for the prescribing doctor.
 #[derive(Debug, Clone, SimpleObject)]
+#[graphql(complex)]
 pub struct PrescriptionRequest {
     pub kind: PrescriptionRequestKind,
     /// The pharmacy of a re-send.
     pub pharmacy_name: Option<String>,
     pub reason: Option<String>,
+}
+
+#[ComplexObject]
+impl PrescriptionRequest {
+    /// The kind in Russian, for display.
+    async fn kind_label_ru(&self) -> &'static str {
+        self.kind.label_ru()
+    }
 }
 
 /// One change in a prescription's journal.

@@ -2,7 +2,8 @@
 
 use super::{ru_date, status_of};
 use crate::schema::context::Services;
-use async_graphql::{Enum, SimpleObject};
+use crate::schema::labels::LabelRu;
+use async_graphql::{ComplexObject, Enum, SimpleObject};
 use chrono::NaiveDate;
 use kabinet_domain::prescriptions::PrescriptionStatus as DomainStatus;
 use kabinet_projections::prescriptions;
@@ -25,6 +26,7 @@ pub enum VerificationResult {
 /// what a pharmacist needs.
 #[derive(Debug, Clone, SimpleObject, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[graphql(complex)]
 pub struct PrescriptionVerification {
     pub result: VerificationResult,
     pub medication: Option<String>,
@@ -35,6 +37,14 @@ pub struct PrescriptionVerification {
     pub prescriber_name: Option<String>,
     pub organisation_name: Option<String>,
     pub patient_initials: Option<String>,
+}
+
+#[ComplexObject]
+impl PrescriptionVerification {
+    /// The verdict in Russian, as the public page shows it.
+    async fn result_label_ru(&self) -> &'static str {
+        self.result.label_ru()
+    }
 }
 
 impl PrescriptionVerification {
@@ -111,15 +121,10 @@ pub(super) fn ru_day_of(raw: &str) -> String {
 /// The page a phone's browser shows for the QR code of a printed prescription:
 /// the verdict in Russian in large letters, then what a pharmacist checks.
 pub fn verification_page(answer: &PrescriptionVerification) -> String {
-    let (verdict, tone) = match answer.result {
-        VerificationResult::Valid => ("Рецепт действителен", "ok"),
-        VerificationResult::Cancelled => ("Рецепт отменён врачом", "bad"),
-        VerificationResult::Dispensed => ("Лекарство по этому рецепту уже выдано", "bad"),
-        VerificationResult::Expired => ("Срок действия рецепта истёк", "bad"),
-        VerificationResult::Invalid => (
-            "Рецепт не найден: QR-код изменён, повреждён или выдан не этой системой",
-            "bad",
-        ),
+    let verdict = answer.result.label_ru();
+    let tone = match answer.result {
+        VerificationResult::Valid => "ok",
+        _ => "bad",
     };
     let mut rows = String::new();
     let mut row = |label: &str, value: Option<String>| {
