@@ -14,6 +14,7 @@ use super::appointments::{AppointmentStatus, ReferralStatus};
 use super::doctors::{ServiceDelivery, ServiceType, SlotStatus};
 use super::documents::{DocumentRequestStatus, DocumentType};
 use super::identity::{PassportScanReview, VerificationStatus, VerificationStepKind};
+use super::ids::ObjectType;
 use super::policies::{PolicyKind, PolicyStatus};
 use super::prescriptions::{PrescriptionRequestKind, PrescriptionStatus, VerificationResult};
 
@@ -276,6 +277,27 @@ impl LabelRu for AccountJournalKind {
             AccountJournalKind::SignIn => "Вход",
             AccountJournalKind::Change => "Изменение",
             AccountJournalKind::MedicalRead => "Просмотр медицинских данных",
+        }
+    }
+}
+
+impl LabelRu for ObjectType {
+    fn label_ru(self) -> &'static str {
+        match self {
+            ObjectType::Organisation => "Организация",
+            ObjectType::Doctor => "Врач",
+            ObjectType::Schedule => "Расписание врача",
+            ObjectType::MedicalService => "Медицинская услуга",
+            ObjectType::Appointment => "Запись на приём",
+            ObjectType::ReferralRequest => "Запрос направления",
+            ObjectType::Prescription => "Рецепт",
+            ObjectType::Policy => "Полис ОМС",
+            ObjectType::DocumentRequest => "Запрос медицинского документа",
+            ObjectType::Account => "Учётная запись",
+            ObjectType::Patient => "Данные пациента",
+            ObjectType::IdentityVerification => "Подтверждение личности",
+            ObjectType::NotificationSettings => "Настройки уведомлений",
+            ObjectType::Other => "Другое",
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod identity;
 pub mod ids;
 pub mod labels;
 pub mod limits;
+pub mod links;
 pub mod notifications;
 pub mod pagination;
 pub mod policies;

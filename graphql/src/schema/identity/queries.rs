@@ -8,6 +8,7 @@ use crate::schema::context::{
     actor_in, in_care_of_caller, internal, record_medical_read, services,
 };
 use crate::schema::ids;
+use crate::schema::links::DownloadLink;
 use crate::schema::pagination::forward_page;
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Object, ID};
@@ -88,11 +89,11 @@ impl IdentityQuery {
             connection.edges.push(Edge::new(
                 cursor,
                 PassportScanForReview {
-                    download_path: format!(
+                    download: DownloadLink::unsigned(format!(
                         "/identity/passport-scans/{}/{}",
                         patient_id.as_str(),
                         scan.sha256
-                    ),
+                    )),
                     patient_id,
                     sha256: scan.sha256,
                     size: scan.size as i64,

@@ -1,6 +1,7 @@
 //! Patient profiles and identity verification as the API shows them.
 
 use crate::schema::appointments::Sex;
+use crate::schema::links::DownloadLink;
 use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Enum, SimpleObject, ID};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -113,8 +114,8 @@ pub struct PassportScanForReview {
     /// `pdf`, `jpeg` or `png`.
     pub format: String,
     pub uploaded_at: DateTime<Utc>,
-    /// The path that serves the scan to reviewers (bearer token required).
-    pub download_path: String,
+    /// Where reviewers download the scan (bearer token required; it does not expire).
+    pub download: DownloadLink,
     /// The profile the scan must match.
     pub profile: PatientProfile,
 }

@@ -4,6 +4,7 @@ use super::{policy_pdf, status_of, today};
 use crate::schema::context::actor;
 use crate::schema::ids;
 use crate::schema::labels::LabelRu;
+use crate::schema::links::DownloadLink;
 use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Context, Enum, Object, ID};
 use chrono::{DateTime, Utc};
@@ -156,7 +157,7 @@ impl Policy {
     /// A short-lived link to the policy's PDF, once issued (the holder; the
     /// bearer token is needed to download).
     #[graphql(complexity = "child_complexity + crate::schema::limits::PDF_RENDER_COST")]
-    async fn download_url(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+    async fn download(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<DownloadLink>> {
         let actor = actor(ctx)?;
         if actor.account_id != self.0.patient_id || self.0.number.is_none() {
             return Ok(None);

@@ -6,14 +6,14 @@ use crate::schema::context::{
     services as svc,
 };
 use crate::schema::directory::Organisation;
-use crate::schema::errors::{idempotency_key, run_command, UserError};
+use crate::schema::errors::{check, idempotency_key, run_command, UserError};
 use crate::schema::ids;
 use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use kabinet_domain::command::{CommandOutcome, Retry};
 use kabinet_domain::directory::{Organisation as OrganisationAggregate, OrganisationCommand};
-use kabinet_domain::patients::Patient;
+use kabinet_domain::patients::{Patient, PatientProfile};
 use kabinet_domain::prescriptions::{
     Medication, Pharmacy, Prescriber, Prescription as PrescriptionAggregate, PrescriptionCommand,
     Validity,
@@ -245,10 +245,6 @@ impl PrescriptionsMutation {
         let actor = actor_in(ctx, &[Role::Doctor])?;
         let organisation_id = actor.organisation_id.ok_or_else(forbidden)?;
         let s = svc(ctx);
-        let key = match idempotency_key(input.idempotency_key.clone()) {
-            Ok(k) => k,
-            Err(e) => return failed(e),
-        };
         let doctor = doctors::get(&s.db, actor.account_id)
             .await
             .map_err(|e| internal(ctx, e))?
@@ -267,38 +263,13 @@ impl PrescriptionsMutation {
         else {
             return Err(forbidden());
         };
-        let patient_id = match ids::decode_as(&input.patient_id, "Account") {
-            Some(id) => id,
-            None => {
-                return failed(UserError::on_field(
-                    "patientId",
-                    "INVALID_INPUT",
-                    "not an account id",
-                ))
-            }
-        };
-        // A doctor prescribes only to patients in the care of their organisation.
-        if !in_care_of_caller(ctx, actor, patient_id).await? {
-            return failed(UserError::on_field(
-                "patientId",
-                "NOT_IN_CARE",
-                "this patient is not in the care of your organisation: prescribing needs an \
-                 appointment, a referral, an open document request or an active prescription here",
-            ));
-        }
-        let patient = s
-            .commands
-            .load::<Patient>(&patient_id.to_string())
-            .await
-            .map_err(|e| internal(ctx, e))?;
-        let Some(profile) = patient.profile else {
-            return failed(UserError::on_field(
-                "patientId",
-                "NOT_FOUND",
-                "no patient with a recorded profile has this id",
-            ));
-        };
+        // Every field is checked, so the caller sees all its mistakes at once.
         let mut errors = Vec::new();
+        let key = check(&mut errors, idempotency_key(input.idempotency_key.clone()));
+        let profile = check(
+            &mut errors,
+            prescribable(ctx, actor, &input.patient_id).await?,
+        );
         let mut day =
             |field: &str, raw: &str| match NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d") {
                 Ok(d) => Some(d),
@@ -313,7 +284,9 @@ impl PrescriptionsMutation {
             };
         let from = day("validFrom", &input.valid_from);
         let until = day("validUntil", &input.valid_until);
-        let (Some(from), Some(until)) = (from, until) else {
+        let (Some(key), Some((patient_id, profile)), Some(from), Some(until)) =
+            (key, profile, from, until)
+        else {
             return Ok(PrescriptionPayload {
                 prescription: None,
                 user_errors: errors,
@@ -601,6 +574,44 @@ impl PrescriptionsMutation {
             }),
         }
     }
+}
+
+/// The patient of `raw` with their recorded profile, if the calling doctor may
+/// prescribe to them: a doctor prescribes only to patients in the care of their
+/// organisation.
+async fn prescribable(
+    ctx: &Context<'_>,
+    actor: &Actor,
+    raw: &ID,
+) -> async_graphql::Result<Result<(Uuid, PatientProfile), UserError>> {
+    let Some(patient_id) = ids::decode_as(raw, "Account") else {
+        return Ok(Err(UserError::on_field(
+            "patientId",
+            "INVALID_INPUT",
+            "not an account id",
+        )));
+    };
+    if !in_care_of_caller(ctx, actor, patient_id).await? {
+        return Ok(Err(UserError::on_field(
+            "patientId",
+            "NOT_IN_CARE",
+            "this patient is not in the care of your organisation: prescribing needs an \
+             appointment, a referral, an open document request or an active prescription here",
+        )));
+    }
+    let patient = svc(ctx)
+        .commands
+        .load::<Patient>(&patient_id.to_string())
+        .await
+        .map_err(|e| internal(ctx, e))?;
+    Ok(match patient.profile {
+        Some(profile) => Ok((patient_id, profile)),
+        None => Err(UserError::on_field(
+            "patientId",
+            "NOT_FOUND",
+            "no patient with a recorded profile has this id",
+        )),
+    })
 }
 
 pub(super) async fn payload(

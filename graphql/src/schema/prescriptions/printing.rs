@@ -4,6 +4,7 @@ use super::status_of;
 use crate::pdf::{PdfBlock, PdfDocument};
 use crate::schema::context::{internal, services as svc, Services};
 use crate::schema::labels::LabelRu;
+use crate::schema::links::DownloadLink;
 use async_graphql::Context;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
@@ -67,7 +68,7 @@ pub async fn download_link(
     ctx: &Context<'_>,
     doc: &PdfDocument,
     account: Uuid,
-) -> async_graphql::Result<String> {
+) -> async_graphql::Result<DownloadLink> {
     let s = svc(ctx);
     let bytes = crate::pdf::render(doc);
     let sha256 = s
@@ -76,8 +77,7 @@ pub async fn download_link(
         .await
         .map_err(|e| internal(ctx, e))?;
     let expires = s.clock.now() + chrono::Duration::minutes(DOWNLOAD_LINK_MINUTES);
-    let link = s.file_links.download_link(&sha256, account, expires);
-    Ok(format!("{}{link}", s.public_url))
+    Ok(DownloadLink::signed(s, &sha256, account, expires))
 }
 
 /// The verification link printed as the prescription's QR code.

@@ -5,6 +5,7 @@ use crate::schema::context::{actor, internal, services as svc};
 use crate::schema::directory::Organisation;
 use crate::schema::ids;
 use crate::schema::labels::LabelRu;
+use crate::schema::links::DownloadLink;
 use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{ComplexObject, Context, Enum, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
@@ -189,7 +190,7 @@ impl Prescription {
     /// A short-lived link to the printable PDF with its QR code (the patient and
     /// the prescribing organisation; the caller's bearer token is needed to download).
     #[graphql(complexity = "child_complexity + crate::schema::limits::PDF_RENDER_COST")]
-    async fn download_url(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+    async fn download(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<DownloadLink>> {
         let actor = actor(ctx)?;
         let allowed = match actor.role {
             Role::Patient => actor.account_id == self.0.patient_id,
