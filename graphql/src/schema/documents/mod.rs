@@ -996,7 +996,10 @@ async fn submit(
         Err(CommandError::Reserved(_)) if resubmission => {
             DocumentRequestPayload::failed(resubmitted())
         }
-        Err(CommandError::Rejected(e)) => DocumentRequestPayload::failed(e.to_user_error().into()),
+        Err(CommandError::Rejected(e)) => Ok(DocumentRequestPayload {
+            document_request: None,
+            user_errors: e.to_user_errors().into_iter().map(UserError::from).collect(),
+        }),
         Err(CommandError::IdempotencyKeyReused) => {
             DocumentRequestPayload::failed(UserError::on_field(
                 "idempotencyKey",
