@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 const FIELDS: &str = "id type typeLabelRu status statusLabelRu periodFrom periodTo policyNumber
     visitDate purpose dueAt overdue rejectionReasonCode rejectionReasonLabelRu rejectionText
-    resubmissionOf resubmittedAs fileSha256 downloadUrl organisation { name }
+    resubmissionOf resubmittedAs fileSha256 download { path } organisation { name }
     journal { date time action status statusLabelRu byRole sentTo { name } }";
 
 fn request_mutation() -> String {
@@ -298,7 +298,7 @@ conformance!(
         assert_eq!(r["policyNumber"], "7723456789012346");
         assert_eq!(r["organisation"]["name"], "Городская поликлиника №2");
         assert_eq!(r["overdue"], false);
-        assert_eq!(r["downloadUrl"], Value::Null);
+        assert_eq!(r["download"]["path"], Value::Null);
         let due: chrono::DateTime<Utc> = serde_json::from_value(r["dueAt"].clone()).expect("dueAt");
         let hours = (due - Utc::now()).num_minutes();
         assert!(
@@ -382,7 +382,7 @@ conformance!(
             .await;
         let node = &listed["documentRequests"]["edges"][0]["node"];
         assert_eq!(node["id"], json!(id));
-        let link = node["downloadUrl"]
+        let link = node["download"]["path"]
             .as_str()
             .expect("download url")
             .to_string();
@@ -590,11 +590,11 @@ conformance!(
         let node = server
             .data(
                 Some(&token),
-                "query($id: ID!) { node(id: $id) { ... on DocumentRequest { downloadUrl } } }",
+                "query($id: ID!) { node(id: $id) { ... on DocumentRequest { download { path } } } }",
                 json!({ "id": third }),
             )
             .await;
-        let link = node["node"]["downloadUrl"]
+        let link = node["node"]["download"]["path"]
             .as_str()
             .expect("link")
             .to_string();
@@ -813,11 +813,11 @@ conformance!(
         let mine = server
             .data(
                 Some(&token),
-                node.replace("{ id }", "{ downloadUrl }").as_str(),
+                node.replace("{ id }", "{ download { path } }").as_str(),
                 json!({ "id": id }),
             )
             .await;
-        let link = mine["node"]["downloadUrl"]
+        let link = mine["node"]["download"]["path"]
             .as_str()
             .expect("link")
             .to_string();
@@ -896,6 +896,61 @@ conformance!(
             )
             .await;
         assert_eq!(list["organisationDocumentRequests"]["edges"], json!([]));
+        server.stop().await;
+    }
+);
+
+/// The input fields named by a payload's user errors, in order.
+fn error_fields(payload: &Value) -> Vec<String> {
+    payload["userErrors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no user errors in {payload}"))
+        .iter()
+        .map(|e| e["field"][1].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+conformance!(
+    every_wrong_field_of_a_request_is_reported_at_once,
+    |test_db| async move {
+        let server = Server::start(&test_db, |_| {}).await;
+        let clinic = Clinic::open(&server, "Поликлиника").await;
+        let (_, token) = patient(&server).await;
+        let before = events(&test_db).await;
+        let unreadable = request(
+            &server,
+            &token,
+            json!({ "organisationId": "garbage", "type": "EXAMINATION_RESULTS",
+            "periodFrom": "01.02.2026", "periodTo": days_ago(1).to_string(),
+            "visitDate": "вчера", "idempotencyKey": "" }),
+        )
+        .await;
+        assert_eq!(
+            error_fields(&unreadable),
+            [
+                "idempotencyKey",
+                "organisationId",
+                "periodFrom",
+                "visitDate"
+            ],
+            "{unreadable}"
+        );
+        let future = (Utc::now() + Duration::days(3)).date_naive().to_string();
+        let refused = request(
+            &server,
+            &token,
+            json!({ "organisationId": clinic.organisation_id, "type": "EXAMINATION_RESULTS",
+            "periodFrom": days_ago(5).to_string(), "periodTo": days_ago(6).to_string(),
+            "visitDate": future, "policyNumber": "7723456789012345" }),
+        )
+        .await;
+        assert_eq!(
+            error_fields(&refused),
+            ["periodTo", "visitDate", "policyNumber"],
+            "{refused}"
+        );
+        assert_eq!(refused["documentRequest"], Value::Null);
+        assert_eq!(events(&test_db).await, before, "nothing was recorded");
         server.stop().await;
     }
 );

@@ -55,7 +55,7 @@ conformance!(registration_is_read_back_at_once, |test_db| async move {
         .await;
     assert_eq!(
         log["data"]["activityLog"]["edges"],
-        json!([{ "node": { "action": "OrganisationRegistered", "objectType": "organisation",
+        json!([{ "node": { "action": "OrganisationRegistered", "objectType": "ORGANISATION",
                            "status": "registered", "actorRole": "admin" } }])
     );
 
@@ -64,6 +64,17 @@ conformance!(registration_is_read_back_at_once, |test_db| async move {
         .as_str()
         .expect("id")
         .to_string();
+    // The log names the object by the global id `node` takes, with its kind in Russian.
+    let logged = server
+        .data(
+            Some(&admin),
+            "{ activityLog(first: 10) { nodes { objectId objectTypeLabelRu } } }",
+            json!({}),
+        )
+        .await;
+    let entry = &logged["activityLog"]["nodes"][0];
+    assert_eq!(entry["objectId"], json!(id), "{logged}");
+    assert_eq!(entry["objectTypeLabelRu"], "Организация");
     let found = server
         .graphql(
             None,

@@ -29,10 +29,11 @@ const UPDATE: &str = "mutation($input: UpdateMyProfileInput!) { updateMyProfile(
 const PROFILE: &str = "{ myProfile { surname firstName birthDate snils omsPolicy passportSeries
     passportNumber phone email registrationAddress actualAddress } }";
 
-const STATUS: &str = "{ myIdentityVerification { status labelRu verifiedAt steps { step done } } }";
+const STATUS: &str =
+    "{ myIdentityVerification { status statusLabelRu verifiedAt steps { step done } } }";
 
 const STEP_FIELDS: &str =
-    "verification { status labelRu steps { step done } } userErrors { field message code }";
+    "verification { status statusLabelRu steps { step done } } userErrors { field message code }";
 
 fn valid_profile() -> Value {
     json!({
@@ -327,7 +328,10 @@ conformance!(
         .await;
         let matched = step(&server, &token, "verifySnils", json!({})).await;
         assert_eq!(matched["verification"]["status"], "VERIFIED", "{matched}");
-        assert_eq!(matched["verification"]["labelRu"], "Идентификация пройдена");
+        assert_eq!(
+            matched["verification"]["statusLabelRu"],
+            "Идентификация пройдена"
+        );
         let open = server
             .graphql(
                 Some(&token),

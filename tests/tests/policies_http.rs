@@ -111,10 +111,14 @@ conformance!(
         assert_eq!(policy["holderName"], "Иванова Мария Петровна");
         assert_eq!(policy["number"], Value::Null);
         let no_pdf = server
-            .data(Some(&patient), "{ myPolicy { downloadUrl } }", json!({}))
+            .data(
+                Some(&patient),
+                "{ myPolicy { download { path } } }",
+                json!({}),
+            )
             .await;
         assert_eq!(
-            no_pdf["myPolicy"]["downloadUrl"],
+            no_pdf["myPolicy"]["download"]["path"],
             Value::Null,
             "no PDF before issuance"
         );
@@ -131,14 +135,18 @@ conformance!(
         );
         assert_eq!(my_policy(&server, &patient).await["number"], number);
         let link = server
-            .data(Some(&patient), "{ myPolicy { downloadUrl } }", json!({}))
-            .await["myPolicy"]["downloadUrl"]
+            .data(
+                Some(&patient),
+                "{ myPolicy { download { path } } }",
+                json!({}),
+            )
+            .await["myPolicy"]["download"]["path"]
             .as_str()
             .expect("download url")
             .to_string();
         let response = server
             .http
-            .get(&link)
+            .get(format!("{}{link}", server.base))
             .bearer_auth(&patient)
             .send()
             .await

@@ -802,10 +802,12 @@ conformance!(
     }
 );
 
-async fn download(client: &Client, token: &str, url: &str) -> Vec<u8> {
+/// Downloads `path` (a link's path on the server) with `token`.
+async fn download(client: &Client, token: &str, path: &str) -> Vec<u8> {
+    let url = format!("{}{path}", client.base);
     let response = client
         .http
-        .get(url)
+        .get(&url)
         .bearer_auth(token)
         .send()
         .await
@@ -823,12 +825,12 @@ conformance!(
             .as_str()
             .expect("id")
             .to_string();
-        let query = "query($id: ID!) { node(id: $id) { ... on Prescription { downloadUrl verificationUrl } } }";
+        let query = "query($id: ID!) { node(id: $id) { ... on Prescription { download { path } verificationUrl } } }";
         let node = server
             .data(Some(&w.patient), query, json!({ "id": id }))
             .await["node"]
             .clone();
-        let url = node["downloadUrl"]
+        let url = node["download"]["path"]
             .as_str()
             .expect("download url")
             .to_string();
@@ -841,7 +843,7 @@ conformance!(
         let again_pdf = download(
             &server,
             &w.patient,
-            again["downloadUrl"].as_str().expect("url"),
+            again["download"]["path"].as_str().expect("url"),
         )
         .await;
         assert_eq!(
@@ -852,7 +854,7 @@ conformance!(
         let stranger = server.token(Role::Patient, None);
         let refused = server
             .http
-            .get(&url)
+            .get(format!("{}{url}", server.base))
             .bearer_auth(&stranger)
             .send()
             .await
@@ -986,5 +988,47 @@ conformance!(
         );
         second.stop().await;
         first.stop().await;
+    }
+);
+
+conformance!(
+    every_wrong_field_of_an_issue_is_reported_at_once,
+    |test_db| async move {
+        let server = Server::start(&test_db, |_| {}).await;
+        let w = World::open(&server).await;
+        let fields = |payload: &Value| -> Vec<String> {
+            payload["userErrors"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no user errors in {payload}"))
+                .iter()
+                .map(|e| e["field"][1].as_str().unwrap_or_default().to_string())
+                .collect()
+        };
+        let unreadable = issue(
+            &server,
+            &w,
+            json!({ "patientId": "garbage", "validFrom": "1 декабря", "validUntil": "31.12.2026",
+            "idempotencyKey": "" }),
+        )
+        .await;
+        assert_eq!(
+            fields(&unreadable),
+            ["idempotencyKey", "patientId", "validFrom", "validUntil"],
+            "{unreadable}"
+        );
+        let refused = issue(
+            &server,
+            &w,
+            json!({ "medication": " ", "quantity": 0,
+            "validFrom": local_day(5), "validUntil": local_day(4) }),
+        )
+        .await;
+        assert_eq!(
+            fields(&refused),
+            ["medication", "quantity", "validUntil"],
+            "{refused}"
+        );
+        assert_eq!(refused["prescription"], Value::Null);
+        server.stop().await;
     }
 );

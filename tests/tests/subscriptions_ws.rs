@@ -38,7 +38,7 @@ conformance!(the_activity_feed_pushes_new_entries, |test_db| async move {
     assert_eq!(pushed["type"], "next", "{pushed}");
     assert_eq!(
         pushed["payload"]["data"]["activityFeed"],
-        json!({ "action": "OrganisationRegistered", "objectType": "organisation", "status": "registered" })
+        json!({ "action": "OrganisationRegistered", "objectType": "ORGANISATION", "status": "registered" })
     );
     server.stop().await;
 });

@@ -218,7 +218,7 @@ conformance!(
         let by_node = server
             .graphql(
                 Some(&session),
-                "query($id: ID!) { node(id: $id) { ... on Prescription { medication dosage downloadUrl } } }",
+                "query($id: ID!) { node(id: $id) { ... on Prescription { medication dosage download { path } } } }",
                 json!({ "id": id }),
             )
             .await;
@@ -233,16 +233,16 @@ conformance!(
         let link = server
             .data(
                 Some(&verified),
-                "query($id: ID!) { node(id: $id) { ... on Prescription { downloadUrl } } }",
+                "query($id: ID!) { node(id: $id) { ... on Prescription { download { path } } } }",
                 json!({ "id": id }),
             )
-            .await["node"]["downloadUrl"]
+            .await["node"]["download"]["path"]
             .as_str()
             .expect("download link")
             .to_string();
         let refused = server
             .http
-            .get(&link)
+            .get(format!("{}{link}", server.base))
             .bearer_auth(&session)
             .send()
             .await
@@ -252,7 +252,7 @@ conformance!(
         assert_eq!(body["error"]["code"], "IDENTITY_NOT_VERIFIED", "{body}");
         let opened = server
             .http
-            .get(&link)
+            .get(format!("{}{link}", server.base))
             .bearer_auth(&verified)
             .send()
             .await

@@ -38,7 +38,7 @@ const STATUS: &str = "{ myIdentityVerification { status steps { step done } pass
     passportScanRejectionReason lastUndoneReason } }";
 
 const QUEUE: &str = "{ passportScansAwaitingReview(first: 10) { edges { node {
-    patientId sha256 size format downloadPath profile { surname passportNumber } } } } }";
+    patientId sha256 size format download { path } profile { surname passportNumber } } } } }";
 
 const REVIEW: &str =
     "mutation($input: ReviewPassportScanInput!) { reviewPassportScan(input: $input) {
@@ -336,7 +336,7 @@ conformance!(
         assert_eq!(item["sha256"], first_sha.as_str());
         assert_eq!(item["profile"]["surname"], "Смирнов");
         assert_eq!(item["profile"]["passportNumber"], "123456");
-        let path = item["downloadPath"].as_str().expect("path").to_string();
+        let path = item["download"]["path"].as_str().expect("path").to_string();
         let get = |token: String| {
             let http = server.http.clone();
             let url = format!("{}{path}", server.base);

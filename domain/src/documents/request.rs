@@ -47,15 +47,6 @@ impl DocumentKind {
     pub fn parse(raw: &str) -> Option<DocumentKind> {
         DocumentKind::ALL.into_iter().find(|k| k.as_str() == raw)
     }
-
-    /// The Russian name shown to patients.
-    pub fn label_ru(self) -> &'static str {
-        match self {
-            DocumentKind::HistoryExtract => "Выписка из истории болезни",
-            DocumentKind::HealthCertificate => "Справка о состоянии здоровья",
-            DocumentKind::ExaminationResults => "Результаты обследований",
-        }
-    }
 }
 
 /// Where a request stands.
@@ -89,16 +80,6 @@ impl DocumentRequestStatus {
         ]
         .into_iter()
         .find(|s| s.as_str() == raw)
-    }
-
-    /// The Russian name shown to patients.
-    pub fn label_ru(self) -> &'static str {
-        match self {
-            DocumentRequestStatus::Submitted => "Подан",
-            DocumentRequestStatus::InProgress => "В работе",
-            DocumentRequestStatus::Fulfilled => "Исполнен",
-            DocumentRequestStatus::Rejected => "Отклонён",
-        }
     }
 }
 
@@ -140,17 +121,6 @@ impl RejectionReason {
         ]
         .into_iter()
         .find(|r| r.as_str() == raw)
-    }
-
-    /// The Russian wording shown to patients.
-    pub fn label_ru(self) -> &'static str {
-        match self {
-            RejectionReason::InvalidSupportingData => "Неверные или неполные сведения",
-            RejectionReason::NoRecordsInPeriod => "Нет записей за период",
-            RejectionReason::NotIssuedHere => "Документ не выдаётся этой организацией",
-            RejectionReason::VisitRequired => "Требуется личный визит",
-            RejectionReason::Other => "Другая причина",
-        }
     }
 }
 
@@ -279,6 +249,9 @@ pub enum DocumentError {
         field: &'static str,
         message: String,
     },
+    /// Several fields are wrong at once.
+    #[error("{} fields are invalid", .0.len())]
+    Fields(Vec<DocumentError>),
     #[error("the file reference must be a SHA-256 in lower-case hex")]
     BadFileReference,
     #[error("cannot {action} a request that is {}", status.as_str().replace('_', " "))]
@@ -319,6 +292,19 @@ impl AsUserError for DocumentError {
                 },
                 message,
             ),
+            DocumentError::Fields(errors) => match errors.first() {
+                Some(first) => first.to_user_error(),
+                None => UserError::new("INVALID_INPUT", message),
+            },
+        }
+    }
+
+    fn to_user_errors(&self) -> Vec<UserError> {
+        match self {
+            DocumentError::Fields(errors) => {
+                errors.iter().flat_map(|e| e.to_user_errors()).collect()
+            }
+            other => vec![other.to_user_error()],
         }
     }
 }
@@ -354,24 +340,33 @@ fn optional_text(
 }
 
 fn submit(s: Submission) -> Result<DocumentRequestEvent, DocumentError> {
+    // Every wrong field is reported at once.
+    let mut errors = Vec::new();
     if s.period_to < s.period_from {
-        return Err(DocumentError::PeriodEndsBeforeStart);
+        errors.push(DocumentError::PeriodEndsBeforeStart);
     }
     if s.period_to > s.today {
-        return Err(DocumentError::PeriodInFuture);
+        errors.push(DocumentError::PeriodInFuture);
     }
     if s.visit_date.is_some_and(|d| d > s.today) {
-        return Err(DocumentError::VisitDateInFuture);
+        errors.push(DocumentError::VisitDateInFuture);
     }
     let policy_number = match s.policy_number.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(raw) => Some(
-            OmsPolicyNumber::parse(raw)
-                .map_err(|e| DocumentError::PolicyNumber(e.to_string()))?
-                .as_str()
-                .to_string(),
-        ),
+        Some(raw) => OmsPolicyNumber::parse(raw)
+            .map(|n| n.as_str().to_string())
+            .map_err(|e| errors.push(DocumentError::PolicyNumber(e.to_string())))
+            .ok(),
     };
+    let purpose = optional_text("purpose", s.purpose.as_deref(), 500)
+        .map_err(|e| errors.push(e))
+        .ok()
+        .flatten();
+    match errors.len() {
+        0 => {}
+        1 => return Err(errors.remove(0)),
+        _ => return Err(DocumentError::Fields(errors)),
+    }
     Ok(DocumentRequestEvent::DocumentRequested {
         patient_id: s.patient_id,
         organisation_id: s.organisation_id,
@@ -380,7 +375,7 @@ fn submit(s: Submission) -> Result<DocumentRequestEvent, DocumentError> {
         period_to: s.period_to,
         policy_number,
         visit_date: s.visit_date,
-        purpose: optional_text("purpose", s.purpose.as_deref(), 500)?,
+        purpose,
         resubmission_of: s.resubmission_of,
         due_at: s.due_at,
         status: DocumentRequestStatus::Submitted,
@@ -664,6 +659,28 @@ mod tests {
             .given_no_previous_events()
             .when(DocumentRequestCommand::Submit(s))
             .then_expect_error(DocumentError::PeriodInFuture);
+    }
+
+    #[test]
+    fn every_wrong_field_of_a_submission_is_reported_at_once() {
+        let mut s = submission();
+        s.period_to = date(2025, 12, 31);
+        s.visit_date = Some(date(2026, 4, 2));
+        s.policy_number = Some("7723 4567 8901 2345".into());
+        let error = Test::with(())
+            .given_no_previous_events()
+            .when(DocumentRequestCommand::Submit(s))
+            .inspect_result()
+            .expect_err("refused");
+        let codes: Vec<_> = error.to_user_errors().into_iter().map(|e| e.code).collect();
+        assert_eq!(
+            codes,
+            [
+                "PERIOD_ENDS_BEFORE_START",
+                "VISIT_DATE_IN_FUTURE",
+                "INVALID_POLICY_NUMBER"
+            ]
+        );
     }
 
     #[test]

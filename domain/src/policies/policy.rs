@@ -43,16 +43,6 @@ impl PolicyStatus {
             _ => return None,
         })
     }
-
-    /// The label patients see.
-    pub fn label_ru(self) -> &'static str {
-        match self {
-            PolicyStatus::Applied => "Заявление на рассмотрении",
-            PolicyStatus::Active => "Действует",
-            PolicyStatus::Rejected => "Отказано",
-            PolicyStatus::Expired => "Срок действия истёк",
-        }
-    }
 }
 
 /// The policy number whose first fifteen digits are `fifteen` (digits only),

@@ -54,18 +54,6 @@ impl PrescriptionStatus {
         })
     }
 
-    /// The label patients see.
-    pub fn label_ru(self) -> &'static str {
-        match self {
-            PrescriptionStatus::ReadyToPrint => "Готов к печати",
-            PrescriptionStatus::SentToPharmacy => "Отправлен в аптеку",
-            PrescriptionStatus::ReadyAtPharmacy => "Готов к выдаче в аптеке",
-            PrescriptionStatus::Dispensed => "Выдан",
-            PrescriptionStatus::Cancelled => "Отменён",
-            PrescriptionStatus::Expired => "Срок действия истёк",
-        }
-    }
-
     /// Whether nothing can happen to the prescription any more.
     pub fn is_final(self) -> bool {
         matches!(
@@ -303,6 +291,23 @@ pub enum PrescriptionError {
         field: &'static str,
         message: String,
     },
+    /// Several fields are wrong at once.
+    #[error("{} fields are invalid", .0.len())]
+    Fields(Vec<PrescriptionError>),
+}
+
+impl PrescriptionError {
+    /// One error for `errors`: the only one, or all of them together.
+    fn all(mut errors: Vec<PrescriptionError>) -> PrescriptionError {
+        match (errors.pop(), errors.is_empty()) {
+            (Some(only), true) => only,
+            (Some(last), false) => {
+                errors.push(last);
+                PrescriptionError::Fields(errors)
+            }
+            (None, _) => PrescriptionError::Fields(errors),
+        }
+    }
 }
 
 impl AsUserError for PrescriptionError {
@@ -331,6 +336,19 @@ impl AsUserError for PrescriptionError {
             PrescriptionError::Invalid { field, message } => {
                 UserError::field(field, "INVALID_INPUT", message.clone())
             }
+            PrescriptionError::Fields(errors) => match errors.first() {
+                Some(first) => first.to_user_error(),
+                None => UserError::new("INVALID_INPUT", message),
+            },
+        }
+    }
+
+    fn to_user_errors(&self) -> Vec<UserError> {
+        match self {
+            PrescriptionError::Fields(errors) => {
+                errors.iter().flat_map(|e| e.to_user_errors()).collect()
+            }
+            other => vec![other.to_user_error()],
         }
     }
 }
@@ -368,57 +386,61 @@ fn optional_text(
     }
 }
 
-fn check_medication(m: Medication) -> Result<Medication, PrescriptionError> {
+/// The medication as checked, or every field that is wrong.
+fn check_medication(m: Medication) -> Result<Medication, Vec<PrescriptionError>> {
+    let mut errors = Vec::new();
+    let name = text("medication", &m.name, 200).map_err(|e| errors.push(e));
+    let dosage = text("dosage", &m.dosage, 500).map_err(|e| errors.push(e));
     if m.quantity == 0 || m.quantity > MAX_QUANTITY {
-        return Err(PrescriptionError::Invalid {
+        errors.push(PrescriptionError::Invalid {
             field: "quantity",
             message: format!("must be between 1 and {MAX_QUANTITY}"),
         });
     }
-    Ok(Medication {
-        name: text("medication", &m.name, 200)?,
-        dosage: text("dosage", &m.dosage, 500)?,
-        quantity: m.quantity,
-    })
+    match (name, dosage) {
+        (Ok(name), Ok(dosage)) if errors.is_empty() => Ok(Medication {
+            name,
+            dosage,
+            quantity: m.quantity,
+        }),
+        _ => Err(errors),
+    }
 }
 
-fn check_validity(
-    v: &Validity,
-    today: NaiveDate,
-    now: DateTime<Utc>,
-) -> Result<(), PrescriptionError> {
+fn check_validity(v: &Validity, today: NaiveDate, now: DateTime<Utc>) -> Vec<PrescriptionError> {
     let period = |field, message: String| PrescriptionError::InvalidPeriod { field, message };
+    let mut errors = Vec::new();
     if v.until <= v.from {
-        return Err(period(
+        errors.push(period(
             "validUntil",
             "the validity must end after it starts".into(),
         ));
     }
     if v.from < today {
-        return Err(period(
+        errors.push(period(
             "validFrom",
             "the validity cannot start in the past".into(),
         ));
     }
     if (v.from - today).num_days() > MAX_START_AHEAD_DAYS {
-        return Err(period(
+        errors.push(period(
             "validFrom",
             format!("the validity may start at most {MAX_START_AHEAD_DAYS} days ahead"),
         ));
     }
     if (v.until - v.from).num_days() > MAX_VALIDITY_DAYS {
-        return Err(period(
+        errors.push(period(
             "validUntil",
             format!("a prescription is valid for at most {MAX_VALIDITY_DAYS} days"),
         ));
     }
     if v.expires_at <= now {
-        return Err(period(
+        errors.push(period(
             "validUntil",
             "the validity has already ended".into(),
         ));
     }
-    Ok(())
+    errors
 }
 
 impl Prescription {
@@ -469,8 +491,16 @@ impl Prescription {
             if self.patient_id.is_some() {
                 return Err(PrescriptionError::AlreadyExists);
             }
-            let medication = check_medication(medication)?;
-            check_validity(&validity, today, now)?;
+            // Every wrong field is reported at once.
+            let mut period_errors = check_validity(&validity, today, now);
+            let medication = match check_medication(medication) {
+                Ok(m) if period_errors.is_empty() => m,
+                Ok(_) => return Err(PrescriptionError::all(period_errors)),
+                Err(mut errors) => {
+                    errors.append(&mut period_errors);
+                    return Err(PrescriptionError::all(errors));
+                }
+            };
             return Ok(vec![E::PrescriptionIssued {
                 patient_id,
                 patient_initials,
@@ -905,6 +935,42 @@ mod tests {
     }
 
     #[test]
+    fn every_wrong_field_of_an_issue_is_reported_at_once() {
+        let bad = issue_with(
+            Medication {
+                name: " ".into(),
+                dosage: "по 1 капсуле".into(),
+                quantity: 0,
+            },
+            Validity {
+                from: day("2026-11-30"),
+                until: day("2026-11-29"),
+                expires_at: at("2026-11-29T21:00:00Z"),
+            },
+        );
+        let error = TestFramework::<Prescription>::with(())
+            .given_no_previous_events()
+            .when(bad)
+            .inspect_result()
+            .expect_err("refused");
+        let fields: Vec<_> = error
+            .to_user_errors()
+            .into_iter()
+            .map(|e| e.field.expect("field")[1].clone())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "medication",
+                "quantity",
+                "validUntil",
+                "validFrom",
+                "validUntil"
+            ]
+        );
+    }
+
+    #[test]
     fn medication_fields_are_checked() {
         let bad = issue_with(
             Medication {
@@ -1288,7 +1354,7 @@ mod tests {
     }
 
     #[test]
-    fn statuses_have_stable_names_and_russian_labels() {
+    fn statuses_have_stable_names() {
         for s in [
             S::ReadyToPrint,
             S::SentToPharmacy,
@@ -1298,8 +1364,6 @@ mod tests {
             S::Expired,
         ] {
             assert_eq!(S::parse(s.as_str()), Some(s));
-            assert!(!s.label_ru().is_empty());
         }
-        assert_eq!(S::ReadyToPrint.label_ru(), "Готов к печати");
     }
 }

@@ -4,7 +4,7 @@
 //! from the access record; the two are merged by time.
 
 use async_graphql::connection::{Connection, Edge, EmptyFields};
-use async_graphql::{Context, Enum, InputObject, Object};
+use async_graphql::{Context, Enum, InputObject, Object, ID};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -15,6 +15,8 @@ use uuid::Uuid;
 
 use super::context::{actor, bad_input, internal, services};
 use super::directory::Organisation;
+use super::ids;
+use super::labels::LabelRu;
 use super::pagination::connection_complexity;
 
 /// What a journal entry records.
@@ -71,6 +73,19 @@ fn read_label(what: &str) -> Option<(&'static str, &'static str)> {
     })
 }
 
+/// The GraphQL type of the record a read of kind `what` names by id.
+fn read_object_type(what: &str) -> Option<&'static str> {
+    Some(match what {
+        "visit_outcome" => "Appointment",
+        "referral" => "ReferralRequest",
+        "prescription" => "Prescription",
+        "oms_policy" => "Policy",
+        // A document request is fulfilled from the visit history it names.
+        "document_request" | "medical_document" | "visit_history" => "DocumentRequest",
+        _ => return None,
+    })
+}
+
 #[Object]
 impl AccountJournalEntry {
     async fn occurred_at(&self) -> DateTime<Utc> {
@@ -78,6 +93,10 @@ impl AccountJournalEntry {
     }
     async fn kind(&self) -> AccountJournalKind {
         self.kind
+    }
+    /// The kind in Russian, for display.
+    async fn kind_label_ru(&self) -> &'static str {
+        self.kind.label_ru()
     }
     /// The event type (e.g. `SignedIn`, `PatientDetailsRecorded`; ended sessions
     /// add why after a colon, e.g. `SessionsRevoked:refresh_token_reused`) or,
@@ -108,9 +127,10 @@ impl AccountJournalEntry {
             None => Ok(None),
         }
     }
-    /// For reads: the id of the record read, when one.
-    async fn object_id(&self) -> Option<String> {
-        self.object_id.map(|id| id.to_string())
+    /// For reads: the global id of the record read, when one.
+    async fn object_id(&self) -> Option<ID> {
+        let type_name = read_object_type(&self.action)?;
+        self.object_id.map(|id| ids::encode(type_name, id))
     }
 }
 

@@ -12,7 +12,8 @@ use kabinet_projections::page::PageRequest;
 use uuid::Uuid;
 
 use super::context::{actor, bad_input, forbidden, internal, services};
-use super::ids;
+use super::ids::{self, ObjectType};
+use super::labels::LabelRu;
 use super::pagination::{connection_complexity, page_info, page_request};
 
 /// One action in an account's activity log.
@@ -22,10 +23,13 @@ pub struct ActivityEntry {
     pub occurred_at: DateTime<Utc>,
     /// What was done (the event type, e.g. `OrganisationRegistered`).
     pub action: String,
-    /// Kind of object acted on (e.g. `organisation`).
-    pub object_type: String,
-    /// Id of the object acted on.
-    pub object_id: String,
+    /// Kind of object acted on.
+    pub object_type: ObjectType,
+    /// The kind of object in Russian, for display.
+    pub object_type_label_ru: &'static str,
+    /// Global id of the object acted on (of a schedule: its doctor's; of a
+    /// patient's details or verification: the patient's account).
+    pub object_id: ID,
     /// Status the object was left in, where it has one.
     pub status: Option<String>,
     /// Account that acted.
@@ -38,11 +42,13 @@ pub struct ActivityEntry {
 
 impl From<Entry> for ActivityEntry {
     fn from(e: Entry) -> Self {
+        let object_type = ObjectType::of_aggregate(&e.object_type);
         ActivityEntry {
             occurred_at: e.occurred_at,
             action: e.action,
-            object_type: e.object_type,
-            object_id: e.object_id,
+            object_type,
+            object_type_label_ru: object_type.label_ru(),
+            object_id: object_type.global_id(&e.object_id),
             status: e.status,
             actor_id: ids::encode("Account", e.actor_id),
             actor_role: e.actor_role,

@@ -35,6 +35,12 @@ impl UserError {
     }
 }
 
+/// The value of `result`, or `None` with its error added to `errors`: a mutation
+/// checks every input field before answering, so the caller sees all mistakes at once.
+pub fn check<T>(errors: &mut Vec<UserError>, result: Result<T, UserError>) -> Option<T> {
+    result.map_err(|e| errors.push(e)).ok()
+}
+
 /// Longest idempotency key accepted.
 const MAX_KEY_LEN: usize = 128;
 

@@ -2,7 +2,7 @@
 //! channels they chose.
 
 use async_graphql::connection::{Connection, Edge, EmptyFields};
-use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
+use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use kabinet_domain::command::Retry;
 use kabinet_domain::notifications::{
@@ -14,6 +14,8 @@ use serde::Serialize;
 
 use super::context::{actor, internal, medical_details_open, read_your_writes, services};
 use super::errors::{idempotency_key, run_command, UserError};
+use super::ids::ObjectType;
+use super::labels::LabelRu;
 use super::pagination::{connection_complexity, page_info, page_request};
 
 /// A channel messages can travel by. (Push notifications need a mobile push
@@ -72,9 +74,12 @@ pub struct Notification {
     /// Text in Russian. Until the patient's identity is verified, messages about
     /// medical records say only that something new is waiting, not what.
     pub body: String,
-    /// Kind of object it is about (e.g. `appointment`) and its id.
-    pub object_type: String,
-    pub object_id: String,
+    /// Kind of object it is about.
+    pub object_type: ObjectType,
+    /// The kind of object in Russian, for display.
+    pub object_type_label_ru: &'static str,
+    /// Global id of the object it is about.
+    pub object_id: ID,
     pub created_at: DateTime<Utc>,
     /// How it went out; empty until the dispatcher has looked at it.
     pub deliveries: Vec<NotificationDelivery>,
@@ -163,6 +168,7 @@ fn notification(n: NotificationView, deliveries: &[DeliveryView], open: bool) ->
     } else {
         model::neutral()
     };
+    let object_type = ObjectType::of_aggregate(&n.object_type);
     Notification {
         deliveries: deliveries
             .iter()
@@ -172,8 +178,9 @@ fn notification(n: NotificationView, deliveries: &[DeliveryView], open: bool) ->
         kind: n.kind,
         title,
         body,
-        object_type: n.object_type,
-        object_id: n.object_id,
+        object_type_label_ru: object_type.label_ru(),
+        object_id: object_type.global_id(&n.object_id),
+        object_type,
         created_at: n.created_at,
     }
 }

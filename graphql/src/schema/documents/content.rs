@@ -9,6 +9,7 @@ use kabinet_domain::patients::{PatientProfile, Sex};
 use kabinet_projections::document_requests::DocumentRequestView;
 
 use kabinet_pdf::{PdfBlock, PdfDocument};
+use crate::schema::labels::LabelRu;
 
 /// A visit as the document lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -31,8 +31,10 @@ use super::context::{
     services as svc,
 };
 use super::directory::Organisation;
-use super::errors::{idempotency_key, run_command, UserError};
+use super::errors::{check, idempotency_key, run_command, UserError};
 use super::ids;
+use super::labels::LabelRu;
+use super::links::DownloadLink;
 use super::pagination::forward_page;
 use crate::files::DEFAULT_LINK_TTL;
 
@@ -84,7 +86,7 @@ pub enum DocumentType {
 }
 
 impl DocumentType {
-    fn kind(self) -> DocumentKind {
+    pub(crate) fn kind(self) -> DocumentKind {
         match self {
             DocumentType::HistoryExtract => DocumentKind::HistoryExtract,
             DocumentType::HealthCertificate => DocumentKind::HealthCertificate,
@@ -111,7 +113,7 @@ pub enum DocumentRequestStatus {
 }
 
 impl DocumentRequestStatus {
-    fn domain(self) -> DomainStatus {
+    pub(crate) fn domain(self) -> DomainStatus {
         match self {
             DocumentRequestStatus::Submitted => DomainStatus::Submitted,
             DocumentRequestStatus::InProgress => DomainStatus::InProgress,
@@ -263,14 +265,15 @@ impl DocumentRequest {
         self.0.file_sha256.as_deref()
     }
     /// A short-lived link to download the fulfilled PDF (`GET` with the same bearer token).
-    async fn download_url(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+    async fn download(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<DownloadLink>> {
         let Some(sha) = &self.0.file_sha256 else {
             return Ok(None);
         };
         let actor = actor(ctx)?;
         record_medical_read(ctx, self.0.patient_id, "medical_document", Some(self.0.id)).await?;
         let s = svc(ctx);
-        Ok(Some(s.file_links.download_link(
+        Ok(Some(DownloadLink::signed(
+            s,
             sha,
             actor.account_id,
             s.clock.now() + DEFAULT_LINK_TTL,
@@ -728,25 +731,26 @@ impl DocumentsMutation {
         input: RequestDocumentInput,
     ) -> async_graphql::Result<DocumentRequestPayload> {
         let actor = medical_patient(ctx).await?;
-        let key = match idempotency_key(input.idempotency_key.clone()) {
-            Ok(k) => k,
-            Err(e) => return DocumentRequestPayload::failed(e),
-        };
-        let organisation =
-            match known_organisation(ctx, "organisationId", &input.organisation_id).await? {
-                Ok(o) => o,
-                Err(e) => return DocumentRequestPayload::failed(e),
-            };
-        let parsed = (|| {
-            Ok::<_, UserError>((
-                parse_day("periodFrom", &input.period_from)?,
-                parse_day("periodTo", &input.period_to)?,
-                optional_day("visitDate", input.visit_date.as_deref())?,
-            ))
-        })();
-        let (period_from, period_to, visit_date) = match parsed {
-            Ok(p) => p,
-            Err(e) => return DocumentRequestPayload::failed(e),
+        // Every field is checked, so the caller sees all its mistakes at once.
+        let mut errors = Vec::new();
+        let key = check(&mut errors, idempotency_key(input.idempotency_key.clone()));
+        let organisation = check(
+            &mut errors,
+            known_organisation(ctx, "organisationId", &input.organisation_id).await?,
+        );
+        let period_from = check(&mut errors, parse_day("periodFrom", &input.period_from));
+        let period_to = check(&mut errors, parse_day("periodTo", &input.period_to));
+        let visit_date = check(
+            &mut errors,
+            optional_day("visitDate", input.visit_date.as_deref()),
+        );
+        let (Some(key), Some(organisation), Some(period_from), Some(period_to), Some(visit_date)) =
+            (key, organisation, period_from, period_to, visit_date)
+        else {
+            return Ok(DocumentRequestPayload {
+                document_request: None,
+                user_errors: errors,
+            });
         };
         let kind = input.document_type.kind();
         let now = svc(ctx).clock.now();
@@ -992,7 +996,10 @@ async fn submit(
         Err(CommandError::Reserved(_)) if resubmission => {
             DocumentRequestPayload::failed(resubmitted())
         }
-        Err(CommandError::Rejected(e)) => DocumentRequestPayload::failed(e.to_user_error().into()),
+        Err(CommandError::Rejected(e)) => Ok(DocumentRequestPayload {
+            document_request: None,
+            user_errors: e.to_user_errors().into_iter().map(UserError::from).collect(),
+        }),
         Err(CommandError::IdempotencyKeyReused) => {
             DocumentRequestPayload::failed(UserError::on_field(
                 "idempotencyKey",

@@ -1,301 +1,15 @@
-//! Accounts and sign-in (A1, A4, A6): registration with a code, two-factor
-//! sign-in, sessions with rotating refresh tokens, recovery, TOTP, closing the
-//! account, staff accounts; and the guard that lets one operation check at
-//! most one credential.
+//! Registration, sign-in, sessions, recovery, second factor and staff accounts.
 
-use std::collections::HashSet;
-use std::sync::Arc;
-
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
-use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{
-    Context, Enum, ErrorExtensionValues, InputObject, Object, ServerError, ServerResult,
-    SimpleObject, Variables, ID,
+use super::{account_of, tokens, Account, AuthTokens, CodeDelivery, SignInChallenge, StaffRole};
+use crate::schema::context::{
+    actor, actor_in, internal, metadata, services, CallerSession, ClientAddress,
 };
-use chrono::{DateTime, Utc};
-use kabinet_app::accounts::{
-    AccountFailure, AccountView, Challenge, ChallengeMethod, CodeSent, NewSession,
-    StaffAccountRequest,
-};
-use kabinet_domain::accounts::{AccountStatus as DomainStatus, LoginKind};
-use kabinet_domain::notify::Channel;
+use crate::schema::errors::{idempotency_key, UserError};
+use crate::schema::ids;
+use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
+use kabinet_app::accounts::{AccountFailure, NewSession, StaffAccountRequest};
 use kabinet_domain::Role;
 use uuid::Uuid;
-
-use super::context::{actor, actor_in, internal, metadata, services, CallerSession, ClientAddress};
-use super::errors::{idempotency_key, UserError};
-use super::ids;
-
-/// Root fields that check a credential or send one: an operation may hold at
-/// most one of them, so aliases cannot multiply guesses or messages.
-pub const CREDENTIAL_FIELDS: &[&str] = &[
-    "startRegistration",
-    "confirmRegistration",
-    "signIn",
-    "completeSignIn",
-    "refreshSession",
-    "requestPasswordRecovery",
-    "resetPassword",
-    "confirmTotpEnrolment",
-    "disableTotp",
-    "closeMyAccount",
-];
-
-/// The extension that refuses documents with more than one credential field.
-pub struct OneCredentialPerOperation;
-
-impl ExtensionFactory for OneCredentialPerOperation {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(OneCredentialPerOperation)
-    }
-}
-
-fn count_credential_fields(
-    document: &ExecutableDocument,
-    set: &SelectionSet,
-    seen_fragments: &mut HashSet<String>,
-) -> usize {
-    set.items
-        .iter()
-        .map(|item| match &item.node {
-            Selection::Field(field) => {
-                usize::from(CREDENTIAL_FIELDS.contains(&field.node.name.node.as_str()))
-            }
-            Selection::InlineFragment(fragment) => {
-                count_credential_fields(document, &fragment.node.selection_set.node, seen_fragments)
-            }
-            Selection::FragmentSpread(spread) => {
-                let name = spread.node.fragment_name.node.as_str();
-                if !seen_fragments.insert(name.to_string()) {
-                    // A fragment spread twice counts again: each spread is executed.
-                    return document
-                        .fragments
-                        .get(name)
-                        .map(|f| {
-                            count_credential_fields(
-                                document,
-                                &f.node.selection_set.node,
-                                &mut HashSet::new(),
-                            )
-                        })
-                        .unwrap_or(0);
-                }
-                document
-                    .fragments
-                    .get(name)
-                    .map(|f| {
-                        count_credential_fields(
-                            document,
-                            &f.node.selection_set.node,
-                            seen_fragments,
-                        )
-                    })
-                    .unwrap_or(0)
-            }
-        })
-        .sum()
-}
-
-/// How many credential fields the document's operations hold at their root.
-pub fn credential_fields_in(document: &ExecutableDocument) -> usize {
-    document
-        .operations
-        .iter()
-        .map(|(_, op)| {
-            count_credential_fields(document, &op.node.selection_set.node, &mut HashSet::new())
-        })
-        .sum()
-}
-
-#[async_graphql::async_trait::async_trait]
-impl Extension for OneCredentialPerOperation {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
-        if credential_fields_in(&document) > 1 {
-            let mut error = ServerError::new(
-                "one request may sign in, check a code or send a code only once: send one such field per request",
-                None,
-            );
-            let mut extensions = ErrorExtensionValues::default();
-            extensions.set("code", "TOO_MANY_CREDENTIAL_FIELDS");
-            error.extensions = Some(extensions);
-            return Err(error);
-        }
-        Ok(document)
-    }
-}
-
-// --- types ---------------------------------------------------------------------------------
-
-/// How an account signs in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-pub enum AccountLoginKind {
-    Phone,
-    Email,
-}
-
-/// Whether an account may be used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-pub enum AccountStatus {
-    Active,
-    Deactivated,
-    Closed,
-}
-
-/// The channel a code went by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-pub enum DeliveryChannel {
-    Email,
-    Sms,
-}
-
-/// How the second factor of a sign-in is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-pub enum SecondFactorMethod {
-    /// A code sent to the login (SMS to a phone, e-mail to an address).
-    Code,
-    /// The current code of the authenticator app.
-    Totp,
-}
-
-/// Roles an administrator may give a staff account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-pub enum StaffRole {
-    Registrar,
-    Doctor,
-    Lab,
-    Pharmacist,
-    Auditor,
-    Analyst,
-    Admin,
-}
-
-impl From<StaffRole> for Role {
-    fn from(r: StaffRole) -> Role {
-        match r {
-            StaffRole::Registrar => Role::Registrar,
-            StaffRole::Doctor => Role::Doctor,
-            StaffRole::Lab => Role::Lab,
-            StaffRole::Pharmacist => Role::Pharmacist,
-            StaffRole::Auditor => Role::Auditor,
-            StaffRole::Analyst => Role::Analyst,
-            StaffRole::Admin => Role::Admin,
-        }
-    }
-}
-
-/// An account: its login, role and state (never its secrets).
-#[derive(Debug, Clone)]
-pub struct Account(pub AccountView);
-
-#[Object]
-impl Account {
-    /// Global id.
-    async fn id(&self) -> ID {
-        ids::encode("Account", self.0.id)
-    }
-    async fn login_kind(&self) -> AccountLoginKind {
-        match self.0.state.login_kind {
-            LoginKind::Phone => AccountLoginKind::Phone,
-            LoginKind::Email => AccountLoginKind::Email,
-        }
-    }
-    /// The normalised login: `+7XXXXXXXXXX` or a lower-case e-mail address.
-    async fn login(&self) -> &str {
-        &self.0.state.login
-    }
-    /// `patient`, `registrar`, `doctor`, `lab`, `pharmacist`, `auditor`, `analyst` or `admin`.
-    async fn role(&self) -> &str {
-        self.0.state.role.as_str()
-    }
-    /// Global id of the staff member's organisation.
-    async fn organisation_id(&self) -> Option<ID> {
-        self.0
-            .state
-            .organisation_id
-            .map(|o| ids::encode("Organisation", o))
-    }
-    async fn status(&self) -> AccountStatus {
-        match self.0.state.status {
-            DomainStatus::Active => AccountStatus::Active,
-            DomainStatus::Deactivated => AccountStatus::Deactivated,
-            DomainStatus::Closed => AccountStatus::Closed,
-        }
-    }
-    /// Whether sign-in asks for the authenticator app's code.
-    async fn totp_enabled(&self) -> bool {
-        self.0.state.totp_enabled
-    }
-    /// The version of the terms of use accepted (patients).
-    async fn terms_version(&self) -> Option<&str> {
-        self.0.state.terms_version.as_deref()
-    }
-}
-
-/// Tokens of a sign-in session.
-#[derive(Debug, Clone, SimpleObject)]
-pub struct AuthTokens {
-    /// Bearer token for `Authorization: Bearer …`, valid 15 minutes.
-    pub access_token: String,
-    pub access_token_expires_at: DateTime<Utc>,
-    /// Spend once with `refreshSession` for new tokens; a spent one coming back ends the session.
-    pub refresh_token: String,
-    /// When the session ends and must be signed in again.
-    pub session_expires_at: DateTime<Utc>,
-}
-
-/// Where a code was sent.
-#[derive(Debug, Clone, SimpleObject)]
-pub struct CodeDelivery {
-    pub channel: DeliveryChannel,
-    /// The contact with most of it hidden.
-    pub sent_to: String,
-    pub expires_at: DateTime<Utc>,
-}
-
-impl From<CodeSent> for CodeDelivery {
-    fn from(sent: CodeSent) -> Self {
-        CodeDelivery {
-            channel: match sent.channel {
-                Channel::Email => DeliveryChannel::Email,
-                Channel::Sms => DeliveryChannel::Sms,
-            },
-            sent_to: sent.sent_to,
-            expires_at: sent.expires_at,
-        }
-    }
-}
-
-/// The second step of a sign-in.
-#[derive(Debug, Clone, SimpleObject)]
-pub struct SignInChallenge {
-    /// Give it to `completeSignIn` with the code.
-    pub challenge_id: String,
-    pub method: SecondFactorMethod,
-    /// Where the code went (`CODE` only).
-    pub sent_to: Option<String>,
-    pub expires_at: DateTime<Utc>,
-}
-
-impl From<Challenge> for SignInChallenge {
-    fn from(c: Challenge) -> Self {
-        SignInChallenge {
-            challenge_id: c.challenge_id,
-            method: match c.method {
-                ChallengeMethod::Code => SecondFactorMethod::Code,
-                ChallengeMethod::Totp => SecondFactorMethod::Totp,
-            },
-            sent_to: c.sent_to,
-            expires_at: c.expires_at,
-        }
-    }
-}
 
 // --- inputs and payloads -------------------------------------------------------------------
 
@@ -480,7 +194,7 @@ pub struct CreateStaffAccountPayload {
 // --- resolvers -----------------------------------------------------------------------------
 
 /// Splits a flow's failure into user errors (returned) and faults (masked).
-fn outcome<T>(
+pub(super) fn outcome<T>(
     ctx: &Context<'_>,
     result: Result<T, AccountFailure>,
 ) -> async_graphql::Result<Result<T, Vec<UserError>>> {
@@ -491,38 +205,15 @@ fn outcome<T>(
     }
 }
 
-fn client(ctx: &Context<'_>) -> Option<std::net::IpAddr> {
+pub(super) fn client(ctx: &Context<'_>) -> Option<std::net::IpAddr> {
     ctx.data_opt::<ClientAddress>().and_then(|c| c.0)
 }
 
-fn session_of(ctx: &Context<'_>) -> Option<Uuid> {
+pub(super) fn session_of(ctx: &Context<'_>) -> Option<Uuid> {
     ctx.data_opt::<CallerSession>().and_then(|s| s.0)
 }
 
-fn tokens(ctx: &Context<'_>, session: &NewSession) -> async_graphql::Result<AuthTokens> {
-    let access_token = services(ctx)
-        .tokens
-        .mint_session(&session.actor, session.session_id)
-        .map_err(|e| internal(ctx, e))?;
-    Ok(AuthTokens {
-        access_token,
-        access_token_expires_at: Utc::now()
-            + chrono::Duration::minutes(crate::auth::ACCESS_TTL_MINUTES),
-        refresh_token: session.refresh_token.clone(),
-        session_expires_at: session.expires_at,
-    })
-}
-
-async fn account_of(ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Account>> {
-    let view = services(ctx)
-        .accounts
-        .account(id)
-        .await
-        .map_err(|e| internal(ctx, e))?;
-    Ok(view.map(Account))
-}
-
-async fn signed_in(
+pub(super) async fn signed_in(
     ctx: &Context<'_>,
     result: Result<NewSession, AccountFailure>,
 ) -> async_graphql::Result<SignedInPayload> {
@@ -537,19 +228,6 @@ async fn signed_in(
             tokens: None,
             user_errors,
         }),
-    }
-}
-
-/// Account queries.
-#[derive(Default)]
-pub struct AccountsQuery;
-
-#[Object]
-impl AccountsQuery {
-    /// The caller's account; `null` for a development token whose subject has none.
-    async fn my_account(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Account>> {
-        let actor = actor(ctx)?;
-        account_of(ctx, actor.account_id).await
     }
 }
 
@@ -929,7 +607,7 @@ impl AccountAdminMutation {
     }
 }
 
-async fn totp_payload(
+pub(super) async fn totp_payload(
     ctx: &Context<'_>,
     account_id: Uuid,
     result: Result<Option<kabinet_domain::JournalOrder>, AccountFailure>,
@@ -944,32 +622,4 @@ async fn totp_payload(
             user_errors,
         },
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::credential_fields_in;
-    use async_graphql::parser::parse_query;
-
-    fn count(query: &str) -> usize {
-        credential_fields_in(&parse_query(query).expect("parses"))
-    }
-
-    #[test]
-    fn aliases_fragments_and_operations_all_count() {
-        assert_eq!(count("mutation { signIn(input: {login: \"a\", password: \"b\"}) { challenge { method } } }"), 1);
-        assert_eq!(
-            count("mutation { a: signIn(input: {}) { x } b: signIn(input: {}) { x } }"),
-            2
-        );
-        assert_eq!(
-            count(
-                "mutation { ...F ...F } fragment F on Mutation { resetPassword(input: {}) { x } }"
-            ),
-            2
-        );
-        assert_eq!(count("mutation { ... on Mutation { completeSignIn(input: {}) { x } } signIn(input: {}) { x } }"), 2);
-        assert_eq!(count("mutation A { signIn(input: {}) { x } } mutation B { closeMyAccount(input: {}) { x } }"), 2);
-        assert_eq!(count("{ me { role } myAccount { login } }"), 0);
-    }
 }

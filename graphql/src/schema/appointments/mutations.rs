@@ -1,9 +1,14 @@
-//! Appointments (C2–C6): booking, moving, cancelling, the visit, reviews,
-//! referrals, and the lists patients and clinics read.
+//! Booking, moving, cancelling, the visit, reviews and referrals.
 
-use async_graphql::connection::{Connection, Edge, EmptyFields};
-use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
-use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
+use super::{may_see, Appointment, ReferralRequest, Sex};
+use crate::schema::context::{
+    actor, forbidden, internal, medical_patient, metadata, read_your_writes, record_medical_read,
+    services as svc,
+};
+use crate::schema::errors::{idempotency_key, run_command, UserError};
+use crate::schema::{ids, slots_ids};
+use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
+use chrono::NaiveDate;
 use kabinet_domain::appointments::{
     AppointmentCommand, BookingError, BookingRequest, ChangedBy, Referral as ReferralAggregate,
     ReferralCommand,
@@ -11,545 +16,19 @@ use kabinet_domain::appointments::{
 use kabinet_domain::command::{CommandOutcome, Retry};
 use kabinet_domain::patients::{Patient, PatientCommand, PatientProfile, Sex as DomainSex};
 use kabinet_domain::{Actor, Role};
-use kabinet_projections::appointments::{
-    self, AppointmentFilter, AppointmentView, Scope, Sort, When,
-};
-use kabinet_projections::referrals::{self, ReferralView};
+use kabinet_projections::appointments::{self, AppointmentView};
+use kabinet_projections::referrals;
 use kabinet_projections::{activity_log, doctors, organisations, slots};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::context::{
-    actor, bad_input, forbidden, in_care_of_caller, internal, medical_patient, metadata,
-    read_your_writes, record_medical_read, services as svc,
-};
-use super::directory::Organisation;
-use super::doctors::{local, local_time, Doctor};
-use super::errors::{idempotency_key, run_command, UserError};
-use super::ids;
-use super::pagination::forward_page;
-use super::slots_ids;
-
 /// Read models an appointment mutation waits for.
-const APPOINTMENT_MODELS: &[&str] = &[
+pub(super) const APPOINTMENT_MODELS: &[&str] = &[
     appointments::NAME,
     slots::NAME,
     activity_log::NAME,
     doctors::NAME,
 ];
-
-/// Where an appointment stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize)]
-pub enum AppointmentStatus {
-    Booked,
-    Arrived,
-    Fulfilled,
-    NoShow,
-    Cancelled,
-}
-
-impl AppointmentStatus {
-    fn parse(s: &str) -> AppointmentStatus {
-        match s {
-            "arrived" => AppointmentStatus::Arrived,
-            "fulfilled" => AppointmentStatus::Fulfilled,
-            "no_show" => AppointmentStatus::NoShow,
-            "cancelled" => AppointmentStatus::Cancelled,
-            _ => AppointmentStatus::Booked,
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            AppointmentStatus::Booked => "booked",
-            AppointmentStatus::Arrived => "arrived",
-            AppointmentStatus::Fulfilled => "fulfilled",
-            AppointmentStatus::NoShow => "no_show",
-            AppointmentStatus::Cancelled => "cancelled",
-        }
-    }
-
-    fn label_ru(self) -> &'static str {
-        match self {
-            AppointmentStatus::Booked => "Записан",
-            AppointmentStatus::Arrived => "Пациент пришёл",
-            AppointmentStatus::Fulfilled => "Приём состоялся",
-            AppointmentStatus::NoShow => "Неявка",
-            AppointmentStatus::Cancelled => "Отменена",
-        }
-    }
-}
-
-/// What the doctor recorded about a visit.
-#[derive(Debug, Clone, SimpleObject)]
-pub struct VisitOutcome {
-    /// ICD-10 (МКБ-10) code.
-    pub diagnosis_code: String,
-    pub diagnosis_text: String,
-    pub recommendations: String,
-    pub prescriptions: Vec<String>,
-    pub referrals: Vec<String>,
-}
-
-/// An appointment.
-#[derive(Debug, Clone)]
-pub struct Appointment(pub AppointmentView);
-
-#[Object]
-impl Appointment {
-    /// Global id.
-    pub async fn id(&self) -> ID {
-        ids::encode("Appointment", self.0.id)
-    }
-    async fn status(&self) -> AppointmentStatus {
-        AppointmentStatus::parse(&self.0.status)
-    }
-    /// The status in Russian, for display.
-    async fn status_label_ru(&self) -> &'static str {
-        AppointmentStatus::parse(&self.0.status).label_ru()
-    }
-    /// Start, with the organisation's UTC offset.
-    async fn start(&self) -> String {
-        local(self.0.start, &self.0.time_zone)
-    }
-    async fn end(&self) -> String {
-        local(self.0.end, &self.0.time_zone)
-    }
-    /// Local date of the visit.
-    async fn date(&self) -> NaiveDate {
-        self.0.day
-    }
-    /// Local time of the visit, `HH:MM`.
-    async fn time(&self) -> String {
-        local_time(self.0.start, &self.0.time_zone)
-    }
-    async fn time_zone(&self) -> &str {
-        &self.0.time_zone
-    }
-    async fn room(&self) -> &str {
-        &self.0.room
-    }
-    async fn service_code(&self) -> Option<&str> {
-        self.0.service_code.as_deref()
-    }
-    async fn specialty(&self) -> Option<&str> {
-        self.0.specialty.as_deref()
-    }
-    /// Why it was cancelled, when it was.
-    async fn cancel_reason(&self) -> Option<&str> {
-        self.0.cancel_reason.as_deref()
-    }
-    /// `PATIENT` or `CLINIC`, when cancelled.
-    async fn cancelled_by(&self) -> Option<String> {
-        self.0.cancelled_by.as_ref().map(|b| b.to_uppercase())
-    }
-    /// The doctor's record of the visit (diagnosis): medical data, so patients need a
-    /// verified identity, and every read is recorded in the patient's account journal.
-    /// Of the staff, only doctors of the visit's organisation see it, while the
-    /// patient is in its care; registrars and administrators get `null`.
-    async fn outcome(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<VisitOutcome>> {
-        if self.0.outcome.is_none() {
-            return Ok(None);
-        }
-        let actor = actor(ctx)?;
-        match actor.role {
-            Role::Patient => {
-                medical_patient(ctx).await?;
-            }
-            Role::Doctor
-                if actor.organisation_id == Some(self.0.organisation_id)
-                    && in_care_of_caller(ctx, actor, self.0.patient_id).await? => {}
-            _ => return Ok(None),
-        }
-        record_medical_read(ctx, self.0.patient_id, "visit_outcome", Some(self.0.id)).await?;
-        Ok(self.0.outcome.as_ref().map(|o| VisitOutcome {
-            diagnosis_code: o.diagnosis_code.as_str().to_string(),
-            diagnosis_text: o.diagnosis_text.clone(),
-            recommendations: o.recommendations.clone(),
-            prescriptions: o.prescriptions.clone(),
-            referrals: o.referrals.clone(),
-        }))
-    }
-    /// The patient's rating of the visit, once reviewed.
-    async fn review_rating(&self) -> Option<i32> {
-        self.0.review_rating
-    }
-    async fn patient_id(&self) -> ID {
-        ids::encode("Account", self.0.patient_id)
-    }
-    async fn doctor(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Doctor>> {
-        doctors::get(&svc(ctx).db, self.0.doctor_id)
-            .await
-            .map(|d| d.map(Doctor))
-            .map_err(|e| internal(ctx, e))
-    }
-    async fn organisation(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Organisation>> {
-        super::directory::node(ctx, self.0.organisation_id).await
-    }
-}
-
-/// A referral request.
-#[derive(Debug, Clone)]
-pub struct ReferralRequest(pub ReferralView);
-
-#[Object]
-impl ReferralRequest {
-    /// Global id.
-    pub async fn id(&self) -> ID {
-        ids::encode("ReferralRequest", self.0.id)
-    }
-    async fn specialty(&self) -> &str {
-        &self.0.specialty
-    }
-    async fn reason(&self) -> &str {
-        &self.0.reason
-    }
-    /// `PROCESSING`, `APPROVED` or `REJECTED`.
-    async fn status(&self) -> String {
-        self.0.status.to_uppercase()
-    }
-    async fn status_label_ru(&self) -> &'static str {
-        match self.0.status.as_str() {
-            "approved" => "Одобрено",
-            "rejected" => "Отклонено",
-            _ => "В обработке",
-        }
-    }
-    /// The clinic's note or reason for the decision.
-    async fn decision(&self) -> Option<&str> {
-        self.0.decision.as_deref()
-    }
-    async fn requested_at(&self) -> DateTime<Utc> {
-        self.0.requested_at
-    }
-    async fn updated_at(&self) -> DateTime<Utc> {
-        self.0.updated_at
-    }
-    async fn organisation(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Organisation>> {
-        super::directory::node(ctx, self.0.organisation_id).await
-    }
-}
-
-/// Which appointments to list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-pub enum AppointmentWhen {
-    Upcoming,
-    Past,
-    Cancelled,
-    All,
-}
-
-/// Sort orders of appointment lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-pub enum AppointmentSort {
-    DateAsc,
-    DateDesc,
-    Status,
-}
-
-/// Filters of `myAppointments`.
-#[derive(Debug, Default, InputObject)]
-pub struct MyAppointmentsFilter {
-    /// Default: all.
-    pub when: Option<AppointmentWhen>,
-    /// Only from this local date (`YYYY-MM-DD`, inclusive).
-    pub from: Option<String>,
-    /// Only up to this local date (inclusive).
-    pub to: Option<String>,
-    pub specialty: Option<String>,
-    pub statuses: Option<Vec<AppointmentStatus>>,
-}
-
-/// Filters of `visitHistory`.
-#[derive(Debug, Default, InputObject)]
-pub struct VisitHistoryFilter {
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub service_type: Option<super::doctors::ServiceType>,
-    pub doctor_id: Option<ID>,
-}
-
-/// Lower (inclusive) and upper (exclusive) instants of a date filter.
-type DateBounds = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
-
-/// A date range in UTC from optional local dates (read as Moscow-independent UTC
-/// day bounds widened by a day, then narrowed by the local date column).
-fn date_bounds(from: Option<String>, to: Option<String>) -> async_graphql::Result<DateBounds> {
-    let parse = |name: &str, raw: String| -> async_graphql::Result<NaiveDate> {
-        NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d").map_err(|_| {
-            bad_input(format!(
-                "filter.{name}: '{raw}' is not a date in the form YYYY-MM-DD"
-            ))
-        })
-    };
-    let from = from.map(|f| parse("from", f)).transpose()?;
-    let to = to.map(|t| parse("to", t)).transpose()?;
-    if let (Some(f), Some(t)) = (from, to) {
-        if t < f {
-            return Err(bad_input("filter.to must not be before filter.from"));
-        }
-    }
-    // Local days span at most UTC-12..UTC+14 around the UTC day.
-    Ok((
-        from.map(|d| d.and_time(NaiveTime::MIN).and_utc() - Duration::hours(14)),
-        to.map(|d| {
-            (d + Duration::days(1)).and_time(NaiveTime::MIN).and_utc() + Duration::hours(12)
-        }),
-    ))
-}
-
-fn in_local_range(view: &AppointmentView, from: &Option<String>, to: &Option<String>) -> bool {
-    let day = view.day.to_string();
-    from.as_ref().is_none_or(|f| day.as_str() >= f.trim())
-        && to.as_ref().is_none_or(|t| day.as_str() <= t.trim())
-}
-
-fn connection_of(
-    page: kabinet_projections::page::OffsetPage<AppointmentView>,
-) -> Connection<String, Appointment, EmptyFields, EmptyFields> {
-    let mut connection = Connection::new(page.has_previous, page.has_next);
-    connection.edges.extend(
-        page.items
-            .into_iter()
-            .map(|(c, a)| Edge::new(c.encode(), Appointment(a))),
-    );
-    connection
-}
-
-/// Whether `actor` may see or act on appointment `view`.
-fn may_see(actor: &Actor, view: &AppointmentView) -> bool {
-    match actor.role {
-        Role::Patient => actor.account_id == view.patient_id,
-        Role::Registrar | Role::Doctor => actor.organisation_id == Some(view.organisation_id),
-        Role::Admin => true,
-        _ => false,
-    }
-}
-
-/// Appointment queries.
-#[derive(Default)]
-pub struct AppointmentsQuery;
-
-#[Object]
-impl AppointmentsQuery {
-    /// The caller's appointments (patients).
-    #[graphql(
-        complexity = "super::pagination::connection_complexity(child_complexity, first, None)"
-    )]
-    async fn my_appointments(
-        &self,
-        ctx: &Context<'_>,
-        filter: Option<MyAppointmentsFilter>,
-        sort: Option<AppointmentSort>,
-        first: Option<i32>,
-        after: Option<String>,
-    ) -> async_graphql::Result<Connection<String, Appointment, EmptyFields, EmptyFields>> {
-        let actor = actor(ctx)?;
-        if actor.role != Role::Patient {
-            return Err(forbidden());
-        }
-        let filter = filter.unwrap_or_default();
-        if filter.specialty.as_ref().is_some_and(|s| s.len() > 60) {
-            return Err(bad_input("filter.specialty must be at most 60 characters"));
-        }
-        let (first, offset) = forward_page(first, after)?;
-        let (from, to) = date_bounds(filter.from.clone(), filter.to.clone())?;
-        let when = match filter.when.unwrap_or(AppointmentWhen::All) {
-            AppointmentWhen::Upcoming => When::Upcoming,
-            AppointmentWhen::Past => When::Past,
-            AppointmentWhen::Cancelled => When::Cancelled,
-            AppointmentWhen::All => When::All,
-        };
-        let sort = match sort.unwrap_or(AppointmentSort::DateAsc) {
-            AppointmentSort::DateAsc => Sort::StartAsc,
-            AppointmentSort::DateDesc => Sort::StartDesc,
-            AppointmentSort::Status => Sort::Status,
-        };
-        let query = AppointmentFilter {
-            when,
-            from,
-            to,
-            specialty: filter.specialty.clone(),
-            statuses: filter
-                .statuses
-                .unwrap_or_default()
-                .into_iter()
-                .map(|s| s.as_str().to_string())
-                .collect(),
-            ..AppointmentFilter::default()
-        };
-        let s = svc(ctx);
-        let mut page = appointments::list(
-            &s.db,
-            &Scope::Patient(actor.account_id),
-            &query,
-            sort,
-            s.clock.now(),
-            first,
-            offset,
-        )
-        .await
-        .map_err(|e| internal(ctx, e))?;
-        page.items
-            .retain(|(_, a)| in_local_range(a, &filter.from, &filter.to));
-        Ok(connection_of(page))
-    }
-
-    /// The caller's past visits with their outcome (patients): fulfilled visits and no-shows.
-    #[graphql(
-        complexity = "super::pagination::connection_complexity(child_complexity, first, None)"
-    )]
-    async fn visit_history(
-        &self,
-        ctx: &Context<'_>,
-        filter: Option<VisitHistoryFilter>,
-        sort: Option<AppointmentSort>,
-        first: Option<i32>,
-        after: Option<String>,
-    ) -> async_graphql::Result<Connection<String, Appointment, EmptyFields, EmptyFields>> {
-        let actor = medical_patient(ctx).await?;
-        let filter = filter.unwrap_or_default();
-        let (first, offset) = forward_page(first, after)?;
-        let (from, to) = date_bounds(filter.from.clone(), filter.to.clone())?;
-        record_medical_read(ctx, actor.account_id, "visit_history", None).await?;
-        let doctor_id = match &filter.doctor_id {
-            None => None,
-            Some(id) => Some(
-                ids::decode_as(id, "Doctor")
-                    .ok_or_else(|| bad_input("filter.doctorId is not a doctor id"))?,
-            ),
-        };
-        let sort = match sort.unwrap_or(AppointmentSort::DateDesc) {
-            AppointmentSort::DateAsc => Sort::StartAsc,
-            AppointmentSort::DateDesc => Sort::StartDesc,
-            AppointmentSort::Status => Sort::Status,
-        };
-        // A fulfilled visit or a no-show has happened, whatever the clock says.
-        let query = AppointmentFilter {
-            when: When::All,
-            from,
-            to,
-            statuses: vec!["fulfilled".into(), "no_show".into()],
-            doctor_id,
-            service_kind: filter.service_type.map(|t| {
-                kabinet_domain::directory::ServiceKind::from(t)
-                    .as_str()
-                    .to_string()
-            }),
-            ..AppointmentFilter::default()
-        };
-        let s = svc(ctx);
-        let mut page = appointments::list(
-            &s.db,
-            &Scope::Patient(actor.account_id),
-            &query,
-            sort,
-            s.clock.now(),
-            first,
-            offset,
-        )
-        .await
-        .map_err(|e| internal(ctx, e))?;
-        page.items
-            .retain(|(_, a)| in_local_range(a, &filter.from, &filter.to));
-        Ok(connection_of(page))
-    }
-
-    /// An organisation's appointments on one local date (its registrars and doctors).
-    #[graphql(
-        complexity = "super::pagination::connection_complexity(child_complexity, first, None)"
-    )]
-    async fn organisation_appointments(
-        &self,
-        ctx: &Context<'_>,
-        organisation_id: ID,
-        date: String,
-        first: Option<i32>,
-        after: Option<String>,
-    ) -> async_graphql::Result<Connection<String, Appointment, EmptyFields, EmptyFields>> {
-        let actor = actor(ctx)?;
-        let organisation = ids::decode_as(&organisation_id, "Organisation");
-        let allowed = match actor.role {
-            Role::Admin => organisation.is_some(),
-            Role::Registrar | Role::Doctor => {
-                organisation.is_some() && actor.organisation_id == organisation
-            }
-            _ => false,
-        };
-        let (Some(organisation), true) = (organisation, allowed) else {
-            return Err(forbidden());
-        };
-        let day = NaiveDate::parse_from_str(date.trim(), "%Y-%m-%d").map_err(|_| {
-            bad_input(format!(
-                "date: '{date}' is not a date in the form YYYY-MM-DD"
-            ))
-        })?;
-        let (first, offset) = forward_page(first, after)?;
-        let s = svc(ctx);
-        let page = appointments::list(
-            &s.db,
-            &Scope::Organisation {
-                id: organisation,
-                day,
-            },
-            &AppointmentFilter::default(),
-            Sort::StartAsc,
-            s.clock.now(),
-            first,
-            offset,
-        )
-        .await
-        .map_err(|e| internal(ctx, e))?;
-        Ok(connection_of(page))
-    }
-
-    /// The caller's referral requests, newest first (patients).
-    #[graphql(
-        complexity = "super::pagination::connection_complexity(child_complexity, first, None)"
-    )]
-    async fn my_referral_requests(
-        &self,
-        ctx: &Context<'_>,
-        status: Option<ReferralDecisionStatus>,
-        first: Option<i32>,
-        after: Option<String>,
-    ) -> async_graphql::Result<Connection<String, ReferralRequest, EmptyFields, EmptyFields>> {
-        let actor = medical_patient(ctx).await?;
-        let (first, offset) = forward_page(first, after)?;
-        record_medical_read(ctx, actor.account_id, "referral_requests", None).await?;
-        let status = status.map(|s| match s {
-            ReferralDecisionStatus::Processing => "processing",
-            ReferralDecisionStatus::Approved => "approved",
-            ReferralDecisionStatus::Rejected => "rejected",
-        });
-        let page =
-            referrals::list_for_patient(&svc(ctx).db, actor.account_id, status, first, offset)
-                .await
-                .map_err(|e| internal(ctx, e))?;
-        let mut connection = Connection::new(page.has_previous, page.has_next);
-        connection.edges.extend(
-            page.items
-                .into_iter()
-                .map(|(c, r)| Edge::new(c.encode(), ReferralRequest(r))),
-        );
-        Ok(connection)
-    }
-}
-
-/// Status filter of referral requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-pub enum ReferralDecisionStatus {
-    Processing,
-    Approved,
-    Rejected,
-}
-
-/// Sex in the patient's documents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize)]
-pub enum Sex {
-    Female,
-    Male,
-}
 
 /// Input of `recordPatientProfile`.
 #[derive(Debug, Clone, InputObject, Serialize)]
@@ -679,13 +158,13 @@ pub struct ReferralPayload {
     pub user_errors: Vec<UserError>,
 }
 
-fn not_found() -> UserError {
+pub(super) fn not_found() -> UserError {
     UserError::on_field("appointmentId", "NOT_FOUND", "no such appointment")
 }
 
 /// The appointment named by `id` if the caller may act on it; NOT_FOUND otherwise,
 /// so ids of others' appointments reveal nothing.
-async fn visible(
+pub(super) async fn visible(
     ctx: &Context<'_>,
     actor: &Actor,
     id: &ID,
@@ -734,7 +213,7 @@ async fn visible(
 }
 
 /// Sorts booking failures into user errors and masked faults.
-fn booking_result(
+pub(super) fn booking_result(
     ctx: &Context<'_>,
     result: Result<(CommandOutcome, kabinet_domain::appointments::Appointment), BookingError>,
 ) -> async_graphql::Result<Result<CommandOutcome, UserError>> {
@@ -746,7 +225,7 @@ fn booking_result(
 }
 
 /// Waits for the read models and returns the appointment as they show it.
-async fn payload(
+pub(super) async fn payload(
     ctx: &Context<'_>,
     outcome: CommandOutcome,
 ) -> async_graphql::Result<AppointmentPayload> {
@@ -762,7 +241,7 @@ async fn payload(
 }
 
 /// Who a change comes from.
-fn changed_by(actor: &Actor) -> ChangedBy {
+pub(super) fn changed_by(actor: &Actor) -> ChangedBy {
     if actor.role == Role::Patient {
         ChangedBy::Patient
     } else {
@@ -1255,7 +734,7 @@ impl AppointmentsMutation {
     }
 }
 
-async fn referral_payload(
+pub(super) async fn referral_payload(
     ctx: &Context<'_>,
     outcome: CommandOutcome,
 ) -> async_graphql::Result<ReferralPayload> {
@@ -1276,37 +755,4 @@ async fn referral_payload(
         referral: view.map(ReferralRequest),
         user_errors: vec![],
     })
-}
-
-/// Resolves an appointment's global id for callers who may see it.
-pub async fn node(ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Appointment>> {
-    let actor = actor(ctx)?;
-    let view = appointments::get(&svc(ctx).db, id)
-        .await
-        .map_err(|e| internal(ctx, e))?;
-    Ok(view.filter(|v| may_see(actor, v)).map(Appointment))
-}
-
-/// Resolves a referral request's global id for its patient and its organisation's staff.
-pub async fn referral_node(
-    ctx: &Context<'_>,
-    id: Uuid,
-) -> async_graphql::Result<Option<ReferralRequest>> {
-    let actor = actor(ctx)?;
-    let view = referrals::get(&svc(ctx).db, id)
-        .await
-        .map_err(|e| internal(ctx, e))?;
-    let Some(view) = view.filter(|v| match actor.role {
-        Role::Patient => v.patient_id == actor.account_id,
-        Role::Doctor | Role::Registrar => actor.organisation_id == Some(v.organisation_id),
-        Role::Admin => true,
-        _ => false,
-    }) else {
-        return Ok(None);
-    };
-    if actor.role == Role::Patient {
-        medical_patient(ctx).await?;
-    }
-    record_medical_read(ctx, view.patient_id, "referral", Some(view.id)).await?;
-    Ok(Some(ReferralRequest(view)))
 }
