@@ -8,7 +8,7 @@
 pub mod access_record;
 pub mod account_store;
 pub mod identity_store;
-pub mod password_hash;
 pub mod outbound;
+pub mod password_hash;
 pub mod sms;
 pub mod smtp;

@@ -8,8 +8,8 @@ use kabinet_domain::documents::DocumentKind;
 use kabinet_domain::patients::{PatientProfile, Sex};
 use kabinet_projections::document_requests::DocumentRequestView;
 
-use kabinet_pdf::{PdfBlock, PdfDocument};
 use crate::schema::labels::LabelRu;
+use kabinet_pdf::{PdfBlock, PdfDocument};
 
 /// A visit as the document lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]

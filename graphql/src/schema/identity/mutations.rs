@@ -11,8 +11,8 @@ use crate::schema::context::{
 use crate::schema::errors::{idempotency_key, run_command, UserError};
 use crate::schema::ids;
 use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
-use kabinet_domain::command::Retry;
 use kabinet_app::identity::IdentityFailure;
+use kabinet_domain::command::Retry;
 use kabinet_domain::identity::registry::{RawRegistryEntry, RegistryEntry};
 use kabinet_domain::identity::verification::ScanDecision;
 use kabinet_domain::patients::{Patient, PatientCommand, ProfileUpdate, RawProfileUpdate};

@@ -1,8 +1,8 @@
 //! The printable policy.
 
 use super::status_of;
-use kabinet_pdf::{PdfBlock, PdfDocument};
 use crate::schema::labels::LabelRu;
+use kabinet_pdf::{PdfBlock, PdfDocument};
 use kabinet_projections::policies::PolicyView;
 
 /// The printable policy, built from the read model.

@@ -1,13 +1,13 @@
 //! The printable prescription: its PDF, its QR link and its download link.
 
 use super::status_of;
-use kabinet_pdf::{PdfBlock, PdfDocument};
 use crate::schema::context::{internal, services as svc, Services};
 use crate::schema::labels::LabelRu;
 use crate::schema::links::DownloadLink;
 use async_graphql::Context;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
+use kabinet_pdf::{PdfBlock, PdfDocument};
 use kabinet_projections::prescriptions::PrescriptionView;
 use uuid::Uuid;
 
