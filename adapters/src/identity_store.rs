@@ -473,10 +473,13 @@ impl SnilsRegistry for TableSnilsRegistry {
 /// Why no key seals scans.
 #[derive(Debug, thiserror::Error)]
 pub enum DataKeyError {
+    /// Production mode needs a configured key.
     #[error("KABINET_DATA_KEY is required in production mode (32 bytes, hex or base64)")]
     Required,
+    /// The development key could not be read or stored.
     #[error("cannot keep the development data key: {0}")]
     Database(#[from] sqlx::Error),
+    /// The stored development key is malformed.
     #[error(transparent)]
     Malformed(#[from] BadDataKey),
 }

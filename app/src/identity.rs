@@ -47,21 +47,28 @@ pub enum IdentityFailure {
 /// A fault under a verification step, with its cause.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityFault {
+    /// The identity tables failed.
     #[error("identity tables: {0}")]
     Store(#[from] sqlx::Error),
+    /// The command path failed.
     #[error(transparent)]
     Command(#[from] CommandFault),
+    /// The SNILS registry failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The SMS channel refused the code.
     #[error(transparent)]
     Delivery(#[from] NotifyError),
+    /// A stored scan does not open with the data key.
     #[error("a stored scan cannot be opened: {0}")]
     Sealed(#[from] OpenError),
+    /// A stored phone number no longer parses.
     #[error("a stored phone number is malformed: {0}")]
     StoredPhone(#[from] PhoneError),
     /// A reservation the verification does not expect was held.
     #[error("{0}")]
     Reserved(ReservationTaken),
+    /// No randomness for a code.
     #[error(transparent)]
     Randomness(#[from] SecretError),
 }

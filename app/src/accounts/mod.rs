@@ -77,20 +77,28 @@ pub enum AccountFailure {
 /// A fault under an accounts action, with its cause.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountFault {
+    /// The accounts tables failed.
     #[error("accounts tables: {0}")]
     Store(#[from] sqlx::Error),
+    /// The command path failed.
     #[error(transparent)]
     Command(#[from] CommandFault),
+    /// Password hashing failed.
     #[error(transparent)]
     Hashing(#[from] HashError),
+    /// No randomness for a code or token.
     #[error(transparent)]
     Randomness(#[from] SecretError),
+    /// A channel refused a message.
     #[error(transparent)]
     Delivery(#[from] NotifyError),
+    /// A stored session names a role that does not exist.
     #[error("a session holds an unknown role: {0}")]
     SessionRole(#[from] UnknownRole),
+    /// A committed account id did not read back as a UUID.
     #[error("a new account's id is not a UUID: {0}")]
     AccountId(#[from] uuid::Error),
+    /// An account expected to exist has no events.
     #[error("account {0} has no events")]
     NoEvents(Uuid),
 }

@@ -58,8 +58,10 @@ pub struct ServiceCodeError(pub String);
 /// A text that is not a cost in roubles.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CostError {
+    /// Not a non-negative decimal with at most two fraction digits.
     #[error("'{0}' is not a cost in roubles such as 1500 or 1500.50")]
     Malformed(String),
+    /// More roubles than a cost may hold.
     #[error("'{0}' is too large")]
     TooLarge(String),
 }

@@ -30,8 +30,10 @@ pub enum TokenError {
 /// Why a signing key could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
+    /// The text is not base64.
     #[error("the prescription signing key must be 32 bytes in base64 (a seed), got text that is not base64")]
     NotBase64,
+    /// The seed has the wrong length.
     #[error("the prescription signing key must be 32 bytes in base64 (a seed), got {0} bytes")]
     WrongLength(usize),
 }
