@@ -998,7 +998,11 @@ async fn submit(
         }
         Err(CommandError::Rejected(e)) => Ok(DocumentRequestPayload {
             document_request: None,
-            user_errors: e.to_user_errors().into_iter().map(UserError::from).collect(),
+            user_errors: e
+                .to_user_errors()
+                .into_iter()
+                .map(UserError::from)
+                .collect(),
         }),
         Err(CommandError::IdempotencyKeyReused) => {
             DocumentRequestPayload::failed(UserError::on_field(
