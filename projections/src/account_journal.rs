@@ -5,8 +5,6 @@
 //!
 //! Events are picked up by stream type, whatever their event type, so new account
 //! events appear without changes here (with their event type as the action).
-//! Each is decoded into its aggregate's event enum, so a stored payload the domain
-//! cannot read stops the projection instead of writing a line no one understands.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -29,6 +27,17 @@ pub const NAME: &str = "account_journal";
 
 /// Stream types whose events belong to the journal of the account they are about.
 pub const STREAM_TYPES: &[&str] = &[Account::TYPE, Patient::TYPE, IdentityVerification::TYPE];
+
+/// Event types that are sign-in attempts; every other event is a change. By
+/// name, so that sign-in events of newer builds are sorted right too.
+const SIGN_IN_EVENTS: &[&str] = &[
+    "SignedIn",
+    "SignInFailed",
+    "SignInSucceeded",
+    "SignInLockedOut",
+    "SecondFactorFailed",
+    "SignedOut",
+];
 
 /// English and Russian labels of the actions known today; others show their event type.
 pub fn label(action: &str) -> Option<(&'static str, &'static str)> {
@@ -107,30 +116,24 @@ pub fn label(action: &str) -> Option<(&'static str, &'static str)> {
     })
 }
 
-/// The kind and action of a journal line: the event type, and for ended
-/// sessions why they ended (`SessionsRevoked:refresh_token_reused`), since that
-/// reads very differently to the holder. Sign-ins and sign-outs are of kind
-/// `sign_in`, every other event a `change`.
-fn line_of(event: &RecordedEvent) -> Result<(&'static str, String), ProjectionError> {
-    let kind_and_action = match event_of::<Account>(NAME, event)? {
-        Some(
-            AccountEvent::SignedIn { .. }
-            | AccountEvent::SignInFailed { .. }
-            | AccountEvent::SignedOut { .. },
-        ) => ("sign_in", event.event_type.clone()),
-        Some(AccountEvent::SessionsRevoked { reason }) => (
-            "change",
-            format!("SessionsRevoked:{}", revoke_reason(reason)),
-        ),
-        Some(_) => ("change", event.event_type.clone()),
-        None => {
-            // Patient and verification events only need to be readable.
-            event_of::<Patient>(NAME, event)?;
-            event_of::<IdentityVerification>(NAME, event)?;
-            ("change", event.event_type.clone())
-        }
-    };
-    Ok(kind_and_action)
+/// The action of a journal line: the event type, and for ended sessions why
+/// they ended (`SessionsRevoked:refresh_token_reused`), since that reads very
+/// differently to the holder. Events this build cannot decode (written by a
+/// newer one) are still listed by their type, as the module promises.
+pub fn action_of(event: &RecordedEvent) -> String {
+    if let Ok(Some(AccountEvent::SessionsRevoked { reason })) = event_of::<Account>(NAME, event) {
+        return format!("SessionsRevoked:{}", revoke_reason(reason));
+    }
+    event.event_type.clone()
+}
+
+/// The kind of a journal line.
+pub fn kind_of(event_type: &str) -> &'static str {
+    if SIGN_IN_EVENTS.contains(&event_type) {
+        "sign_in"
+    } else {
+        "change"
+    }
 }
 
 /// The stored name of why sessions ended, as [`label`] knows it.
@@ -207,15 +210,12 @@ impl Projection for AccountJournal {
         table: &str,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        let mut lines = Vec::new();
-        for event in events
+        let lines: Vec<(&RecordedEvent, &str, String)> = events
             .iter()
             .filter(|e| STREAM_TYPES.contains(&e.aggregate_type.as_str()))
             .filter(|e| Uuid::parse_str(&e.aggregate_id).is_ok())
-        {
-            let (kind, action) = line_of(event)?;
-            lines.push((event, kind, action));
-        }
+            .map(|e| (e, kind_of(&e.event_type), action_of(e)))
+            .collect();
         // Eight values a row; stay well under SQLite's bound-parameter limit.
         for chunk in lines.chunks(1000) {
             let head = format!(
