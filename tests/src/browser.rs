@@ -7,6 +7,20 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// How long the page host holds a `GET /hold` before answering it.
+const HOLD: Duration = Duration::from_millis(100);
+
+/// A script for pages that wait on something Chromium's virtual clock does not
+/// wait for (a WebSocket's answers): `await holdUntil(() => condition)` keeps a
+/// request to the page host open, 100 ms of real time at a time, until the
+/// condition holds or about 30 s have passed. Page time stands still while a
+/// request is pending, so the page is not dumped before the answer arrives,
+/// however slow the machine.
+pub const HOLD_UNTIL_JS: &str = "async function holdUntil(done) { \
+    for (let i = 0; i < 300 && !done(); i++) { \
+        try { await fetch('/hold', { cache: 'no-store' }); } catch (e) { return; } \
+    } }";
+
 /// Serves one page on a port of its own, so the page's origin differs from
 /// the server it calls.
 pub struct PageHost {
@@ -27,7 +41,8 @@ impl PageHost {
     }
 
     /// Loads `html` from this host in headless Chromium, lets its scripts run
-    /// (up to a few seconds of page time) and returns the DOM.
+    /// (up to a few seconds of page time; see [`HOLD_UNTIL_JS`] to wait longer)
+    /// and returns the DOM.
     ///
     /// `None` (after printing "SKIPPED …") when Chromium is not installed
     /// outside CI; under `CI=true` a missing Chromium fails the test.
@@ -39,7 +54,17 @@ impl PageHost {
                 let body = body.clone();
                 tokio::spawn(async move {
                     let mut request = [0u8; 4096];
-                    let _ = socket.read(&mut request).await;
+                    let read = socket.read(&mut request).await.unwrap_or(0);
+                    if request[..read].starts_with(b"GET /hold ") {
+                        // Real time passes while the page's clock stands still.
+                        tokio::time::sleep(HOLD).await;
+                        let _ = socket
+                            .write_all(
+                                b"HTTP/1.1 204 No Content\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
+                            )
+                            .await;
+                        return;
+                    }
                     let head = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                         body.len()

@@ -119,7 +119,8 @@ fn calling_page(server: &str, query: &str, token: Option<&str>) -> String {
         Some(t) => format!(
             "const ws = new WebSocket('{ws}/graphql/ws', 'graphql-transport-ws');
              ws.onopen = () => ws.send(JSON.stringify({{ type: 'connection_init', payload: {{ authorization: 'Bearer {t}' }} }}));
-             ws.onmessage = (m) => {{ document.getElementById('socket').textContent = 'SOCKET ' + JSON.parse(m.data).type; }};",
+             ws.onmessage = (m) => {{ document.getElementById('socket').textContent = 'SOCKET ' + JSON.parse(m.data).type; }};
+             ws.onclose = () => {{ const s = document.getElementById('socket'); if (s.textContent === 'no socket') s.textContent = 'SOCKET closed'; }};",
             ws = server.replacen("http://", "ws://", 1)
         ),
         None => String::new(),
@@ -133,7 +134,16 @@ fn calling_page(server: &str, query: &str, token: Option<&str>) -> String {
            .then(j => {{ document.getElementById('answer').textContent = 'ANSWER ' + JSON.stringify(j); }})
            .catch(e => {{ document.getElementById('answer').textContent = 'REFUSED ' + e; }});
          {socket}
-         </script></body></html>"
+         {hold}
+         holdUntil(() => document.getElementById('answer').textContent !== 'waiting'
+             && {socket_done});
+         </script></body></html>",
+        hold = kabinet_tests::browser::HOLD_UNTIL_JS,
+        socket_done = if token.is_some() {
+            "document.getElementById('socket').textContent !== 'no socket'"
+        } else {
+            "true"
+        },
     )
 }
 
