@@ -1148,7 +1148,9 @@ conformance!(
 
         let relay = SilentRelay::start().await;
         let gateway = SmsReceiver::start().await;
-        let deadline = std::time::Duration::from_secs(6);
+        // Long enough that setting up the SMS patients below, on a slow machine,
+        // ends before the held e-mails give up.
+        let deadline = std::time::Duration::from_secs(15);
         let notifier = kabinet_domain::notify::ByChannel {
             email: std::sync::Arc::new(
                 SmtpNotifier::new(&relay.url, "no-reply@kabinet.test")
