@@ -95,10 +95,6 @@ pub struct CommandRunner {
     journal: Journal,
 }
 
-/// The former name of [`CommandRunner`], kept while the notification dispatcher
-/// (changed on another branch) still uses it; to be removed when that merges.
-pub type CommandService = CommandRunner;
-
 /// SHA-256 over the canonical form of a caller's input: what makes two
 /// requests under one idempotency key "the same request".
 pub fn fingerprint(aggregate_type: &str, input: &Value) -> Hash {

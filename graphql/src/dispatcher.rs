@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use kabinet_domain::accounts::{Account, AccountStatus, LoginKind};
 use kabinet_domain::clock::Clock;
-use kabinet_domain::command::CommandService;
+use kabinet_domain::command::CommandRunner;
 use kabinet_domain::identity::verification::IdentityVerification;
 use kabinet_domain::identity::{Email, PhoneNumber};
 use kabinet_domain::notifications::NotificationChannel;
@@ -49,7 +49,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct Dispatcher {
     db: Db,
     /// Loads accounts, whose login is the address of people without preferences.
-    commands: CommandService,
+    commands: CommandRunner,
     notifier: Arc<dyn Notifier>,
     clock: Arc<dyn Clock>,
     /// Every notification of an event at or before this order has been handed
@@ -102,7 +102,7 @@ impl Dispatcher {
     /// A dispatcher delivering through `notifier`.
     pub fn new(
         db: Db,
-        commands: CommandService,
+        commands: CommandRunner,
         notifier: Arc<dyn Notifier>,
         clock: Arc<dyn Clock>,
     ) -> Dispatcher {

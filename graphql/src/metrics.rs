@@ -144,6 +144,18 @@ pub fn operation_of(request: &async_graphql::Request) -> Option<String> {
     }
 }
 
+/// The codes of `response`'s top-level errors, as its extensions give them.
+pub fn error_codes(response: &async_graphql::Response) -> Vec<&str> {
+    response
+        .errors
+        .iter()
+        .filter_map(|e| match e.extensions.as_ref()?.get("code")? {
+            async_graphql::Value::String(code) => Some(code.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Records one executed GraphQL operation with the codes of its top-level errors.
 pub fn observe_graphql(operation: Option<&str>, elapsed: Duration, error_codes: &[&str]) {
     let operation = operation_label(operation);

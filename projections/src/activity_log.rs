@@ -3,13 +3,25 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
+use kabinet_domain::accounts::Account;
+use kabinet_domain::appointments::{Appointment, AppointmentEvent, Referral, ReferralEvent};
+use kabinet_domain::directory::{
+    Doctor, DoctorEvent, MedicalService, Organisation, OrganisationEvent, Schedule, ScheduleEvent,
+    ServiceEvent,
+};
+use kabinet_domain::documents::{DocumentRequest, DocumentRequestEvent};
+use kabinet_domain::identity::verification::IdentityVerification;
+use kabinet_domain::notifications::NotificationSettings;
+use kabinet_domain::patients::{Patient, PatientEvent};
+use kabinet_domain::policies::{Policy, PolicyEvent};
+use kabinet_domain::prescriptions::{Prescription, PrescriptionEvent};
 use kabinet_domain::{Backend, Db, RecordedEvent};
 use serde_json::Value;
 use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::page::{push_keyset, Cursor, Page, PageRequest};
-use crate::projection::{Projection, ProjectionError, ProjectionTx};
+use crate::projection::{event_of, Projection, ProjectionError, ProjectionTx};
 
 /// The activity-log projection.
 pub struct ActivityLog;
@@ -42,42 +54,210 @@ pub struct ActivityFilter {
     pub actions: Vec<String>,
 }
 
-/// The status an event leaves its object in, for events that do not carry one.
-fn status_after(event_type: &str) -> Option<&'static str> {
-    match event_type {
-        "OrganisationRegistered" | "DoctorRegistered" | "ServiceRegistered" => Some("registered"),
-        "OrganisationDetailsChanged" | "DoctorDetailsChanged" => Some("updated"),
-        "PeriodPublished" => Some("published"),
-        "PeriodClosed" => Some("closed"),
-        "PatientProfileRecorded" => Some("recorded"),
-        "ReviewLeft" => Some("reviewed"),
-        "DocumentSentToClinic" => Some("sent_to_clinic"),
-        _ => None,
+/// What the log reads of one event: the status it leaves its object in and
+/// the patient it concerns.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Reading {
+    status: Option<String>,
+    patient: Option<Uuid>,
+}
+
+impl Reading {
+    fn new(status: Option<&str>, patient: Option<Uuid>) -> Self {
+        Reading {
+            status: status.map(str::to_string),
+            patient,
+        }
+    }
+}
+
+/// Reads `event` through its aggregate's event enum, so a renamed or reshaped
+/// event is a compile error here; events of aggregate types outside the domain
+/// are read from their JSON.
+fn read(event: &RecordedEvent) -> Result<Reading, ProjectionError> {
+    if let Some(e) = event_of::<Appointment>(NAME, event)? {
+        return Ok(appointment(e));
+    }
+    if let Some(e) = event_of::<Referral>(NAME, event)? {
+        return Ok(match e {
+            ReferralEvent::ReferralRequested {
+                patient_id, status, ..
+            }
+            | ReferralEvent::ReferralApproved {
+                patient_id, status, ..
+            }
+            | ReferralEvent::ReferralRejected {
+                patient_id, status, ..
+            } => Reading::new(Some(status.as_str()), Some(patient_id)),
+        });
+    }
+    if let Some(e) = event_of::<DocumentRequest>(NAME, event)? {
+        return Ok(document_request(e));
+    }
+    if let Some(e) = event_of::<Prescription>(NAME, event)? {
+        return Ok(prescription(e));
+    }
+    if let Some(e) = event_of::<Policy>(NAME, event)? {
+        return Ok(policy(e));
+    }
+    // The patient's own aggregate: its id is the patient's.
+    let patient = || Uuid::parse_str(&event.aggregate_id).ok();
+    if let Some(e) = event_of::<Patient>(NAME, event)? {
+        return Ok(match e {
+            PatientEvent::PatientProfileRecorded(_) => Reading::new(Some("recorded"), patient()),
+            PatientEvent::PatientDetailsRecorded(_) => Reading::new(None, patient()),
+        });
+    }
+    if let Some(e) = event_of::<Organisation>(NAME, event)? {
+        return Ok(match e {
+            OrganisationEvent::OrganisationRegistered(_) => Reading::new(Some("registered"), None),
+            OrganisationEvent::OrganisationDetailsChanged(_) => Reading::new(Some("updated"), None),
+            OrganisationEvent::PharmacyDesignated => Reading::default(),
+        });
+    }
+    if let Some(e) = event_of::<Doctor>(NAME, event)? {
+        return Ok(match e {
+            DoctorEvent::DoctorRegistered(_) => Reading::new(Some("registered"), None),
+            DoctorEvent::DoctorDetailsChanged(_) => Reading::new(Some("updated"), None),
+        });
+    }
+    if let Some(e) = event_of::<MedicalService>(NAME, event)? {
+        return Ok(match e {
+            ServiceEvent::ServiceRegistered(_) => Reading::new(Some("registered"), None),
+        });
+    }
+    if let Some(e) = event_of::<Schedule>(NAME, event)? {
+        return Ok(match e {
+            ScheduleEvent::PeriodPublished(_) => Reading::new(Some("published"), None),
+            ScheduleEvent::PeriodClosed { .. } => Reading::new(Some("closed"), None),
+        });
+    }
+    // Events that leave no status and name no patient: decoded all the same,
+    // so a payload that does not decode stops the log as in every projection.
+    if event_of::<Account>(NAME, event)?.is_some()
+        || event_of::<IdentityVerification>(NAME, event)?.is_some()
+        || event_of::<NotificationSettings>(NAME, event)?.is_some()
+    {
+        return Ok(Reading::default());
+    }
+    Ok(untyped(event))
+}
+
+fn appointment(e: AppointmentEvent) -> Reading {
+    match e {
+        AppointmentEvent::AppointmentBooked {
+            patient_id, status, ..
+        }
+        | AppointmentEvent::AppointmentRescheduled {
+            patient_id, status, ..
+        }
+        | AppointmentEvent::AppointmentCancelled {
+            patient_id, status, ..
+        }
+        | AppointmentEvent::PatientArrived { patient_id, status }
+        | AppointmentEvent::VisitFulfilled {
+            patient_id, status, ..
+        }
+        | AppointmentEvent::PatientDidNotCome { patient_id, status } => {
+            Reading::new(Some(status.as_str()), Some(patient_id))
+        }
+        AppointmentEvent::ReviewLeft { patient_id, .. } => {
+            Reading::new(Some("reviewed"), Some(patient_id))
+        }
+    }
+}
+
+fn document_request(e: DocumentRequestEvent) -> Reading {
+    match e {
+        DocumentRequestEvent::DocumentRequested {
+            patient_id, status, ..
+        }
+        | DocumentRequestEvent::DocumentRequestStarted {
+            patient_id, status, ..
+        }
+        | DocumentRequestEvent::DocumentRequestFulfilled {
+            patient_id, status, ..
+        }
+        | DocumentRequestEvent::DocumentRequestRejected {
+            patient_id, status, ..
+        } => Reading::new(Some(status.as_str()), Some(patient_id)),
+        DocumentRequestEvent::DocumentSentToClinic { patient_id, .. } => {
+            Reading::new(Some("sent_to_clinic"), Some(patient_id))
+        }
+    }
+}
+
+fn prescription(e: PrescriptionEvent) -> Reading {
+    match e {
+        PrescriptionEvent::PrescriptionIssued {
+            patient_id, status, ..
+        }
+        | PrescriptionEvent::PrescriptionSentToPharmacy {
+            patient_id, status, ..
+        }
+        | PrescriptionEvent::PrescriptionReadyAtPharmacy {
+            patient_id, status, ..
+        }
+        | PrescriptionEvent::PrescriptionDispensed {
+            patient_id, status, ..
+        }
+        | PrescriptionEvent::PrescriptionCancelled {
+            patient_id, status, ..
+        }
+        | PrescriptionEvent::PrescriptionExpired { patient_id, status } => {
+            Reading::new(Some(status.as_str()), Some(patient_id))
+        }
+        PrescriptionEvent::PrescriptionResendRequested { patient_id, .. }
+        | PrescriptionEvent::PrescriptionCancellationRequested { patient_id, .. }
+        | PrescriptionEvent::PrescriptionRequestApproved { patient_id, .. }
+        | PrescriptionEvent::PrescriptionRequestDeclined { patient_id, .. } => {
+            Reading::new(None, Some(patient_id))
+        }
+    }
+}
+
+fn policy(e: PolicyEvent) -> Reading {
+    match e {
+        PolicyEvent::PolicyApplied {
+            patient_id, status, ..
+        }
+        | PolicyEvent::PolicyIssued {
+            patient_id, status, ..
+        }
+        | PolicyEvent::PolicyApplicationRejected {
+            patient_id, status, ..
+        }
+        | PolicyEvent::PolicyExpired { patient_id, status } => {
+            Reading::new(Some(status.as_str()), Some(patient_id))
+        }
+        PolicyEvent::PolicyRenewalDue { patient_id, .. } => Reading::new(None, Some(patient_id)),
+    }
+}
+
+/// An event of an aggregate type the domain does not define: its `status` and
+/// `patient_id`, at the top of the payload or one level down in the variant.
+fn untyped(event: &RecordedEvent) -> Reading {
+    let field = |name: &str| {
+        event
+            .payload
+            .as_object()
+            .and_then(|o| o.values().find_map(|v| v.get(name)).or(o.get(name)))
+            .and_then(Value::as_str)
+    };
+    Reading {
+        status: field("status").map(str::to_string),
+        patient: field("patient_id").and_then(|s| Uuid::parse_str(s).ok()),
     }
 }
 
 /// The accounts whose log shows `event`: whoever acted, and the patient it concerns.
-fn accounts_of(event: &RecordedEvent) -> Vec<Uuid> {
+fn accounts_of(event: &RecordedEvent, patient: Option<Uuid>) -> Vec<Uuid> {
     let mut accounts = Vec::with_capacity(2);
     if let Some(actor) = event.meta("actor_id").and_then(|s| Uuid::parse_str(s).ok()) {
         if !actor.is_nil() {
             accounts.push(actor);
         }
     }
-    let patient = if event.aggregate_type == "patient" {
-        Uuid::parse_str(&event.aggregate_id).ok()
-    } else {
-        event
-            .payload
-            .as_object()
-            .and_then(|o| {
-                o.values()
-                    .find_map(|v| v.get("patient_id"))
-                    .or(o.get("patient_id"))
-            })
-            .and_then(Value::as_str)
-            .and_then(|s| Uuid::parse_str(s).ok())
-    };
     if let Some(patient) = patient {
         if !accounts.contains(&patient) {
             accounts.push(patient);
@@ -139,14 +319,8 @@ impl Projection for ActivityLog {
     ) -> Result<(), ProjectionError> {
         let mut lines = Vec::with_capacity(events.len() * 2);
         for event in events {
-            let status = event
-                .payload
-                .as_object()
-                .and_then(|o| o.values().find_map(|v| v.get("status")).or(o.get("status")))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .or_else(|| status_after(&event.event_type).map(str::to_string));
-            for account in accounts_of(event) {
+            let Reading { status, patient } = read(event)?;
+            for account in accounts_of(event, patient) {
                 lines.push(Line {
                     account: account.to_string(),
                     event,
@@ -247,4 +421,78 @@ pub async fn list(
         }
         Ok(Page::from_keyset_rows(items, page))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kabinet_domain::appointments::AppointmentStatus;
+    use kabinet_domain::journal::chain::Hash;
+    use kabinet_domain::JournalOrder;
+    use serde_json::json;
+
+    fn recorded(aggregate_type: &str, aggregate_id: &str, payload: Value) -> RecordedEvent {
+        RecordedEvent {
+            order: JournalOrder { tx: 1, position: 3 },
+            recorded_at: Utc::now(),
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: aggregate_id.into(),
+            sequence: 1,
+            event_type: "Whatever".into(),
+            event_version: "1".into(),
+            payload,
+            metadata: json!({}),
+            hash: Hash::default(),
+        }
+    }
+
+    #[test]
+    fn a_domain_event_is_read_through_its_enum() {
+        let patient = Uuid::now_v7();
+        let arrived = AppointmentEvent::PatientArrived {
+            patient_id: patient,
+            status: AppointmentStatus::Arrived,
+        };
+        let payload = serde_json::to_value(&arrived).expect("serialises");
+        let reading = read(&recorded("appointment", "a-1", payload)).expect("decodes");
+        assert_eq!(reading, Reading::new(Some("arrived"), Some(patient)));
+
+        let closed = json!({ "PeriodClosed": {
+            "period_id": Uuid::now_v7(), "doctor_id": Uuid::now_v7(), "reason": "отпуск",
+            "starts_at": "2026-01-01T08:00:00Z", "ends_at": "2026-01-01T12:00:00Z",
+            "slot_minutes": 15 } });
+        let reading = read(&recorded("schedule", "s-1", closed)).expect("decodes");
+        assert_eq!(reading, Reading::new(Some("closed"), None));
+    }
+
+    #[test]
+    fn a_domain_payload_that_does_not_decode_is_an_error() {
+        let broken = json!({ "PatientArrived": { "patient_id": "nobody" } });
+        match read(&recorded("appointment", "a-1", broken)) {
+            Err(ProjectionError::BadEvent {
+                projection,
+                position,
+                ..
+            }) => assert_eq!((projection, position), (NAME, 3)),
+            other => panic!("expected a decoding error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_event_outside_the_domain_is_read_from_its_json() {
+        let patient = Uuid::now_v7();
+        let nested = json!({ "Added": { "status": "counted", "patient_id": patient } });
+        assert_eq!(
+            read(&recorded("tally", "t-1", nested)).expect("read"),
+            Reading::new(Some("counted"), Some(patient))
+        );
+        let top = json!({ "status": "open" });
+        assert_eq!(
+            read(&recorded("tally", "t-1", top)).expect("read"),
+            Reading::new(Some("open"), None)
+        );
+        // Not a patient aggregate: its id names no patient.
+        let bare = recorded("tally", &patient.to_string(), json!("Reset"));
+        assert_eq!(read(&bare).expect("read"), Reading::default());
+    }
 }

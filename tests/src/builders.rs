@@ -3,7 +3,7 @@
 //! replay tool (tests over HTTP build theirs with [`crate::clinic`]).
 
 use chrono::NaiveDate;
-use kabinet_domain::command::{CommandService, Retry};
+use kabinet_domain::command::{CommandRunner, Retry};
 use kabinet_domain::directory::{Organisation, OrganisationCommand, OrganisationDetails};
 use kabinet_domain::patients::{Patient, PatientCommand, PatientProfile, Sex};
 use kabinet_domain::{Actor, EventMetadata, Role};
@@ -37,7 +37,7 @@ fn metadata(actor: &Actor) -> EventMetadata {
 }
 
 /// Registers an organisation named `name` as `actor` and returns its id; one event.
-pub async fn register_organisation(commands: &CommandService, actor: &Actor, name: &str) -> Uuid {
+pub async fn register_organisation(commands: &CommandRunner, actor: &Actor, name: &str) -> Uuid {
     let id = Uuid::now_v7();
     commands
         .execute::<Organisation>(
@@ -54,7 +54,7 @@ pub async fn register_organisation(commands: &CommandService, actor: &Actor, nam
 }
 
 /// Renames organisation `id` to `name` as `actor`; one event.
-pub async fn rename_organisation(commands: &CommandService, actor: &Actor, id: Uuid, name: &str) {
+pub async fn rename_organisation(commands: &CommandRunner, actor: &Actor, id: Uuid, name: &str) {
     commands
         .execute::<Organisation>(
             &id.to_string(),
@@ -70,7 +70,7 @@ pub async fn rename_organisation(commands: &CommandService, actor: &Actor, id: U
 
 /// Records the profile of patient `patient` (Анна Сергеевна `surname`, born
 /// 1990-05-17), acting as the patient; one event.
-pub async fn record_patient(commands: &CommandService, patient: Uuid, surname: &str) {
+pub async fn record_patient(commands: &CommandRunner, patient: Uuid, surname: &str) {
     let profile = PatientProfile {
         surname: surname.into(),
         first_name: "Анна".into(),

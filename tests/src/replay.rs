@@ -5,7 +5,7 @@ use std::ops::Deref;
 use std::str::FromStr;
 use std::time::Duration;
 
-use kabinet_domain::command::CommandService;
+use kabinet_domain::command::CommandRunner;
 use kabinet_domain::journal::chain::{EventContent, Hash};
 use kabinet_domain::journal::Seal;
 use kabinet_domain::{Actor, Db};
@@ -22,7 +22,7 @@ pub struct TestJournal {
     test_db: TestDb,
     /// The tool's binary (`env!("CARGO_BIN_EXE_kabinet-replay-tool")` in a test).
     tool: String,
-    pub commands: CommandService,
+    pub commands: CommandRunner,
     /// The administrator every organisation command is run as.
     pub actor: Actor,
 }

@@ -1,12 +1,15 @@
 //! `/metrics`: latency histograms per route and per GraphQL operation, errors
 //! by code, and projection lag counted in journal order, on both backends.
 
-use kabinet_domain::command::{CommandService, Retry};
+use futures::SinkExt;
+use kabinet_domain::command::{CommandRunner, Retry};
 use kabinet_domain::Role;
 use kabinet_projections::{all_projections, events_behind, Projector, ProjectorConfig};
 use kabinet_tests::conformance;
 use kabinet_tests::server::{Server, METRICS_TOKEN};
+use kabinet_tests::ws::{connect, next_json};
 use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
 const REGISTER: &str = "mutation RegisterClinic($input: RegisterOrganisationInput!) {
@@ -96,9 +99,62 @@ conformance!(
 );
 
 conformance!(
+    operations_over_websocket_are_counted_by_name,
+    |test_db| async move {
+        let server = Server::start(&test_db, |_| {}).await;
+        let admin = server.token(Role::Admin, None);
+        let mut ws = connect(&server).await;
+        let init = json!({ "type": "connection_init",
+            "payload": { "authorization": format!("Bearer {admin}") } });
+        ws.send(Message::Text(init.to_string()))
+            .await
+            .expect("send");
+        assert_eq!(
+            next_json(&mut ws).await.expect("ack")["type"],
+            "connection_ack"
+        );
+        // A subscription the schema refuses answers at once, so it is counted
+        // (as failed) before its answer reaches the client.
+        let subscribe = json!({ "id": "1", "type": "subscribe",
+            "payload": { "query": "subscription WatchNothing { noSuchFeed }" } });
+        ws.send(Message::Text(subscribe.to_string()))
+            .await
+            .expect("send");
+        let answer = next_json(&mut ws).await.expect("an answer");
+        assert_eq!(answer["id"], "1", "{answer}");
+        assert!(
+            answer["payload"]["errors"][0]["extensions"]["code"].is_string(),
+            "{answer}"
+        );
+
+        let text = server
+            .http
+            .get(format!("{}/metrics", server.base))
+            .bearer_auth(METRICS_TOKEN)
+            .send()
+            .await
+            .expect("get")
+            .text()
+            .await
+            .expect("text");
+        for series in [
+            "kabinet_graphql_requests_total{operation=\"WatchNothing\"}",
+            "kabinet_graphql_errors_total{operation=\"WatchNothing\"}",
+            "kabinet_graphql_request_duration_seconds_bucket{operation=\"WatchNothing\",le=\"+Inf\"}",
+        ] {
+            assert!(
+                sample(&text, series).is_some_and(|n| n >= 1.0),
+                "{series} in\n{text}"
+            );
+        }
+        server.stop().await;
+    }
+);
+
+conformance!(
     projection_lag_counts_the_events_after_the_checkpoint,
     |test_db| async move {
-        let commands = CommandService::new(test_db.journal.clone());
+        let commands = CommandRunner::new(test_db.journal.clone());
         let account = Uuid::now_v7();
         for i in 0..3 {
             kabinet_tests::add(&commands, &format!("lag-{i}"), 1, account, Retry::Never)

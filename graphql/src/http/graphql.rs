@@ -59,14 +59,7 @@ pub(super) async fn post(
     let started = std::time::Instant::now();
     let span = tracing::info_span!("graphql", operation = %operation);
     let response = tracing::Instrument::instrument(state.schema.execute(request), span).await;
-    let codes: Vec<&str> = response
-        .errors
-        .iter()
-        .filter_map(|e| match e.extensions.as_ref()?.get("code")? {
-            async_graphql::Value::String(code) => Some(code.as_str()),
-            _ => None,
-        })
-        .collect();
+    let codes = crate::metrics::error_codes(&response);
     crate::metrics::observe_graphql(named.as_deref(), started.elapsed(), &codes);
     response_within(response, state.max_response_bytes)
 }

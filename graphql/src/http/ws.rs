@@ -319,6 +319,34 @@ fn refusal(e: Refusal) -> Closing {
 
 type Responses = BoxStream<'static, (String, Option<Response>)>;
 
+/// A running operation of a connection.
+///
+/// It is counted in the metrics once, at its first answer (with that answer's
+/// error codes, so a refused subscription counts as failed), or when it ends
+/// unanswered: a live subscription may wait long for its first event.
+struct Started {
+    abort: AbortHandle,
+    /// Operation name and start time, until the operation is counted.
+    uncounted: Option<(Option<String>, Instant)>,
+}
+
+impl Started {
+    fn count(&mut self, response: Option<&Response>) {
+        if let Some((operation, at)) = self.uncounted.take() {
+            let codes = response
+                .map(crate::metrics::error_codes)
+                .unwrap_or_default();
+            crate::metrics::observe_graphql(operation.as_deref(), at.elapsed(), &codes);
+        }
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        self.count(None);
+    }
+}
+
 async fn run(
     socket: &mut Socket,
     state: &AppState,
@@ -330,7 +358,7 @@ async fn run(
         return Err(None);
     }
     let account = caller.actor.account_id;
-    let mut running: HashMap<String, AbortHandle> = HashMap::new();
+    let mut running: HashMap<String, Started> = HashMap::new();
     let mut streams: SelectAll<Responses> = SelectAll::new();
     let mut heard = Instant::now();
     let mut pings = tokio::time::interval(settings.keepalive);
@@ -358,8 +386,8 @@ async fn run(
                     }
                     ClientMessage::Pong => {}
                     ClientMessage::Complete { id } => {
-                        if let Some(handle) = running.remove(&id) {
-                            handle.abort();
+                        if let Some(started) = running.remove(&id) {
+                            started.abort.abort();
                         }
                     }
                     ClientMessage::Subscribe { id, payload } => {
@@ -379,6 +407,7 @@ async fn run(
                         let request: Request = serde_json::from_value(payload).map_err(|e| {
                             Some(Closing::new(close::BAD_REQUEST, format!("invalid subscribe payload: {e}")))
                         })?;
+                        let operation = crate::metrics::operation_of(&request);
                         let request = request
                             .data(RequestContext {
                                 dev_token: caller.dev,
@@ -400,14 +429,18 @@ async fn run(
                                 .map(move |r| (tag.clone(), r))
                                 .boxed(),
                         );
-                        running.insert(id, handle);
+                        running.insert(id, Started {
+                            abort: handle,
+                            uncounted: Some((operation, Instant::now())),
+                        });
                     }
                 }
             }
             Some((id, response)) = streams.next(), if !streams.is_empty() => {
-                if !running.contains_key(&id) {
+                let Some(started) = running.get_mut(&id) else {
                     continue;
-                }
+                };
+                started.count(response.as_ref());
                 let message = match response {
                     Some(response) => json!({ "id": id, "type": "next", "payload": response }),
                     None => {
