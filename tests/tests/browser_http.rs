@@ -149,7 +149,7 @@ conformance!(
             return;
         };
         assert!(
-            dom.contains(r#"ANSWER {"data":{"me":{"role":"patient"}}}"#),
+            dom.contains(r#"ANSWER {"data":{"me":{"role":"PATIENT"}}}"#),
             "{dom}"
         );
         assert!(dom.contains("SOCKET connection_ack"), "{dom}");
