@@ -118,7 +118,7 @@ conformance!(
         assert_eq!(error_codes(&done), Vec::<String>::new(), "{done}");
         assert_eq!(done["account"]["login"], normalised);
         assert_eq!(done["account"]["loginKind"], "EMAIL");
-        assert_eq!(done["account"]["role"], "patient");
+        assert_eq!(done["account"]["role"], "PATIENT");
         assert!(done["account"]["termsVersion"].is_string());
         let token = done["tokens"]["accessToken"].as_str().expect("token");
         let me = server.data(Some(token), ME, json!({})).await;
@@ -698,7 +698,7 @@ conformance!(
         let r =
             create(json!({ "role": "DOCTOR", "login": doctor_phone, "organisationId": org })).await;
         assert_eq!(error_codes(&r), Vec::<String>::new(), "{r}");
-        assert_eq!(r["account"]["role"], "doctor");
+        assert_eq!(r["account"]["role"], "DOCTOR");
         assert_eq!(r["account"]["organisationId"], org);
         let doctor_id = r["account"]["id"].clone();
         let r = create(json!({ "role": "AUDITOR", "login": doctor_phone })).await;
@@ -749,7 +749,7 @@ conformance!(
             .expect("doctor")
             .to_string();
         let me = server.data(Some(&doctor), ME, json!({})).await;
-        assert_eq!(me["me"]["role"], "doctor");
+        assert_eq!(me["me"]["role"], "DOCTOR");
         // Deactivation ends the doctor's sessions and sign-ins.
         const DEACTIVATE: &str =
             "mutation($input: DeactivateAccountInput!) { deactivateAccount(input: $input) {

@@ -987,7 +987,7 @@ conformance!(
         })
         .await;
         let node = &edges[0]["node"];
-        assert_eq!(node["kind"], "appointment_booked");
+        assert_eq!(node["kind"], "APPOINTMENT_BOOKED");
         assert_eq!(node["objectType"], "APPOINTMENT");
         let local_date = chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d")
             .expect("date")

@@ -159,7 +159,7 @@ conformance!(
             return;
         };
         assert!(
-            dom.contains(r#"ANSWER {"data":{"me":{"role":"patient"}}}"#),
+            dom.contains(r#"ANSWER {"data":{"me":{"role":"PATIENT"}}}"#),
             "{dom}"
         );
         assert!(dom.contains("SOCKET connection_ack"), "{dom}");

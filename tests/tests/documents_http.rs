@@ -344,9 +344,9 @@ conformance!(
             })
             .collect();
         let expected = [
-            ("submitted", "SUBMITTED", "patient"),
-            ("started", "IN_PROGRESS", "registrar"),
-            ("fulfilled", "FULFILLED", "doctor"),
+            ("submitted", "SUBMITTED", "PATIENT"),
+            ("started", "IN_PROGRESS", "REGISTRAR"),
+            ("fulfilled", "FULFILLED", "DOCTOR"),
         ];
         assert_eq!(
             journal,
@@ -439,7 +439,7 @@ conformance!(
         let last = &sent["documentRequest"]["journal"][3];
         assert_eq!(last["action"], "sent_to_clinic");
         assert_eq!(last["status"], "FULFILLED");
-        assert_eq!(last["byRole"], "patient");
+        assert_eq!(last["byRole"], "PATIENT");
         assert_eq!(last["sentTo"]["name"], "Кардиоцентр");
         server.stop().await;
     }

@@ -56,7 +56,7 @@ conformance!(registration_is_read_back_at_once, |test_db| async move {
     assert_eq!(
         log["data"]["activityLog"]["edges"],
         json!([{ "node": { "action": "OrganisationRegistered", "objectType": "ORGANISATION",
-                           "status": "registered", "actorRole": "admin" } }])
+                           "status": "registered", "actorRole": "ADMIN" } }])
     );
 
     // The directory finds it by any-case part of its name, and through `node`.

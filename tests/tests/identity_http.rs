@@ -743,7 +743,7 @@ conformance!(
         assert!(actions.contains(&"visit_outcome"), "{journal}");
         assert!(actions.contains(&"profile"), "{journal}");
         for read in &reads {
-            assert_eq!(read["actorRole"], "doctor");
+            assert_eq!(read["actorRole"], "DOCTOR");
             assert_eq!(read["organisation"]["name"], "Поликлиника №7");
         }
         let changes: Vec<&str> = entries

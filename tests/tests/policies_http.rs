@@ -353,7 +353,7 @@ conformance!(
             .await;
         let reminders = log["activityLog"]["edges"].as_array().expect("edges");
         assert_eq!(reminders.len(), 1, "reminded exactly once: {log}");
-        assert_eq!(reminders[0]["node"]["actorRole"], "system");
+        assert_eq!(reminders[0]["node"]["actorRole"], "SYSTEM");
 
         clock.set(Utc::now() + Duration::days(62));
         for _ in 0..100 {

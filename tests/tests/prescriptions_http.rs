@@ -297,7 +297,7 @@ conformance!(
             .iter()
             .map(|e| e["actorRole"].as_str().expect("role"))
             .collect();
-        assert_eq!(roles, ["doctor", "patient", "pharmacist", "pharmacist"]);
+        assert_eq!(roles, ["DOCTOR", "PATIENT", "PHARMACIST", "PHARMACIST"]);
         for entry in &journal {
             assert_eq!(entry["prescribingDoctor"], "Иванова Анна Сергеевна");
             assert_eq!(entry["date"].as_str().map(str::len), Some(10), "{entry}");
@@ -736,7 +736,7 @@ conformance!(
         let journal = after["journal"].as_array().expect("journal");
         let last = journal.last().expect("entry");
         assert_eq!(last["action"], "PrescriptionExpired");
-        assert_eq!(last["actorRole"], "system");
+        assert_eq!(last["actorRole"], "SYSTEM");
         // The scheduler keeps running, yet expiry is recorded once.
         tokio::time::sleep(StdDuration::from_millis(600)).await;
         let again = read(&server, &w.patient, &id).await;

@@ -260,7 +260,7 @@ conformance!(
         assert_eq!(opened.status().as_u16(), 200);
 
         // Notifications say that something is new, not what, on screen and by e-mail.
-        let shown = notifications_of(&server, &session, "prescription_issued").await;
+        let shown = notifications_of(&server, &session, "PRESCRIPTION_ISSUED").await;
         assert!(!shown[0].to_string().contains("Сертралин"), "{shown:?}");
         assert!(
             shown[0]["body"]
@@ -268,7 +268,7 @@ conformance!(
                 .is_some_and(|b| b.contains("подтверждения личности")),
             "{shown:?}"
         );
-        let full = notifications_of(&server, &verified, "prescription_issued").await;
+        let full = notifications_of(&server, &verified, "PRESCRIPTION_ISSUED").await;
         assert!(
             full[0]["body"]
                 .as_str()
@@ -309,7 +309,7 @@ conformance!(
         let token = server.token_for(patient, Role::Patient, None);
         record_profile(&server, &token).await;
         book(&server, &token, &clinic.slots[1].0, None).await;
-        let told = notifications_of(&server, &token, "appointment_booked").await;
+        let told = notifications_of(&server, &token, "APPOINTMENT_BOOKED").await;
         let body = told[0]["body"].as_str().expect("body");
         assert!(body.starts_with("Вы записаны на приём "), "{body}");
         assert!(body.contains("кабинет 214."), "{body}");

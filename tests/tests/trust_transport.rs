@@ -364,7 +364,7 @@ edge!(
         let data = server
             .data(Some(&other), "{ me { role } }", json!({}))
             .await;
-        assert_eq!(data["me"]["role"], "admin");
+        assert_eq!(data["me"]["role"], "ADMIN");
         server.stop().await;
     }
 );
@@ -591,7 +591,7 @@ conformance!(
         let me = server
             .data(Some(&forged), "{ me { role } }", json!({}))
             .await;
-        assert_eq!(me["me"]["role"], "patient");
+        assert_eq!(me["me"]["role"], "PATIENT");
         let admin_only = server
             .graphql(Some(&forged), REGISTER_ORG, org_input("Поликлиника подлог"))
             .await;

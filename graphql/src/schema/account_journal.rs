@@ -13,6 +13,7 @@ use kabinet_projections::account_journal::{self, JournalLine, LineQuery};
 use kabinet_projections::page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use uuid::Uuid;
 
+use super::accounts::UserRole;
 use super::context::{actor, bad_input, internal, services};
 use super::directory::Organisation;
 use super::ids;
@@ -116,9 +117,13 @@ impl AccountJournalEntry {
     async fn by_owner(&self) -> bool {
         self.actor_id == self.owner
     }
-    /// The role of whoever acted or read (`patient`, `doctor`, `system`, …); no names.
-    async fn actor_role(&self) -> &str {
-        &self.actor_role
+    /// The role of whoever acted or read (`PATIENT`, `DOCTOR`, `SYSTEM`, …); no names.
+    async fn actor_role(&self) -> async_graphql::Result<UserRole> {
+        UserRole::of_record(&self.actor_role)
+    }
+    /// The role in Russian, for display.
+    async fn actor_role_label_ru(&self) -> async_graphql::Result<&'static str> {
+        Ok(UserRole::of_record(&self.actor_role)?.label_ru())
     }
     /// The organisation of the staff member who acted or read.
     async fn organisation(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Organisation>> {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_graphql::connection::{Connection, Edge, EmptyFields};
-use async_graphql::{Context, InputObject, Object, SimpleObject, Subscription, ID};
+use async_graphql::{ComplexObject, Context, InputObject, Object, SimpleObject, Subscription, ID};
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use kabinet_domain::Role;
@@ -11,6 +11,7 @@ use kabinet_projections::activity_log::{self, ActivityEntry as Entry, ActivityFi
 use kabinet_projections::page::PageRequest;
 use uuid::Uuid;
 
+use super::accounts::UserRole;
 use super::context::{actor, bad_input, forbidden, internal, services};
 use super::ids::{self, ObjectType};
 use super::labels::LabelRu;
@@ -18,6 +19,7 @@ use super::pagination::{connection_complexity, page_info, page_request};
 
 /// One action in an account's activity log.
 #[derive(Debug, Clone, SimpleObject)]
+#[graphql(complex)]
 pub struct ActivityEntry {
     /// When the action was recorded.
     pub occurred_at: DateTime<Utc>,
@@ -34,10 +36,23 @@ pub struct ActivityEntry {
     pub status: Option<String>,
     /// Account that acted.
     pub actor_id: ID,
-    /// Role the actor acted in.
+    /// Role the actor acted in, as recorded.
+    #[graphql(skip)]
     pub actor_role: String,
     /// Global journal position of the action.
     pub position: i64,
+}
+
+#[ComplexObject]
+impl ActivityEntry {
+    /// Role the actor acted in.
+    async fn actor_role(&self) -> async_graphql::Result<UserRole> {
+        UserRole::of_record(&self.actor_role)
+    }
+    /// The role in Russian, for display.
+    async fn actor_role_label_ru(&self) -> async_graphql::Result<&'static str> {
+        Ok(UserRole::of_record(&self.actor_role)?.label_ru())
+    }
 }
 
 impl From<Entry> for ActivityEntry {

@@ -9,12 +9,13 @@ use kabinet_domain::policies::PolicyStatus as DomainPolicyStatus;
 use kabinet_domain::prescriptions::PrescriptionStatus as DomainPrescriptionStatus;
 
 use super::account_journal::AccountJournalKind;
-use super::accounts::{AccountLoginKind, AccountStatus};
-use super::appointments::{AppointmentStatus, ReferralStatus};
+use super::accounts::{AccountLoginKind, AccountStatus, DeliveryChannel, StaffRole, UserRole};
+use super::appointments::{AppointmentStatus, ReferralStatus, Sex};
 use super::doctors::{ServiceDelivery, ServiceType, SlotStatus};
 use super::documents::{DocumentRequestStatus, DocumentType};
 use super::identity::{PassportScanReview, VerificationStatus, VerificationStepKind};
 use super::ids::ObjectType;
+use super::notifications::{DeliveryStatus, NotificationDeliveryChannel, NotificationKind};
 use super::policies::{PolicyKind, PolicyStatus};
 use super::prescriptions::{PrescriptionRequestKind, PrescriptionStatus, VerificationResult};
 
@@ -277,6 +278,93 @@ impl LabelRu for AccountJournalKind {
             AccountJournalKind::SignIn => "Вход",
             AccountJournalKind::Change => "Изменение",
             AccountJournalKind::MedicalRead => "Просмотр медицинских данных",
+        }
+    }
+}
+
+impl LabelRu for UserRole {
+    fn label_ru(self) -> &'static str {
+        match self {
+            UserRole::Patient => "Пациент",
+            UserRole::Registrar => "Регистратор",
+            UserRole::Doctor => "Врач",
+            UserRole::Lab => "Сотрудник лаборатории",
+            UserRole::Pharmacist => "Фармацевт",
+            UserRole::Auditor => "Аудитор",
+            UserRole::Analyst => "Аналитик",
+            UserRole::Admin => "Администратор",
+            UserRole::System => "Система",
+        }
+    }
+}
+
+impl LabelRu for StaffRole {
+    fn label_ru(self) -> &'static str {
+        UserRole::from(kabinet_domain::Role::from(self)).label_ru()
+    }
+}
+
+impl LabelRu for Sex {
+    fn label_ru(self) -> &'static str {
+        match self {
+            Sex::Female => "Женский",
+            Sex::Male => "Мужской",
+        }
+    }
+}
+
+impl LabelRu for DeliveryChannel {
+    fn label_ru(self) -> &'static str {
+        match self {
+            DeliveryChannel::Email => "Электронная почта",
+            DeliveryChannel::Sms => "SMS",
+        }
+    }
+}
+
+impl LabelRu for NotificationDeliveryChannel {
+    fn label_ru(self) -> &'static str {
+        match self {
+            NotificationDeliveryChannel::Email => "Электронная почта",
+            NotificationDeliveryChannel::Sms => "SMS",
+            NotificationDeliveryChannel::None => "Способ связи не выбран",
+        }
+    }
+}
+
+impl LabelRu for DeliveryStatus {
+    fn label_ru(self) -> &'static str {
+        match self {
+            DeliveryStatus::Sending => "Отправляется",
+            DeliveryStatus::Sent => "Отправлено",
+            DeliveryStatus::Failed => "Не отправлено, будет повтор",
+            DeliveryStatus::GaveUp => "Не удалось отправить",
+            DeliveryStatus::Skipped => "Не отправлялось",
+        }
+    }
+}
+
+impl LabelRu for NotificationKind {
+    fn label_ru(self) -> &'static str {
+        match self {
+            NotificationKind::AppointmentBooked => "Запись на приём",
+            NotificationKind::AppointmentRescheduled => "Перенос записи",
+            NotificationKind::AppointmentCancelled => "Отмена записи",
+            NotificationKind::VisitFulfilled => "Приём состоялся",
+            NotificationKind::ReferralApproved => "Направление одобрено",
+            NotificationKind::ReferralRejected => "Направление отклонено",
+            NotificationKind::DocumentReady => "Документ готов",
+            NotificationKind::DocumentRejected => "Запрос документа отклонён",
+            NotificationKind::PrescriptionIssued => "Выписан рецепт",
+            NotificationKind::PrescriptionReady => "Рецепт готов в аптеке",
+            NotificationKind::PrescriptionCancelled => "Рецепт отменён",
+            NotificationKind::PrescriptionExpired => "Срок действия рецепта истёк",
+            NotificationKind::PrescriptionRequestApproved => "Запрос по рецепту одобрен",
+            NotificationKind::PrescriptionRequestDeclined => "Запрос по рецепту отклонён",
+            NotificationKind::PolicyIssued => "Полис оформлен",
+            NotificationKind::PolicyRejected => "В полисе отказано",
+            NotificationKind::PolicyRenewalDue => "Пора продлить полис",
+            NotificationKind::PolicyExpired => "Срок действия полиса истёк",
         }
     }
 }

@@ -26,6 +26,7 @@ use async_graphql::{
 use kabinet_domain::Role;
 
 use self::context::{actor, actor_in, internal, services};
+use self::labels::LabelRu;
 
 /// Anything with a global id.
 #[derive(Interface)]
@@ -45,7 +46,9 @@ pub enum Node {
 pub struct Viewer {
     /// Global id of the caller's account.
     pub account_id: ID,
-    pub role: String,
+    pub role: accounts::UserRole,
+    /// The role in Russian, for display.
+    pub role_label_ru: &'static str,
     /// Global id of the staff member's organisation.
     pub organisation_id: Option<ID>,
 }
@@ -94,7 +97,8 @@ impl CoreQuery {
         let actor = actor(ctx)?;
         Ok(Viewer {
             account_id: ids::encode("Account", actor.account_id),
-            role: actor.role.as_str().to_string(),
+            role: actor.role.into(),
+            role_label_ru: accounts::UserRole::from(actor.role).label_ru(),
             organisation_id: actor
                 .organisation_id
                 .map(|o| ids::encode("Organisation", o)),

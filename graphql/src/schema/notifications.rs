@@ -44,31 +44,151 @@ impl From<DomainChannel> for NotificationChannel {
     }
 }
 
+/// The stable kinds of notification, one per event people are told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum NotificationKind {
+    AppointmentBooked,
+    AppointmentRescheduled,
+    AppointmentCancelled,
+    VisitFulfilled,
+    ReferralApproved,
+    ReferralRejected,
+    DocumentReady,
+    DocumentRejected,
+    PrescriptionIssued,
+    PrescriptionReady,
+    PrescriptionCancelled,
+    PrescriptionExpired,
+    PrescriptionRequestApproved,
+    PrescriptionRequestDeclined,
+    PolicyIssued,
+    PolicyRejected,
+    PolicyRenewalDue,
+    PolicyExpired,
+}
+
+impl NotificationKind {
+    /// Every kind, for reading the stored names.
+    const ALL: [NotificationKind; 18] = [
+        NotificationKind::AppointmentBooked,
+        NotificationKind::AppointmentRescheduled,
+        NotificationKind::AppointmentCancelled,
+        NotificationKind::VisitFulfilled,
+        NotificationKind::ReferralApproved,
+        NotificationKind::ReferralRejected,
+        NotificationKind::DocumentReady,
+        NotificationKind::DocumentRejected,
+        NotificationKind::PrescriptionIssued,
+        NotificationKind::PrescriptionReady,
+        NotificationKind::PrescriptionCancelled,
+        NotificationKind::PrescriptionExpired,
+        NotificationKind::PrescriptionRequestApproved,
+        NotificationKind::PrescriptionRequestDeclined,
+        NotificationKind::PolicyIssued,
+        NotificationKind::PolicyRejected,
+        NotificationKind::PolicyRenewalDue,
+        NotificationKind::PolicyExpired,
+    ];
+
+    /// The stored name (`appointment_booked`, …).
+    fn as_str(self) -> &'static str {
+        match self {
+            NotificationKind::AppointmentBooked => "appointment_booked",
+            NotificationKind::AppointmentRescheduled => "appointment_rescheduled",
+            NotificationKind::AppointmentCancelled => "appointment_cancelled",
+            NotificationKind::VisitFulfilled => "visit_fulfilled",
+            NotificationKind::ReferralApproved => "referral_approved",
+            NotificationKind::ReferralRejected => "referral_rejected",
+            NotificationKind::DocumentReady => "document_ready",
+            NotificationKind::DocumentRejected => "document_rejected",
+            NotificationKind::PrescriptionIssued => "prescription_issued",
+            NotificationKind::PrescriptionReady => "prescription_ready",
+            NotificationKind::PrescriptionCancelled => "prescription_cancelled",
+            NotificationKind::PrescriptionExpired => "prescription_expired",
+            NotificationKind::PrescriptionRequestApproved => "prescription_request_approved",
+            NotificationKind::PrescriptionRequestDeclined => "prescription_request_declined",
+            NotificationKind::PolicyIssued => "policy_issued",
+            NotificationKind::PolicyRejected => "policy_rejected",
+            NotificationKind::PolicyRenewalDue => "policy_renewal_due",
+            NotificationKind::PolicyExpired => "policy_expired",
+        }
+    }
+
+    fn of_record(name: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == name)
+            .ok_or_else(|| format!("stored notification of unknown kind '{name}'"))
+    }
+}
+
+/// The channel a notification went by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum NotificationDeliveryChannel {
+    Email,
+    Sms,
+    /// The person chose no channel.
+    None,
+}
+
+/// How far a delivery got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum DeliveryStatus {
+    Sending,
+    Sent,
+    /// Will be retried.
+    Failed,
+    GaveUp,
+    Skipped,
+}
+
 /// How a notification went out on one channel.
 #[derive(Debug, Clone, SimpleObject)]
 pub struct NotificationDelivery {
-    /// `EMAIL`, `SMS`, or `NONE` when no channel was chosen.
-    pub channel: String,
-    /// `SENDING`, `SENT`, `FAILED` (will be retried), `GAVE_UP` or `SKIPPED`.
-    pub status: String,
+    pub channel: NotificationDeliveryChannel,
+    /// The channel in Russian, for display.
+    pub channel_label_ru: &'static str,
+    pub status: DeliveryStatus,
+    /// The status in Russian, for display.
+    pub status_label_ru: &'static str,
     pub attempts: i32,
 }
 
-impl From<&DeliveryView> for NotificationDelivery {
-    fn from(d: &DeliveryView) -> Self {
-        NotificationDelivery {
-            channel: d.channel.to_uppercase(),
-            status: d.status.to_uppercase(),
+impl TryFrom<&DeliveryView> for NotificationDelivery {
+    type Error = String;
+
+    fn try_from(d: &DeliveryView) -> Result<Self, String> {
+        let channel = match d.channel.as_str() {
+            "email" => NotificationDeliveryChannel::Email,
+            "sms" => NotificationDeliveryChannel::Sms,
+            "none" => NotificationDeliveryChannel::None,
+            other => return Err(format!("stored delivery by unknown channel '{other}'")),
+        };
+        let status = match d.status.as_str() {
+            "sending" => DeliveryStatus::Sending,
+            "sent" => DeliveryStatus::Sent,
+            "failed" => DeliveryStatus::Failed,
+            "gave_up" => DeliveryStatus::GaveUp,
+            "skipped" => DeliveryStatus::Skipped,
+            other => return Err(format!("stored delivery in unknown status '{other}'")),
+        };
+        Ok(NotificationDelivery {
+            channel,
+            channel_label_ru: channel.label_ru(),
+            status,
+            status_label_ru: status.label_ru(),
             attempts: d.attempts,
-        }
+        })
     }
 }
 
 /// A message to the caller about something that concerns them.
 #[derive(Debug, Clone, SimpleObject)]
 pub struct Notification {
-    /// Stable kind, e.g. `appointment_booked`, `appointment_rescheduled`.
-    pub kind: String,
+    /// Stable kind, e.g. `APPOINTMENT_BOOKED`, `APPOINTMENT_RESCHEDULED`.
+    pub kind: NotificationKind,
+    /// The kind in Russian, for display.
+    pub kind_label_ru: &'static str,
     /// Title in Russian.
     pub title: String,
     /// Text in Russian. Until the patient's identity is verified, messages about
@@ -142,11 +262,10 @@ impl NotificationsQuery {
         let open = medical_details_open(ctx).await?;
         let info = page_info(&page);
         let mut connection = Connection::new(info.has_previous_page, info.has_next_page);
-        connection.edges.extend(
-            page.items
-                .into_iter()
-                .map(|(cursor, n)| Edge::new(cursor.encode(), notification(n, &deliveries, open))),
-        );
+        for (cursor, n) in page.items {
+            let shown = notification(n, &deliveries, open).map_err(|e| internal(ctx, e))?;
+            connection.edges.push(Edge::new(cursor.encode(), shown));
+        }
         Ok(connection)
     }
 
@@ -162,27 +281,33 @@ impl NotificationsQuery {
 
 /// The notification as the caller sees it; `open` is false for a patient whose
 /// identity is not verified, who is told only that something new is waiting.
-fn notification(n: NotificationView, deliveries: &[DeliveryView], open: bool) -> Notification {
+fn notification(
+    n: NotificationView,
+    deliveries: &[DeliveryView],
+    open: bool,
+) -> Result<Notification, String> {
+    let kind = NotificationKind::of_record(&n.kind)?;
     let (title, body) = if open || !model::tells_medical_details(&n.kind) {
         (n.title, n.body)
     } else {
         model::neutral()
     };
     let object_type = ObjectType::of_aggregate(&n.object_type);
-    Notification {
+    Ok(Notification {
         deliveries: deliveries
             .iter()
             .filter(|d| d.position == n.position)
-            .map(NotificationDelivery::from)
-            .collect(),
-        kind: n.kind,
+            .map(NotificationDelivery::try_from)
+            .collect::<Result<_, _>>()?,
+        kind,
+        kind_label_ru: kind.label_ru(),
         title,
         body,
         object_type_label_ru: object_type.label_ru(),
         object_id: object_type.global_id(&n.object_id),
         object_type,
         created_at: n.created_at,
-    }
+    })
 }
 
 async fn preferences(

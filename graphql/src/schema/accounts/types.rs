@@ -54,6 +54,49 @@ pub enum StaffRole {
     Admin,
 }
 
+/// The role an account or an actor holds; `SYSTEM` is the server itself (schedulers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum UserRole {
+    Patient,
+    Registrar,
+    Doctor,
+    Lab,
+    Pharmacist,
+    Auditor,
+    Analyst,
+    Admin,
+    System,
+}
+
+impl From<Role> for UserRole {
+    fn from(r: Role) -> UserRole {
+        match r {
+            Role::Patient => UserRole::Patient,
+            Role::Registrar => UserRole::Registrar,
+            Role::Doctor => UserRole::Doctor,
+            Role::Lab => UserRole::Lab,
+            Role::Pharmacist => UserRole::Pharmacist,
+            Role::Auditor => UserRole::Auditor,
+            Role::Analyst => UserRole::Analyst,
+            Role::Admin => UserRole::Admin,
+            Role::System => UserRole::System,
+        }
+    }
+}
+
+impl UserRole {
+    /// The role of a stored record (`patient`, …, `system`); an error names a record
+    /// written with a role this server does not know.
+    pub fn of_record(name: &str) -> async_graphql::Result<UserRole> {
+        if name == Role::System.as_str() {
+            return Ok(UserRole::System);
+        }
+        name.parse::<Role>()
+            .map(UserRole::from)
+            .map_err(|e| async_graphql::Error::new(format!("stored record: {e}")))
+    }
+}
+
 impl From<StaffRole> for Role {
     fn from(r: StaffRole) -> Role {
         match r {
@@ -108,9 +151,12 @@ impl Account {
     async fn login(&self) -> &str {
         &self.0.state.login
     }
-    /// `patient`, `registrar`, `doctor`, `lab`, `pharmacist`, `auditor`, `analyst` or `admin`.
-    async fn role(&self) -> &str {
-        self.0.state.role.as_str()
+    async fn role(&self) -> UserRole {
+        self.0.state.role.into()
+    }
+    /// The role in Russian, for display.
+    async fn role_label_ru(&self) -> &'static str {
+        UserRole::from(self.0.state.role).label_ru()
     }
     /// Global id of the staff member's organisation.
     async fn organisation_id(&self) -> Option<ID> {
@@ -152,6 +198,8 @@ pub struct AuthTokens {
 #[derive(Debug, Clone, SimpleObject)]
 pub struct CodeDelivery {
     pub channel: DeliveryChannel,
+    /// The channel in Russian, for display.
+    pub channel_label_ru: &'static str,
     /// The contact with most of it hidden.
     pub sent_to: String,
     pub expires_at: DateTime<Utc>,
@@ -159,11 +207,13 @@ pub struct CodeDelivery {
 
 impl From<CodeSent> for CodeDelivery {
     fn from(sent: CodeSent) -> Self {
+        let channel = match sent.channel {
+            Channel::Email => DeliveryChannel::Email,
+            Channel::Sms => DeliveryChannel::Sms,
+        };
         CodeDelivery {
-            channel: match sent.channel {
-                Channel::Email => DeliveryChannel::Email,
-                Channel::Sms => DeliveryChannel::Sms,
-            },
+            channel,
+            channel_label_ru: channel.label_ru(),
             sent_to: sent.sent_to,
             expires_at: sent.expires_at,
         }

@@ -26,6 +26,7 @@ use kabinet_projections::{activity_log, doctors};
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::accounts::UserRole;
 use super::context::{
     actor, actor_in, internal, medical_patient, read_your_writes, record_medical_read,
     services as svc,
@@ -343,9 +344,13 @@ impl DocumentRequestChange {
             .unwrap_or(DomainStatus::Submitted)
             .label_ru()
     }
-    /// Role of whoever made the change (`patient`, `registrar`, `doctor`, `lab`, …).
-    async fn by_role(&self) -> &str {
-        &self.entry.actor_role
+    /// Role of whoever made the change (`PATIENT`, `REGISTRAR`, `DOCTOR`, `LAB`, …).
+    async fn by_role(&self) -> async_graphql::Result<UserRole> {
+        UserRole::of_record(&self.entry.actor_role)
+    }
+    /// The role in Russian, for display.
+    async fn by_role_label_ru(&self) -> async_graphql::Result<&'static str> {
+        Ok(UserRole::of_record(&self.entry.actor_role)?.label_ru())
     }
     /// For `sent_to_clinic`: the organisation that received the document.
     async fn sent_to(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Organisation>> {
@@ -777,47 +782,62 @@ impl DocumentsMutation {
         input: ResubmitDocumentRequestInput,
     ) -> async_graphql::Result<DocumentRequestPayload> {
         let actor = medical_patient(ctx).await?;
-        let key = match idempotency_key(input.idempotency_key.clone()) {
-            Ok(k) => k,
-            Err(e) => return DocumentRequestPayload::failed(e),
+        // Every field is checked, so the caller sees all its mistakes at once.
+        let mut errors = Vec::new();
+        let key = check(&mut errors, idempotency_key(input.idempotency_key.clone()));
+        let previous = visible_request(ctx, actor, &input.request_id).await?;
+        let previous = check(
+            &mut errors,
+            match previous {
+                None => Err(not_found()),
+                Some(p) if status_of(&p) != DomainStatus::Rejected => Err(UserError::on_field(
+                    "requestId",
+                    "REQUEST_NOT_REJECTED",
+                    format!(
+                        "only a rejected request can be resubmitted; this one is {}",
+                        status_of(&p).as_str().replace('_', " ")
+                    ),
+                )),
+                Some(p) if p.resubmitted_as.is_some() => Err(resubmitted()),
+                Some(p) => Ok(p),
+            },
+        );
+        let period_from = check(
+            &mut errors,
+            input
+                .period_from
+                .as_deref()
+                .map(|raw| parse_day("periodFrom", raw))
+                .transpose(),
+        );
+        let period_to = check(
+            &mut errors,
+            input
+                .period_to
+                .as_deref()
+                .map(|raw| parse_day("periodTo", raw))
+                .transpose(),
+        );
+        let visit_date = check(
+            &mut errors,
+            input
+                .visit_date
+                .as_deref()
+                .map(|raw| optional_day("visitDate", Some(raw)))
+                .transpose(),
+        );
+        let (Some(key), Some(previous), Some(period_from), Some(period_to), Some(visit_date)) =
+            (key, previous, period_from, period_to, visit_date)
+        else {
+            return Ok(DocumentRequestPayload {
+                document_request: None,
+                user_errors: errors,
+            });
         };
-        let Some(previous) = visible_request(ctx, actor, &input.request_id).await? else {
-            return DocumentRequestPayload::failed(not_found());
-        };
-        let status = status_of(&previous);
-        if status != DomainStatus::Rejected {
-            return DocumentRequestPayload::failed(UserError::on_field(
-                "requestId",
-                "REQUEST_NOT_REJECTED",
-                format!(
-                    "only a rejected request can be resubmitted; this one is {}",
-                    status.as_str().replace('_', " ")
-                ),
-            ));
-        }
-        if previous.resubmitted_as.is_some() {
-            return DocumentRequestPayload::failed(resubmitted());
-        }
-        let parsed = (|| {
-            Ok::<_, UserError>((
-                match input.period_from.as_deref() {
-                    Some(raw) => parse_day("periodFrom", raw)?,
-                    None => previous.period_from,
-                },
-                match input.period_to.as_deref() {
-                    Some(raw) => parse_day("periodTo", raw)?,
-                    None => previous.period_to,
-                },
-                match input.visit_date.as_deref() {
-                    Some(raw) => optional_day("visitDate", Some(raw))?,
-                    None => previous.visit_date,
-                },
-            ))
-        })();
-        let (period_from, period_to, visit_date) = match parsed {
-            Ok(p) => p,
-            Err(e) => return DocumentRequestPayload::failed(e),
-        };
+        // Fields left out keep the rejected request's values.
+        let period_from = period_from.unwrap_or(previous.period_from);
+        let period_to = period_to.unwrap_or(previous.period_to);
+        let visit_date = visit_date.unwrap_or(previous.visit_date);
         let zone = organisations::get(&svc(ctx).db, previous.organisation_id)
             .await
             .map_err(|e| internal(ctx, e))?

@@ -29,16 +29,18 @@ pub const REVIEWERS: &[Role] = &[Role::Registrar, Role::Admin];
 fn profile_of(patient_id: uuid::Uuid, p: &Patient) -> PatientProfile {
     let basic = p.profile.as_ref();
     let d = &p.details;
+    let sex = basic.map(|b| match b.sex {
+        kabinet_domain::patients::Sex::Female => Sex::Female,
+        kabinet_domain::patients::Sex::Male => Sex::Male,
+    });
     PatientProfile {
         patient_id: ids::encode("Account", patient_id),
         surname: basic.map(|b| b.surname.clone()),
         first_name: basic.map(|b| b.first_name.clone()),
         patronymic: basic.and_then(|b| b.patronymic.clone()),
         birth_date: basic.map(|b| b.birth_date),
-        sex: basic.map(|b| match b.sex {
-            kabinet_domain::patients::Sex::Female => Sex::Female,
-            kabinet_domain::patients::Sex::Male => Sex::Male,
-        }),
+        sex,
+        sex_label_ru: sex.map(LabelRu::label_ru),
         snils: d.snils.as_ref().map(|v| v.to_string()),
         oms_policy: d.oms_policy.as_ref().map(|v| v.to_string()),
         passport_series: d.passport_series.as_ref().map(|v| v.to_string()),

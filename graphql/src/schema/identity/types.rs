@@ -17,6 +17,8 @@ pub struct PatientProfile {
     pub patronymic: Option<String>,
     pub birth_date: Option<NaiveDate>,
     pub sex: Option<Sex>,
+    /// The sex in Russian, for display.
+    pub sex_label_ru: Option<&'static str>,
     /// `XXX-XXX-XXX YY`.
     pub snils: Option<String>,
     /// 16 digits.

@@ -1,6 +1,7 @@
 //! Prescriptions as the API shows them.
 
 use super::{download_link, prescription_pdf, status_of, verification_url, zone};
+use crate::schema::accounts::UserRole;
 use crate::schema::context::{actor, internal, services as svc};
 use crate::schema::directory::Organisation;
 use crate::schema::ids;
@@ -90,8 +91,10 @@ pub struct PrescriptionJournalEntry {
     pub action: String,
     pub status: PrescriptionStatus,
     pub status_label_ru: String,
-    /// Role of who acted (`doctor`, `patient`, `pharmacist`, `system`).
-    pub actor_role: String,
+    /// Role of who acted (`DOCTOR`, `PATIENT`, `PHARMACIST`, `SYSTEM`).
+    pub actor_role: UserRole,
+    /// The role in Russian, for display.
+    pub actor_role_label_ru: &'static str,
     pub prescribing_doctor: String,
     /// The reason, comment or pharmacy of the change.
     pub note: Option<String>,
@@ -216,24 +219,26 @@ impl Prescription {
         let entries = prescriptions::journal(&svc(ctx).db, self.0.id)
             .await
             .map_err(|e| internal(ctx, e))?;
-        Ok(entries
+        entries
             .into_iter()
             .map(|e: JournalEntry| {
                 let local = e.occurred_at.with_timezone(&tz);
                 let status = status_of(&e.status);
-                PrescriptionJournalEntry {
+                let actor_role = UserRole::of_record(&e.actor_role)?;
+                Ok(PrescriptionJournalEntry {
                     occurred_at: e.occurred_at,
                     date: local.format("%Y-%m-%d").to_string(),
                     time: local.format("%H:%M").to_string(),
                     action: e.action,
                     status: PrescriptionStatus::of(status),
                     status_label_ru: status.label_ru().to_string(),
-                    actor_role: e.actor_role,
+                    actor_role,
+                    actor_role_label_ru: actor_role.label_ru(),
                     prescribing_doctor: self.0.doctor_name.clone(),
                     note: e.note,
-                }
+                })
             })
-            .collect())
+            .collect()
     }
 }
 
