@@ -2,6 +2,7 @@
 //! object, the resulting status and who acted.
 
 use async_trait::async_trait;
+use cqrs_es::Aggregate;
 use chrono::{DateTime, TimeZone, Utc};
 use kabinet_domain::accounts::Account;
 use kabinet_domain::appointments::{Appointment, AppointmentEvent, Referral, ReferralEvent};
@@ -132,11 +133,16 @@ fn read(event: &RecordedEvent) -> Result<Reading, ProjectionError> {
             ScheduleEvent::PeriodClosed { .. } => Reading::new(Some("closed"), None),
         });
     }
-    // Events that leave no status and name no patient: decoded all the same,
-    // so a payload that does not decode stops the log as in every projection.
-    if event_of::<Account>(NAME, event)?.is_some()
-        || event_of::<IdentityVerification>(NAME, event)?.is_some()
-        || event_of::<NotificationSettings>(NAME, event)?.is_some()
+    // Streams whose events leave no status and name no patient: nothing of
+    // them is read, so they are not decoded either. Account streams carry
+    // events a newer build wrote (the account journal lists them by type); one
+    // this build cannot decode must not stop the log.
+    if [
+        Account::TYPE,
+        IdentityVerification::TYPE,
+        NotificationSettings::TYPE,
+    ]
+    .contains(&event.aggregate_type.as_str())
     {
         return Ok(Reading::default());
     }

@@ -267,7 +267,7 @@ conformance!(
             .collect();
         assert_eq!(
             kinds,
-            ["prescription_ready", "prescription_issued"],
+            ["PRESCRIPTION_READY", "PRESCRIPTION_ISSUED"],
             "{told}"
         );
         let dispensed = pharmacy_act(&server, &w.pharmacist, "dispensePrescription", &id).await;
