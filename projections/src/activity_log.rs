@@ -2,8 +2,8 @@
 //! object, the resulting status and who acted.
 
 use async_trait::async_trait;
-use cqrs_es::Aggregate;
 use chrono::{DateTime, TimeZone, Utc};
+use cqrs_es::Aggregate;
 use kabinet_domain::accounts::Account;
 use kabinet_domain::appointments::{Appointment, AppointmentEvent, Referral, ReferralEvent};
 use kabinet_domain::directory::{
